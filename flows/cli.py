@@ -1,0 +1,150 @@
+"""The ``pqfl`` command line: ``pqfl run`` trains and compares methods, ``pqfl compare``
+reads the same table back from MLflow.
+
+Bad input prints one line on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+# Quiet, offline-friendly Prefect defaults; the user's own settings win.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
+
+import pandas as pd  # noqa: E402
+
+from pqfl.config import METHODS, Config, load_config  # noqa: E402
+from pqfl.errors import PQFLInputError  # noqa: E402
+
+TABLE_COLUMNS = {
+    "mean_auroc": "mean AUROC",
+    "mean_aupr": "mean AUPR",
+    "mean_false_error": "mean false err",
+    "mean_missing_error": "mean missing err",
+    "worst_auroc": "worst AUROC",
+    "wall_s": "wall s",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as for every bad input
+        raise PQFLInputError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pqfl", description="Personalized quantum federated learning for anomaly detection")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="train the chosen methods on identical partitions and print the comparison")
+    run.add_argument("--config", help="YAML config (default: the embedded configs/default.yaml)")
+    run.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
+    run.add_argument("--rounds", type=int, help="number of global rounds K")
+    run.add_argument("--seed", type=int, help="run seed")
+    run.add_argument("--dataset", help="dataset source, e.g. sklearn:digits, odds:PATH.mat, csv:PATH#label=COL")
+    run.add_argument("--json", dest="json_out", help="write results as JSON to this file")
+    cmp_ = sub.add_parser("compare", help="print the method table of an experiment from MLflow")
+    cmp_.add_argument("--experiment", help="MLflow experiment name (default: the config's)")
+    cmp_.add_argument("--config", help="config whose experiment and store to read (default: embedded)")
+    return p
+
+
+def _overrides(args) -> dict:
+    out = {}
+    if args.methods:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise PQFLInputError(f"--methods: unknown method(s) {unknown}; choose from {','.join(METHODS)}")
+        out["federation.methods"] = methods
+    if args.rounds is not None:
+        out["federation.rounds"] = args.rounds
+    if args.seed is not None:
+        out["federation.seed"] = args.seed
+    if args.dataset:
+        out["dataset.source"] = args.dataset
+    return out
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    frame = pd.DataFrame.from_dict(rows, orient="index")[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
+    frame.index.name = "method"
+    return frame.to_string(float_format=lambda v: f"{v:.3f}")
+
+
+def _run(args) -> int:
+    from pqfl.experiment import prepare
+
+    cfg: Config = load_config(args.config).with_overrides(**_overrides(args))
+    prepare(cfg)  # fail fast on data problems, before any server or run starts
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+
+    from flows.train import pqfl_train
+    from pqfl.compile_cache import enable_persistent_cache
+
+    enable_persistent_cache()
+    progress = logging.getLogger("pqfl.progress")
+    progress.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[pqfl] %(message)s"))
+    progress.addHandler(handler)
+    progress.propagate = False
+    started = time.perf_counter()
+    print(
+        f"[pqfl] {cfg.experiment_name}: {len(cfg.clients)} clients, {cfg.federation.rounds} rounds, "
+        f"methods {','.join(cfg.federation.methods)}, data {cfg.dataset.source}",
+        file=sys.stderr,
+    )
+    result = pqfl_train(args.config, _overrides(args))
+    result["wall_s"] = time.perf_counter() - started
+    print(format_table(result["methods"]))
+    print(f"\ntotal wall time {result['wall_s']:.1f} s; MLflow experiment '{result['experiment']}'")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _compare(args) -> int:
+    import mlflow
+
+    from flows.tracking import PARENT_TAG, tracking_uri
+
+    cfg = load_config(args.config)
+    name = args.experiment or cfg.experiment_name
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    if mlflow.get_experiment_by_name(name) is None:
+        raise PQFLInputError(f"--experiment: no MLflow experiment {name!r} in {tracking_uri(cfg)}; run `pqfl run` first")
+    runs = mlflow.search_runs(
+        experiment_names=[name],
+        filter_string=f"tags.`{PARENT_TAG}` = 'parent' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    if runs.empty:
+        raise PQFLInputError(f"--experiment: {name!r} has no finished runs yet; run `pqfl run` first")
+    latest = runs.drop_duplicates(subset=["tags.pqfl.method"], keep="first")
+    rows = {
+        r["tags.pqfl.method"]: {k: r.get(f"metrics.{k}") for k in TABLE_COLUMNS} for _, r in latest.iterrows()
+    }
+    order = [m for m in METHODS if m in rows]
+    print(format_table({m: rows[m] for m in order}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return _run(args) if args.command == "run" else _compare(args)
+    except PQFLInputError as err:
+        print(f"pqfl: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

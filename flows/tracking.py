@@ -1,0 +1,187 @@
+"""MLflow logging for a training flow (DESIGN §2 MLflow layout). Only the flow process calls this.
+
+Layout: one experiment per config; one parent run per method (flattened config as
+params, Prefect flow-run id and git commit as tags, per-round mean/worst metrics with
+step = round); one nested run per client (hardware profile as params, per-round
+metrics, circuit drawing and OpenQASM); artifacts: config, results CSV, plots.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
+
+from pqfl.config import Config  # noqa: E402
+from pqfl.quantum.reference import draw_text, to_openqasm  # noqa: E402
+
+ROUND_METRICS = ("mean_auroc", "mean_aupr", "mean_false_error", "mean_missing_error", "mean_f1", "worst_auroc")
+PARENT_TAG = "pqfl.role"
+
+
+def tracking_uri(cfg: Config) -> str:
+    """``MLFLOW_TRACKING_URI`` when set (as MLflow users expect), else the configured store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+
+
+def _artifact_root(uri: str) -> str | None:
+    """For a SQLite store, keep artifacts in an ``artifacts`` folder beside the database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return (db.parent.resolve() / "artifacts").as_uri()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _batched(items: list, size: int = 100):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class MethodRun:
+    """The MLflow runs of one method: a parent and one nested run per client."""
+
+    def __init__(self, client: MlflowClient, parent_id: str, client_run_ids: dict[str, str]):
+        self.client = client
+        self.parent_id = parent_id
+        self.client_run_ids = client_run_ids
+
+    def log_round(self, round_index: int, summary: dict, per_client: list[dict], extra: dict | None = None) -> None:
+        ts = int(time.time() * 1000)
+        metrics = [Metric(k, float(summary[k]), ts, round_index) for k in ROUND_METRICS]
+        metrics += [Metric(k, float(v), ts, round_index) for k, v in (extra or {}).items()]
+        self.client.log_batch(self.parent_id, metrics=metrics)
+        for row in per_client:
+            run_id = self.client_run_ids[row["client"]]
+            values = {k: row[k] for k in ("auroc", "aupr", "false_error", "missing_error", "f1", "val_auroc", "threshold")}
+            if "loss" in row:
+                values["train_loss"] = row["loss"]
+            self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, round_index) for k, v in values.items()])
+
+    def log_final(self, values: dict, step: int) -> None:
+        ts = int(time.time() * 1000)
+        self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
+
+    def log_artifacts(self, cfg: Config, method: str, history: list[dict], final: list[dict], setups, states_thetas) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
+            self.client.log_artifact(self.parent_id, str(tmp / "config.yaml"))
+            table = pd.DataFrame([{k: v for k, v in r.items() if k != "test_scores"} for r in final])
+            table.insert(0, "method", method)
+            table.to_csv(tmp / "results.csv", index=False)
+            self.client.log_artifact(self.parent_id, str(tmp / "results.csv"))
+            _convergence_plot(history, method, tmp / "convergence.png")
+            _roc_pr_plot(final, setups, method, tmp / "roc_pr.png")
+            self.client.log_artifact(self.parent_id, str(tmp / "convergence.png"), "plots")
+            self.client.log_artifact(self.parent_id, str(tmp / "roc_pr.png"), "plots")
+            for setup, theta in zip(setups, states_thetas):
+                run_id = self.client_run_ids[setup.name]
+                sample = setup.X_test[0]
+                (tmp / "circuit.txt").write_text(draw_text(setup.spec, sample, theta) + "\n")
+                (tmp / "circuit.qasm").write_text(to_openqasm(setup.spec, sample, theta))
+                self.client.log_artifact(run_id, str(tmp / "circuit.txt"), "circuit")
+                self.client.log_artifact(run_id, str(tmp / "circuit.qasm"), "circuit")
+
+    def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
+        if reason:
+            self.client.set_tag(self.parent_id, "pqfl.failure", reason[:4000])
+        for run_id in self.client_run_ids.values():
+            self.client.set_terminated(run_id, status)
+        self.client.set_terminated(self.parent_id, status)
+
+
+class Tracker:
+    """Creates the experiment and the runs; one per flow run."""
+
+    def __init__(self, cfg: Config, flow_run_id: str | None):
+        self.cfg = cfg
+        self.uri = tracking_uri(cfg)
+        root = _artifact_root(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        exp = self.client.get_experiment_by_name(cfg.experiment_name)
+        self.experiment_id = (
+            exp.experiment_id if exp else self.client.create_experiment(cfg.experiment_name, artifact_location=root)
+        )
+        self.flow_run_id = flow_run_id or "none"
+        self.commit = git_commit()
+
+    def start_method(self, method: str, setups) -> MethodRun:
+        tags = {
+            PARENT_TAG: "parent",
+            "pqfl.method": method,
+            "prefect.flow_run_id": self.flow_run_id,
+            "git_commit": self.commit,
+            "mlflow.source.git.commit": self.commit,
+        }
+        parent = self.client.create_run(self.experiment_id, run_name=method, tags=tags)
+        pid = parent.info.run_id
+        params = [Param(k, str(v)[:6000]) for k, v in sorted(self.cfg.flat().items())]
+        params.append(Param("method", method))
+        for chunk in _batched(params):
+            self.client.log_batch(pid, params=chunk)
+        client_ids = {}
+        for setup in setups:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"{method}/{setup.name}",
+                tags={"mlflow.parentRunId": pid, PARENT_TAG: "client", "pqfl.method": method, "pqfl.client": setup.name},
+            )
+            profile = setup.profile.model_dump(mode="json")
+            noise = profile.pop("noise")
+            hw = {**profile, **{f"noise.{k}": v for k, v in noise.items()}, "n_train": setup.n_train}
+            hw["normal_classes"] = setup.normal_classes
+            self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in hw.items()])
+            client_ids[setup.name] = run.info.run_id
+        return MethodRun(self.client, pid, client_ids)
+
+
+def _convergence_plot(history: list[dict], method: str, path: Path) -> None:
+    rounds = [h["round"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(rounds, [h["mean_auroc"] for h in history], marker="o", label="mean AUROC")
+    ax.plot(rounds, [h["worst_auroc"] for h in history], marker="s", label="worst-client AUROC")
+    ax.plot(rounds, [h["mean_aupr"] for h in history], marker="^", label="mean AUPR")
+    ax.set_xlabel("round")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{method}: convergence")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _roc_pr_plot(final: list[dict], setups, method: str, path: Path) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for row, setup in zip(final, setups):
+        scores = np.asarray(row["test_scores"])
+        RocCurveDisplay.from_predictions(setup.y_test, scores, name=setup.name, ax=ax1)
+        PrecisionRecallDisplay.from_predictions(setup.y_test, scores, name=setup.name, ax=ax2)
+    ax1.set_title(f"{method}: ROC (test)")
+    ax2.set_title(f"{method}: precision-recall (test)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,247 @@
+"""The run configuration: one validated object loaded from YAML.
+
+Every field is checked at load time; an impossible value raises
+:class:`~pqfl.errors.PQFLInputError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pqfl.errors import PQFLInputError
+
+METHODS = ("local", "fedavg", "fedprox", "pqfl", "centralized")
+ENCODINGS = ("amplitude", "angle", "iqp")
+ENTANGLERS = ("ring", "linear", "all_to_all")
+# Dense state-vector / density-matrix simulation of more qubits than this does not fit
+# comfortably in this machine's memory for a batch of samples.
+MAX_QUBITS = 16
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    """Where the samples come from and which classes are normal."""
+
+    source: str = "sklearn:digits"
+    # Classes treated as normal at every client (global anomaly setup). Ignored when
+    # partition.normal is "context", where each client's own dominant classes are normal.
+    normal_classes: list[int] = Field(default_factory=lambda: [0])
+    max_samples: int | None = Field(default=None, ge=10)
+
+    @field_validator("source")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        schemes = ("sklearn:", "odds:", "csv:")
+        if not v.startswith(schemes):
+            raise ValueError(
+                f"unknown dataset source {v!r}; use one of sklearn:digits, sklearn:breast_cancer, "
+                "odds:PATH.mat, csv:PATH#label=COLUMN"
+            )
+        return v
+
+
+class PartitionConfig(_Strict):
+    """How samples are spread over clients (non-IID) and split per client."""
+
+    alpha: float = Field(default=0.5, gt=0, description="Dirichlet concentration over classes")
+    normal: Literal["context", "global"] = "context"
+    normal_classes_per_client: int = Field(default=2, ge=1)
+    anomaly_ratio: float = Field(default=0.2, gt=0, lt=1)
+    min_anomalies: int = Field(default=6, ge=3)
+    quantity_skew: float = Field(default=0.0, ge=0, description="lognormal sigma of client sizes")
+    train: float = Field(default=0.5, gt=0, lt=1)
+    val: float = Field(default=0.2, gt=0, lt=1)
+    test: float = Field(default=0.3, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _splits_sum_to_one(self) -> "PartitionConfig":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train + val + test must sum to 1 (got {total:g}); adjust the three fractions")
+        return self
+
+
+class NoiseConfig(_Strict):
+    """Per-qubit, per-layer noise of a client's device."""
+
+    depolarizing: float = Field(default=0.0, ge=0, le=0.75)
+    amplitude_damping: float = Field(default=0.0, ge=0, le=1)
+    readout: float = Field(default=0.0, ge=0, lt=0.5, description="symmetric bit-flip probability at measurement")
+
+    @property
+    def is_noisy(self) -> bool:
+        return self.depolarizing > 0 or self.amplitude_damping > 0
+
+    @property
+    def any(self) -> bool:
+        return self.is_noisy or self.readout > 0
+
+
+class ClientProfile(_Strict):
+    """One client's quantum hardware: what circuit it can run and how noisily."""
+
+    name: str = Field(min_length=1)
+    qubits: int = Field(ge=1, le=MAX_QUBITS)
+    layers: int = Field(default=2, ge=1)
+    entangling: Literal["ring", "linear", "all_to_all"] = "ring"
+    encoding: Literal["amplitude", "angle", "iqp"] = "amplitude"
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    shots: int | None = Field(default=None, ge=1)
+
+
+class FederationConfig(_Strict):
+    """The federated optimisation: methods, rounds and local optimiser."""
+
+    methods: list[Literal["local", "fedavg", "fedprox", "pqfl", "centralized"]] = Field(
+        default_factory=lambda: list(METHODS), min_length=1
+    )
+    rounds: int = Field(default=10, ge=1)
+    local_epochs: int = Field(default=2, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    batch_size: int = Field(default=64, ge=1)
+    lam: float = Field(default=0.1, ge=0, alias="lambda")
+    mu: float = Field(default=0.01, ge=0)
+    client_fraction: float = Field(default=1.0, gt=0, le=1)
+    min_clients: int = Field(default=1, ge=1)
+    seed: int = Field(default=0, ge=0)
+    objective: Literal["supervised", "one_class"] = "supervised"
+    optimizer: Literal["adam", "sgd"] = "adam"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_methods(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("methods are listed twice; list each method once")
+        return v
+
+
+class RunnerConfig(_Strict):
+    """Which Prefect task runner executes the per-client tasks."""
+
+    kind: Literal["threads", "processes"] = "threads"
+    max_workers: int | None = Field(default=None, ge=1)
+
+
+class TrackingConfig(_Strict):
+    """Where MLflow writes. ``MLFLOW_TRACKING_URI`` in the environment overrides ``uri``."""
+
+    uri: str = "sqlite:///mlruns/mlflow.db"
+    experiment: str | None = None
+
+
+class Config(_Strict):
+    """A whole run: data, partition, federation, the client fleet, runner and tracking."""
+
+    name: str = "pqfl"
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    clients: list[ClientProfile] = Field(min_length=1)
+    # fast: batched JAX simulator (Heisenberg picture for noise); reference: PennyLane's
+    # default.qubit / default.mixed. Both compute the same circuits.
+    simulator: Literal["fast", "reference"] = "fast"
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _fleet_is_consistent(self) -> "Config":
+        names = [c.name for c in self.clients]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate client names {dupes}; give every client a unique name")
+        if self.federation.min_clients > len(self.clients):
+            raise ValueError(
+                f"federation.min_clients={self.federation.min_clients} exceeds the {len(self.clients)} "
+                "clients configured; lower min_clients or add clients"
+            )
+        return self
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    @property
+    def max_layers(self) -> int:
+        return max(c.layers for c in self.clients)
+
+    @property
+    def max_qubits(self) -> int:
+        return max(c.qubits for c in self.clients)
+
+    def with_overrides(self, **overrides: Any) -> "Config":
+        """A copy with dotted-path overrides, e.g. ``{"federation.rounds": 3}``, re-validated."""
+        data = self.model_dump(by_alias=True)
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+        return parse_config(data, origin="overrides")
+
+    def flat(self) -> dict[str, Any]:
+        """The config flattened to ``section.field`` keys (clients indexed), for MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, obj: Any) -> None:
+            if isinstance(obj, dict):
+                for k, v in obj.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            elif isinstance(obj, list) and obj and isinstance(obj[0], dict):
+                for i, v in enumerate(obj):
+                    walk(f"{prefix}.{i}", v)
+            else:
+                out[prefix] = obj
+
+        walk("", self.model_dump(by_alias=True))
+        return out
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    if first["type"] in ("missing",):
+        return f"{loc}: required field is missing; add it to the config"
+    if first["type"] == "extra_forbidden":
+        return f"{loc}: unknown field; remove it or check its spelling against the README's config reference"
+    if isinstance(got, (dict, list)) or got is None:
+        return f"{loc}: {msg}"
+    return f"{loc}: {msg} (got {got!r})"
+
+
+def parse_config(data: Any, origin: str = "config") -> Config:
+    """Validate a mapping into a :class:`Config`; raise PQFLInputError with field and fix."""
+    if not isinstance(data, dict):
+        raise PQFLInputError(f"{origin}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise PQFLInputError(f"{origin}: {_describe(err)}") from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate a YAML config (the embedded default when ``path`` is None)."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise PQFLInputError(f"config file {path} not found; pass an existing YAML file with --config")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise PQFLInputError(f"{path}:{where}: YAML syntax error ({problem}); fix the YAML syntax") from None
+    return parse_config(data, origin=str(path))

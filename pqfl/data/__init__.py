@@ -1,0 +1,1 @@
+"""Data: sources, non-IID partition over clients, federated preprocessing."""

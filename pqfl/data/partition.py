@@ -1,0 +1,113 @@
+"""Non-IID partition of a dataset over clients, anomaly labelling, per-client splits.
+
+Samples of each class are spread over clients by Dirichlet(α) proportions (label skew),
+optionally scaled by lognormal client sizes (quantity skew). Anomalies are then defined
+per client: ``global`` — the configured normal classes are normal everywhere;
+``context`` — each client's own most frequent classes are normal there, so a class that
+is normal at one client is an anomaly at another. Sources that carry anomaly labels
+(ODDS) keep them. Each client's rows are split train/val/test, stratified by label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from pqfl.config import PartitionConfig
+from pqfl.data.sources import Dataset
+from pqfl.errors import PQFLInputError
+from pqfl.rng import derive_rng, derive_seed
+
+
+@dataclass
+class ClientData:
+    """One client's private data: raw features and anomaly labels (1 = anomaly) per split."""
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    normal_classes: list[int] = field(default_factory=list)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+
+def _dirichlet_assign(y: np.ndarray, n_clients: int, alpha: float, skew: float, rng) -> list[np.ndarray]:
+    sizes = rng.lognormal(0.0, skew, n_clients) if skew > 0 else np.ones(n_clients)
+    owned: list[list[np.ndarray]] = [[] for _ in range(n_clients)]
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        p = rng.dirichlet(np.full(n_clients, alpha)) * sizes
+        counts = rng.multinomial(len(idx), p / p.sum())
+        for n, part in enumerate(np.split(idx, np.cumsum(counts)[:-1])):
+            owned[n].append(part)
+    return [np.sort(np.concatenate(parts)) for parts in owned]
+
+
+def _label_client(y_rows: np.ndarray, ds: Dataset, cfg: PartitionConfig, normal_global: list[int], rng):
+    """Return (kept row positions, anomaly labels, normal classes) for one client's rows."""
+    if ds.anomaly_labels:
+        return np.arange(len(y_rows)), y_rows.astype(np.int64), [0]
+    if cfg.normal == "global":
+        normal = sorted(normal_global)
+    else:
+        classes, counts = np.unique(y_rows, return_counts=True)
+        order = np.lexsort((classes, -counts))
+        normal = sorted(classes[order[: cfg.normal_classes_per_client]].tolist())
+    is_normal = np.isin(y_rows, normal)
+    normal_pos = np.flatnonzero(is_normal)
+    anomaly_pos = np.flatnonzero(~is_normal)
+    target = max(cfg.min_anomalies, int(round(cfg.anomaly_ratio / (1 - cfg.anomaly_ratio) * len(normal_pos))))
+    chosen = rng.choice(anomaly_pos, size=min(target, len(anomaly_pos)), replace=False)
+    keep = np.sort(np.concatenate([normal_pos, chosen]))
+    return keep, (~is_normal[keep]).astype(np.int64), normal
+
+
+def _split(idx: np.ndarray, labels: np.ndarray, cfg: PartitionConfig, seed: int):
+    rest, test, y_rest, y_test = train_test_split(
+        idx, labels, test_size=cfg.test, stratify=labels, random_state=seed % (2**31)
+    )
+    train, val, y_train, y_val = train_test_split(
+        rest, y_rest, test_size=cfg.val / (cfg.train + cfg.val), stratify=y_rest, random_state=(seed + 1) % (2**31)
+    )
+    return (train, y_train), (val, y_val), (test, y_test)
+
+
+def partition(
+    ds: Dataset, client_names: list[str], cfg: PartitionConfig, normal_classes: list[int], seed: int, attempts: int = 25
+) -> list[ClientData]:
+    """Spread ``ds`` over the named clients; identical output for identical inputs and seed."""
+    n_clients = len(client_names)
+    if not ds.anomaly_labels and cfg.normal == "global":
+        missing = sorted(set(normal_classes) - set(np.unique(ds.y).tolist()))
+        if missing:
+            raise PQFLInputError(f"dataset.normal_classes: classes {missing} do not occur in {ds.name}; pick existing classes")
+    problem = ""
+    for attempt in range(attempts):
+        rng = derive_rng(seed, "partition", attempt)
+        owned = _dirichlet_assign(ds.y, n_clients, cfg.alpha, cfg.quantity_skew, rng)
+        clients: list[ClientData] = []
+        for n, rows in enumerate(owned):
+            keep, labels, normal = _label_client(ds.y[rows], ds, cfg, normal_classes, rng)
+            rows = rows[keep]
+            n_anom = int(labels.sum())
+            if n_anom < cfg.min_anomalies or len(labels) - n_anom < cfg.min_anomalies:
+                problem = f"client {client_names[n]!r} got {n_anom} anomalies and {len(labels) - n_anom} normal samples"
+                break
+            (tr, ytr), (va, yva), (te, yte) = _split(rows, labels, cfg, derive_seed(seed, "split", attempt, n))
+            clients.append(
+                ClientData(client_names[n], ds.X[tr], ytr, ds.X[va], yva, ds.X[te], yte, [int(c) for c in normal])
+            )
+        else:
+            return clients
+    raise PQFLInputError(
+        f"partition: could not give every client at least {cfg.min_anomalies} anomalies and normal samples "
+        f"({problem}); raise partition.alpha, lower partition.min_anomalies or use fewer clients"
+    )

@@ -1,0 +1,89 @@
+"""Federated preprocessing from aggregated sufficient statistics (DESIGN §1 Privacy).
+
+Each client reports only (n, Σx, Σxxᵀ) of its training rows; the server adds them up and
+derives the standardisation and the PCA basis. No row leaves its client. Features are
+then mapped to what a client's encoding takes: 2^q amplitudes (PCA down or zero-pad) or
+q angles (whitened PCA scores squashed to (−π, π)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SufficientStats:
+    n: int
+    total: np.ndarray  # Σ x, shape (d,)
+    outer: np.ndarray  # Σ x xᵀ, shape (d, d)
+
+    @classmethod
+    def of(cls, X: np.ndarray) -> "SufficientStats":
+        X = np.asarray(X, dtype=np.float64)
+        return cls(len(X), X.sum(axis=0), X.T @ X)
+
+    def __add__(self, other: "SufficientStats") -> "SufficientStats":
+        return SufficientStats(self.n + other.n, self.total + other.total, self.outer + other.outer)
+
+
+@dataclass(frozen=True)
+class GlobalStats:
+    """Mean, scale and the eigenbasis of the standardised covariance, from summed stats."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    eigvals: np.ndarray  # descending
+    eigvecs: np.ndarray  # columns, matching eigvals
+
+    @classmethod
+    def from_sums(cls, stats: list[SufficientStats]) -> "GlobalStats":
+        s = sum(stats[1:], stats[0])
+        mean = s.total / s.n
+        cov = s.outer / s.n - np.outer(mean, mean)
+        std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        scale = np.where(std > 1e-12, std, 1.0)  # constant features stay at zero after centring
+        corr = cov / np.outer(scale, scale)
+        vals, vecs = np.linalg.eigh((corr + corr.T) / 2)
+        order = np.argsort(vals)[::-1]
+        # Fix each eigenvector's sign so the basis does not depend on the LAPACK build.
+        vecs = vecs[:, order]
+        vecs = vecs * np.where(vecs[np.abs(vecs).argmax(axis=0), np.arange(vecs.shape[1])] < 0, -1.0, 1.0)
+        return cls(mean, scale, np.clip(vals[order], 0.0, None), vecs)
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """Raw features → a client's circuit input. Picklable, applied identically on every split."""
+
+    encoding: str
+    out_dim: int
+    mean: np.ndarray
+    scale: np.ndarray
+    components: np.ndarray | None  # (d, k) projection, None = keep standardised features
+    whiten: np.ndarray | None  # (k,) divisors for angle encodings
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        Z = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+        if self.components is not None:
+            Z = Z @ self.components
+        if Z.shape[1] < self.out_dim:
+            Z = np.pad(Z, ((0, 0), (0, self.out_dim - Z.shape[1])))
+        if self.encoding == "amplitude":
+            norm = np.linalg.norm(Z, axis=1, keepdims=True)
+            # An all-zero row (the mean itself) has no direction; give it the uniform state.
+            return np.where(norm > 1e-12, Z / np.where(norm > 1e-12, norm, 1.0), 1.0 / np.sqrt(self.out_dim))
+        return 2.0 * np.arctan(Z / self.whiten)
+
+
+def feature_map(stats: GlobalStats, encoding: str, out_dim: int) -> FeatureMap:
+    """The map for an encoding needing ``out_dim`` features, from the global statistics."""
+    d = len(stats.mean)
+    components = None if d <= out_dim and encoding == "amplitude" else stats.eigvecs[:, : min(out_dim, d)]
+    whiten = None
+    if encoding != "amplitude":
+        k = min(out_dim, d)
+        w = np.sqrt(stats.eigvals[:k]) if components is not None else np.ones(k)
+        whiten = np.pad(np.where(w > 1e-12, w, 1.0), (0, out_dim - k), constant_values=1.0)
+    return FeatureMap(encoding, out_dim, stats.mean, stats.scale, components, whiten)

@@ -1,0 +1,81 @@
+"""Turn a config into ready clients: load, partition, federated preprocessing.
+
+Every method of a run uses the same prepared clients, so methods compare on identical
+data. The centralized baseline gets a pooled setup (all clients' training rows) with a
+noiseless circuit as large as the largest client's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from pqfl.config import ClientProfile, Config
+from pqfl.data.partition import ClientData, partition
+from pqfl.data.preprocessing import GlobalStats, SufficientStats, feature_map
+from pqfl.data.sources import load_source
+from pqfl.errors import PQFLInputError
+from pqfl.federated.client import ClientSetup
+from pqfl.quantum.spec import CircuitSpec
+from pqfl.rng import derive_rng
+
+
+def _setup(index: int, profile: ClientProfile, stats: GlobalStats, data: ClientData) -> ClientSetup:
+    spec = CircuitSpec.from_profile(profile)
+    fmap = feature_map(stats, profile.encoding, spec.n_features)
+    return ClientSetup(
+        index=index,
+        profile=profile,
+        spec=spec,
+        feature_map=fmap,
+        X_train=fmap.transform(data.X_train),
+        y_train=data.y_train,
+        X_val=fmap.transform(data.X_val),
+        y_val=data.y_val,
+        X_test=fmap.transform(data.X_test),
+        y_test=data.y_test,
+        normal_classes=data.normal_classes,
+    )
+
+
+def centralized_profile(cfg: Config) -> ClientProfile:
+    """The pooled baseline's circuit: noiseless, the fleet's largest size, its commonest encoding."""
+    encoding = Counter(c.encoding for c in cfg.clients).most_common(1)[0][0]
+    return ClientProfile(name="centralized", qubits=cfg.max_qubits, layers=cfg.max_layers, encoding=encoding)
+
+
+def prepare(cfg: Config) -> tuple[list[ClientSetup], list[ClientData], GlobalStats]:
+    """Load and partition the data, then fit every client's feature map from summed statistics."""
+    ds = load_source(cfg.dataset.source)
+    if cfg.dataset.max_samples and len(ds.y) > cfg.dataset.max_samples:
+        keep = np.sort(derive_rng(cfg.federation.seed, "subsample").choice(len(ds.y), cfg.dataset.max_samples, replace=False))
+        ds = type(ds)(ds.X[keep], ds.y[keep], ds.anomaly_labels, ds.name)
+    for c in cfg.clients:
+        if c.encoding != "amplitude" and c.qubits > ds.X.shape[1]:
+            raise PQFLInputError(
+                f"clients.{c.name}.qubits: {c.encoding} encoding on {c.qubits} qubits needs {c.qubits} features but "
+                f"{ds.name} has {ds.X.shape[1]}; use at most {ds.X.shape[1]} qubits or amplitude encoding"
+            )
+    datas = partition(ds, [c.name for c in cfg.clients], cfg.partition, cfg.dataset.normal_classes, cfg.federation.seed)
+    # Each client shares only (n, Σx, Σxxᵀ) of its training rows.
+    stats = GlobalStats.from_sums([SufficientStats.of(d.X_train) for d in datas])
+    setups = [_setup(i, prof, stats, d) for i, (prof, d) in enumerate(zip(cfg.clients, datas))]
+    return setups, datas, stats
+
+
+def pooled_setup(cfg: Config, datas: list[ClientData], stats: GlobalStats) -> tuple[ClientSetup, list[ClientSetup]]:
+    """The centralized baseline: one setup on pooled training rows, plus per-client evaluation views."""
+    profile = centralized_profile(cfg)
+    pooled = ClientData(
+        "centralized",
+        np.concatenate([d.X_train for d in datas]),
+        np.concatenate([d.y_train for d in datas]),
+        np.concatenate([d.X_val for d in datas]),
+        np.concatenate([d.y_val for d in datas]),
+        np.concatenate([d.X_test for d in datas]),
+        np.concatenate([d.y_test for d in datas]),
+    )
+    trainer = _setup(len(datas), profile, stats, pooled)
+    views = [_setup(len(datas), profile.model_copy(update={"name": d.name}), stats, d) for d in datas]
+    return trainer, views

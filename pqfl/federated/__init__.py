@@ -1,0 +1,1 @@
+"""Federated optimisation: local updates, masked aggregation, method rules."""

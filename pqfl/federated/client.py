@@ -1,0 +1,127 @@
+"""One client's fixed setup and evolving state, and the two things it does each round:
+train locally, and evaluate a model on its own validation/test splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from pqfl.config import ClientProfile, FederationConfig
+from pqfl.data.preprocessing import FeatureMap
+from pqfl.federated.local_update import predict_scores, train_local
+from pqfl.metrics import choose_threshold, client_metrics
+from pqfl.quantum.spec import CircuitSpec
+from pqfl.rng import derive_rng
+
+
+@dataclass
+class ClientSetup:
+    """Fixed for a run: hardware profile, feature map and circuit-ready private splits."""
+
+    index: int
+    profile: ClientProfile
+    spec: CircuitSpec
+    feature_map: FeatureMap
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    normal_classes: list[int]
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+
+@dataclass
+class ClientState:
+    """What a client keeps between rounds: its quantum block v_n, its head, its centre."""
+
+    theta: np.ndarray
+    w: np.ndarray
+    b: float
+    center: np.ndarray | None = None
+
+    def params(self, theta: np.ndarray | None = None) -> dict:
+        return {"theta": self.theta if theta is None else theta, "w": self.w, "b": np.asarray(self.b)}
+
+
+def init_state(setup: ClientSetup, theta_block: np.ndarray, seed: int) -> ClientState:
+    """Start from the global block with a small random head (seeded per client)."""
+    rng = derive_rng(seed, "head", setup.index)
+    return ClientState(theta=np.array(theta_block), w=rng.normal(0.0, 0.1, setup.spec.qubits), b=0.0)
+
+
+def _center(setup: ClientSetup, fed: FederationConfig, simulator: str, state: ClientState, seed: int) -> np.ndarray:
+    """One-class centre: mean ⟨Z⟩ of the training rows under the initial circuit (fixed afterwards)."""
+    from pqfl.model import SIMULATORS
+
+    z = np.asarray(SIMULATORS[simulator](setup.spec, setup.X_train, state.theta))
+    return z.mean(axis=0)
+
+
+def local_round(
+    setup: ClientSetup,
+    state: ClientState,
+    *,
+    start_theta: np.ndarray,
+    anchor: np.ndarray | None,
+    prox: float,
+    fed: FederationConfig,
+    simulator: str,
+    round_index: int,
+) -> tuple[ClientState, float]:
+    """Train from ``start_theta`` for ``fed.local_epochs`` epochs; returns the new state and loss."""
+    if fed.objective == "one_class" and state.center is None:
+        state = replace(state, center=_center(setup, fed, simulator, state, fed.seed))
+    params, loss = train_local(
+        setup.spec,
+        objective=fed.objective,
+        simulator=simulator,
+        shots=setup.profile.shots,
+        params=state.params(theta=start_theta),
+        X=setup.X_train,
+        y=setup.y_train,
+        anchor=anchor,
+        lam=prox,
+        epochs=fed.local_epochs,
+        batch_size=fed.batch_size,
+        lr=fed.lr,
+        optimizer=fed.optimizer,
+        center=state.center,
+        seed=fed.seed,
+        stream=("train", setup.index, round_index),
+    )
+    return replace(state, theta=params["theta"], w=params["w"], b=float(params["b"])), loss
+
+
+def evaluate(
+    setup: ClientSetup, state: ClientState, theta: np.ndarray, *, fed: FederationConfig, simulator: str, round_index: int
+) -> dict:
+    """Metrics on the test split at the threshold chosen on the validation split."""
+    kw = dict(
+        objective=fed.objective,
+        simulator=simulator,
+        shots=setup.profile.shots,
+        params=state.params(theta=theta),
+        center=state.center,
+        seed=fed.seed,
+    )
+    s_val = predict_scores(setup.spec, X=setup.X_val, stream=("val", setup.index, round_index), **kw)
+    s_test = predict_scores(setup.spec, X=setup.X_test, stream=("test", setup.index, round_index), **kw)
+    threshold = choose_threshold(setup.y_val, s_val)
+    val_metrics = client_metrics(setup.y_val, s_val, threshold)
+    return {
+        "client": setup.name,
+        "threshold": threshold,
+        "val_auroc": val_metrics["auroc"],
+        **client_metrics(setup.y_test, s_test, threshold),
+        "test_scores": s_test,
+    }

@@ -1,0 +1,139 @@
+"""A client's local optimisation: minibatch steps on F_n plus an optional proximal term.
+
+Local objective: F_n(v) + (λ/2)‖v_θ − w_k‖² (only the shared quantum block is pulled
+towards the global model; the head is local). λ = 0 gives plain local training / FedAvg.
+Steps are compiled once per (circuit, objective, optimiser, batch size); the last batch
+is padded with zero-weight rows instead of triggering a recompile.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pqfl.model import SIMULATORS, shot_estimate
+from pqfl.quantum.spec import CircuitSpec
+from pqfl.rng import derive_rng, derive_seed
+
+
+def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+    return optax.adam(lr) if name == "adam" else optax.sgd(lr)
+
+
+def local_objective(spec, objective, simulator, shots):
+    """Loss(params, anchor, lam, X, y, weight, center, key) for one (padded) minibatch."""
+
+    def loss(params, anchor, lam, X, y, weight, center, key):
+        z = shot_estimate(SIMULATORS[simulator](spec, X, params["theta"]), shots, key)
+        if objective == "one_class":
+            per_row = jnp.sum((z - center) ** 2, axis=-1)
+        else:
+            per_row = optax.sigmoid_binary_cross_entropy(z @ params["w"] + params["b"], y)
+        data_term = jnp.sum(weight * per_row) / jnp.maximum(jnp.sum(weight), 1e-12)
+        return data_term + 0.5 * lam * jnp.sum((params["theta"] - anchor) ** 2)
+
+    return loss
+
+
+@lru_cache(maxsize=None)
+def compiled_step(spec: CircuitSpec, objective: str, simulator: str, shots, optimizer: str, lr: float):
+    """A jitted (params, opt_state, ...) → (params, opt_state, loss) step, cached per structure."""
+    opt = make_optimizer(optimizer, lr)
+    value_and_grad = jax.value_and_grad(local_objective(spec, objective, simulator, shots))
+
+    @jax.jit
+    def step(params, opt_state, anchor, lam, X, y, weight, center, key):
+        loss, grads = value_and_grad(params, anchor, lam, X, y, weight, center, key)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return opt, step
+
+
+def class_weights(y: np.ndarray) -> np.ndarray:
+    """Per-row weights that balance the two classes (n / (2 n_class))."""
+    n, n_pos = len(y), max(int(y.sum()), 1)
+    n_neg = max(n - n_pos, 1)
+    return np.where(y == 1, n / (2 * n_pos), n / (2 * n_neg)).astype(np.float64)
+
+
+def train_local(
+    spec: CircuitSpec,
+    *,
+    objective: str,
+    simulator: str,
+    shots: int | None,
+    params: dict,
+    X: np.ndarray,
+    y: np.ndarray,
+    anchor: np.ndarray | None,
+    lam: float,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str,
+    center: np.ndarray | None,
+    seed: int,
+    stream: tuple,
+) -> tuple[dict, float]:
+    """Run ``epochs`` of minibatch steps; returns new params and the last epoch's mean loss."""
+    opt, step = compiled_step(spec, objective, simulator, shots, optimizer, float(lr))
+    params = {k: jnp.asarray(v) for k, v in params.items()}
+    anchor = jnp.asarray(anchor if anchor is not None else params["theta"])
+    lam = jnp.asarray(lam if anchor is not None else 0.0, dtype=jnp.float64)
+    center = jnp.asarray(center if center is not None else np.zeros(spec.qubits))
+    weights = class_weights(y) if objective == "supervised" else np.ones(len(y))
+    opt_state = opt.init(params)
+    rng = derive_rng(seed, *stream, "batches")
+    key = jax.random.PRNGKey(derive_seed(seed, *stream, "shots"))
+    n, b = len(y), batch_size
+    losses = []
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        epoch_losses = []
+        for start in range(0, n, b):
+            rows = order[start : start + b]
+            pad = b - len(rows)
+            Xb = np.concatenate([X[rows], np.repeat(X[rows[:1]], pad, axis=0)]) if pad else X[rows]
+            yb = np.concatenate([y[rows], np.zeros(pad)]) if pad else y[rows]
+            wb = np.concatenate([weights[rows], np.zeros(pad)]) if pad else weights[rows]
+            key, sub = jax.random.split(key)
+            params, opt_state, loss = step(params, opt_state, anchor, lam, Xb, yb.astype(np.float64), wb, center, sub)
+            epoch_losses.append(float(loss))
+        losses.append(float(np.mean(epoch_losses)))
+    return {k: np.asarray(v) for k, v in params.items()}, losses[-1]
+
+
+EVAL_CHUNK = 256
+
+
+@lru_cache(maxsize=None)
+def compiled_scores(spec: CircuitSpec, objective: str, simulator: str, shots):
+    from pqfl.model import model_scores
+
+    @jax.jit
+    def scores(params, center, X, key):
+        return model_scores(spec, objective, simulator, shots, params, center, X, key)
+
+    return scores
+
+
+def predict_scores(spec, *, objective, simulator, shots, params, center, X, seed: int, stream: tuple) -> np.ndarray:
+    """Scores for any number of rows, in fixed-size padded chunks (one compile per circuit)."""
+    fn = compiled_scores(spec, objective, simulator, shots)
+    params = {k: jnp.asarray(v) for k, v in params.items()}
+    center = jnp.asarray(center if center is not None else np.zeros(spec.qubits))
+    key = jax.random.PRNGKey(derive_seed(seed, *stream, "eval-shots"))
+    out = []
+    for start in range(0, len(X), EVAL_CHUNK):
+        chunk = X[start : start + EVAL_CHUNK]
+        pad = EVAL_CHUNK - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], pad, axis=0)])
+        key, sub = jax.random.split(key)
+        out.append(np.asarray(fn(params, center, chunk, sub))[: EVAL_CHUNK - pad])
+    return np.concatenate(out)

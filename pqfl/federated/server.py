@@ -1,0 +1,22 @@
+"""Server-side pieces: global initialisation and client sampling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pqfl.rng import derive_rng
+
+
+def init_global(layers: int, qubits: int, seed: int) -> np.ndarray:
+    """Initial shared tensor (L_max, Q_max, 3): small angles, so circuits start near the encoding."""
+    return derive_rng(seed, "init-global").normal(0.0, 0.3, size=(layers, qubits, 3))
+
+
+def sample_clients(n_clients: int, fraction: float, min_clients: int, seed: int, round_index: int) -> list[int]:
+    """Indices of the clients taking part in a round: ⌈fraction·N⌉, at least ``min_clients``."""
+    k = min(n_clients, max(min_clients, math.ceil(fraction * n_clients)))
+    if k == n_clients:
+        return list(range(n_clients))
+    return sorted(derive_rng(seed, "sample", round_index).choice(n_clients, size=k, replace=False).tolist())

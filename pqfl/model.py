@@ -1,0 +1,40 @@
+"""The hybrid model: circuit ⟨Z_i⟩ → client-local head → anomaly score (higher = more anomalous).
+
+Parameters are a small dict pytree: ``theta`` (layers, qubits, 3) — the shared quantum
+block — and the local head ``w`` (qubits,), ``b`` (). Objectives: ``supervised`` scores
+with the head's logit; ``one_class`` scores with the squared distance of ⟨Z⟩ from a fixed
+centre (Deep-SVDD style, labels unused).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from pqfl.quantum.fast import fast_expvals
+from pqfl.quantum.reference import reference_expvals
+from pqfl.quantum.spec import CircuitSpec
+
+SIMULATORS = {"fast": fast_expvals, "reference": reference_expvals}
+
+
+def shot_estimate(z, shots: int | None, key):
+    """Finite-shot estimate of each ⟨Z⟩ by exact binomial sampling; the gradient passes straight through."""
+    if not shots:
+        return z
+    p_plus = jnp.clip((1.0 + z) / 2.0, 0.0, 1.0)
+    counts = jax.random.binomial(key, shots, p_plus)
+    sampled = 2.0 * counts / shots - 1.0
+    return z + jax.lax.stop_gradient(sampled - z)
+
+
+def scores_from_expvals(objective: str, params: dict, center, z):
+    if objective == "one_class":
+        return jnp.sum((z - center) ** 2, axis=-1)
+    return z @ params["w"] + params["b"]
+
+
+def model_scores(spec: CircuitSpec, objective: str, simulator: str, shots, params: dict, center, X, key):
+    """Anomaly scores for a batch X of circuit-ready features."""
+    z = shot_estimate(SIMULATORS[simulator](spec, X, params["theta"]), shots, key)
+    return scores_from_expvals(objective, params, center, z)

@@ -1,0 +1,62 @@
+"""Prefect tasks: thin, retriable wrappers around the library's per-client steps.
+
+Tasks take and return small arrays and dicts; they never touch MLflow. Caching is off:
+inputs are arrays that change every round, and hashing them would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from pqfl.compile_cache import enable_persistent_cache
+from pqfl.config import Config, FederationConfig
+from pqfl.experiment import prepare
+from pqfl.federated import client as client_lib
+from pqfl.federated.aggregation import masked_average
+
+# Worker processes import this module too: they share the on-disk compilation cache.
+enable_persistent_cache()
+
+
+@task(name="prepare-clients", cache_policy=NO_CACHE)
+def prepare_clients(cfg: Config):
+    """Load, partition and preprocess (federated statistics) the data for every client."""
+    return prepare(cfg)
+
+
+@task(name="local-train", cache_policy=NO_CACHE, task_run_name="local-train-{setup.profile.name}-r{round_index}")
+def local_train(
+    setup: client_lib.ClientSetup,
+    state: client_lib.ClientState,
+    start_theta: np.ndarray,
+    anchor: np.ndarray | None,
+    prox: float,
+    fed: FederationConfig,
+    simulator: str,
+    round_index: int,
+):
+    """One client's local epochs for this round (fan-out)."""
+    return client_lib.local_round(
+        setup, state, start_theta=start_theta, anchor=anchor, prox=prox, fed=fed, simulator=simulator, round_index=round_index
+    )
+
+
+@task(name="aggregate", cache_policy=NO_CACHE)
+def aggregate(previous: np.ndarray, blocks: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """Masked, size-weighted average of the uploaded blocks (join)."""
+    return masked_average(previous, blocks, weights)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-{setup.profile.name}-r{round_index}")
+def evaluate(
+    setup: client_lib.ClientSetup,
+    state: client_lib.ClientState,
+    theta: np.ndarray,
+    fed: FederationConfig,
+    simulator: str,
+    round_index: int,
+) -> dict:
+    """The model a method evaluates for this client, scored on its own validation/test data."""
+    return client_lib.evaluate(setup, state, theta, fed=fed, simulator=simulator, round_index=round_index)

@@ -1,0 +1,208 @@
+"""pqfl.config: the embedded default loads; every bad input fails at load time with a
+PQFLInputError whose message names the field and says how to fix it."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from pqfl.config import DEFAULT_CONFIG, MAX_QUBITS, Config, load_config
+from pqfl.errors import PQFLInputError
+
+
+@pytest.fixture(scope="module")
+def default_dict() -> dict:
+    """The embedded default, parsed independently of pqfl (plain PyYAML)."""
+    return yaml.safe_load(DEFAULT_CONFIG.read_text())
+
+
+def _leaves(prefix: str, obj):
+    """(dotted key, value) for every scalar leaf of a YAML mapping; lists of mappings are indexed."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(f"{prefix}.{k}" if prefix else str(k), v)
+    elif isinstance(obj, list) and obj and isinstance(obj[0], dict):
+        for i, v in enumerate(obj):
+            yield from _leaves(f"{prefix}.{i}", v)
+    else:
+        yield prefix, obj
+
+
+def _write(tmp_path, data, name="bad.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+# --------------------------------------------------------------------------- default
+
+
+def test_default_config_loads_and_matches_the_yaml_file(default_dict):
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.name == default_dict["name"]
+    assert [c.name for c in cfg.clients] == [c["name"] for c in default_dict["clients"]]
+    assert cfg.federation.lam == default_dict["federation"]["lambda"]
+    assert cfg.federation.methods == default_dict["federation"]["methods"]
+    assert cfg.max_qubits == max(c["qubits"] for c in default_dict["clients"])
+    assert cfg.max_layers == max(c["layers"] for c in default_dict["clients"])
+    noisy = default_dict["clients"][1]["noise"]
+    assert cfg.clients[1].noise.depolarizing == noisy["depolarizing"]
+    assert cfg.clients[1].noise.readout == noisy["readout"]
+    # A field omitted in the YAML gets its documented default, not None.
+    assert cfg.clients[0].noise.depolarizing == 0.0
+
+
+def test_load_config_of_explicit_path_equals_default(tmp_path, default_dict):
+    path = _write(tmp_path, default_dict, "copy.yaml")
+    assert load_config(path) == load_config()
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def _set(path: str, value):
+    """A mutation setting a dotted path (list indices allowed) of the config dict."""
+
+    def mutate(d):
+        *parents, leaf = path.split(".")
+        node = d
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        if isinstance(node, list):
+            node[int(leaf)] = value
+        else:
+            node[leaf] = value
+
+    return mutate
+
+
+def _duplicate_names(d):
+    d["clients"][1]["name"] = d["clients"][0]["name"]
+
+
+BAD_CASES = {
+    # id: (mutation, substrings the message must contain: field ..., fix ...)
+    "negative_lr": (_set("federation.lr", -0.1), ["federation.lr", "greater than 0", "-0.1"]),
+    "negative_lambda": (_set("federation.lambda", -1.0), ["federation.lambda", "greater than or equal to 0"]),
+    "zero_rounds": (_set("federation.rounds", 0), ["federation.rounds", "greater than or equal to 1"]),
+    "duplicate_client_names": (_duplicate_names, ["duplicate client names", "clean-6q-amplitude", "unique name"]),
+    "min_clients_above_fleet": (
+        _set("federation.min_clients", 5),
+        ["federation.min_clients", "4 clients", "lower min_clients or add clients"],
+    ),
+    "unknown_encoding": (
+        _set("clients.2.encoding", "basis"),
+        ["clients.2.encoding", "'amplitude'", "'angle'", "'iqp'", "basis"],
+    ),
+    "unknown_entangling": (
+        _set("clients.1.entangling", "star"),
+        ["clients.1.entangling", "'ring'", "'linear'", "'all_to_all'", "star"],
+    ),
+    "too_many_qubits": (
+        _set("clients.0.qubits", MAX_QUBITS + 1),
+        ["clients.0.qubits", f"less than or equal to {MAX_QUBITS}"],
+    ),
+    "unknown_top_level_field": (_set("federaton", {"rounds": 3}), ["federaton", "unknown field", "remove it"]),
+    "unknown_nested_field": (_set("federation.lam", 0.5), ["federation.lam", "unknown field"]),
+    "splits_do_not_sum_to_one": (_set("partition.train", 0.6), ["partition", "sum to 1", "1.1", "adjust"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES), ids=list(BAD_CASES))
+def test_bad_config_raises_input_error_naming_field_and_fix(case, tmp_path, default_dict):
+    mutate, expected = BAD_CASES[case]
+    data = copy.deepcopy(default_dict)
+    mutate(data)
+    path = _write(tmp_path, data)
+    with pytest.raises(PQFLInputError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert str(path) in msg  # which file
+    for part in expected:
+        assert part in msg, f"{part!r} not in {msg!r}"
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nfederation:\n  rounds: [1, 2\n  lr: 0.1\n")
+    with pytest.raises(PQFLInputError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert str(path) in msg
+    assert "line" in msg
+    assert "fix the YAML syntax" in msg
+
+
+def test_missing_file_raises_input_error(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(PQFLInputError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert "not found" in str(info.value)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(PQFLInputError, match="mapping"):
+        load_config(path)
+
+
+def test_missing_clients_is_reported(tmp_path, default_dict):
+    data = copy.deepcopy(default_dict)
+    del data["clients"]
+    with pytest.raises(PQFLInputError) as info:
+        load_config(_write(tmp_path, data))
+    assert "clients" in str(info.value)
+    assert "required" in str(info.value)
+
+
+def test_input_error_is_a_value_error():
+    # Callers that catch ValueError (e.g. generic CLI handlers) still see config errors.
+    assert issubclass(PQFLInputError, ValueError)
+
+
+# --------------------------------------------------------------------------- overrides / flat
+
+
+def test_with_overrides_returns_revalidated_copy():
+    cfg = load_config()
+    new = cfg.with_overrides(**{"federation.rounds": 3, "federation.lambda": 0.7, "partition.alpha": 2.0})
+    assert new.federation.rounds == 3
+    assert new.federation.lam == 0.7
+    assert new.partition.alpha == 2.0
+    # The original is untouched and everything else is carried over.
+    assert cfg.federation.rounds != 3
+    assert new.clients == cfg.clients
+    assert new.federation.lr == cfg.federation.lr
+
+
+def test_with_overrides_validates_the_new_value():
+    cfg = load_config()
+    with pytest.raises(PQFLInputError) as info:
+        cfg.with_overrides(**{"federation.rounds": 0})
+    assert "federation.rounds" in str(info.value)
+
+
+def test_config_is_frozen():
+    cfg = load_config()
+    with pytest.raises(Exception):
+        cfg.federation.rounds = 3  # type: ignore[misc]
+
+
+def test_flat_has_dotted_keys_for_every_yaml_leaf(default_dict):
+    flat = load_config().flat()
+    assert flat["federation.lambda"] == default_dict["federation"]["lambda"]
+    assert flat["clients.0.qubits"] == default_dict["clients"][0]["qubits"]
+    assert flat["clients.1.noise.readout"] == default_dict["clients"][1]["noise"]["readout"]
+    for key, value in _leaves("", default_dict):
+        assert key in flat, key
+        assert flat[key] == value, key
+    # Values are scalars or plain lists (loggable params), never nested mappings.
+    assert not any(isinstance(v, dict) for v in flat.values())
+    # Fields omitted in the YAML appear with their defaults.
+    assert flat["clients.0.noise.depolarizing"] == 0.0
+    assert flat["clients.0.shots"] is None
