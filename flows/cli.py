@@ -81,7 +81,7 @@ def format_table(rows: dict[str, dict]) -> str:
 def _run(args) -> int:
     from pqfl.experiment import prepare
 
-    cfg: Config = load_config(args.config).with_overrides(**_overrides(args))
+    cfg: Config = load_config(args.config).with_overrides(_overrides(args))
     prepare(cfg)  # fail fast on data problems, before any server or run starts
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,10 @@ def _compare(args) -> int:
 
     cfg = load_config(args.config)
     name = args.experiment or cfg.experiment_name
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise PQFLInputError(f"--experiment: no MLflow store at {uri}; run `pqfl run` first or set MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(name) is None:
         raise PQFLInputError(f"--experiment: no MLflow experiment {name!r} in {tracking_uri(cfg)}; run `pqfl run` first")
     runs = mlflow.search_runs(
@@ -138,6 +141,7 @@ def _compare(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
     try:
         args = _parser().parse_args(argv)
         return _run(args) if args.command == "run" else _compare(args)

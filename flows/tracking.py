@@ -28,7 +28,9 @@ from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay  # noqa: E40
 from pqfl.config import Config  # noqa: E402
 from pqfl.quantum.reference import draw_text, to_openqasm  # noqa: E402
 
-ROUND_METRICS = ("mean_auroc", "mean_aupr", "mean_false_error", "mean_missing_error", "mean_f1", "worst_auroc")
+ROUND_METRICS = (
+    "mean_auroc", "mean_aupr", "mean_false_error", "mean_missing_error", "mean_f1", "worst_auroc", "mean_val_auroc"
+)
 PARENT_TAG = "pqfl.role"
 
 

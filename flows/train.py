@@ -134,7 +134,7 @@ def train_method(config: dict, method: str, parent_flow_run_id: str | None = Non
 def pqfl_train(config_path: str | None = None, overrides: dict | None = None) -> dict:
     """Run every configured method on identical data; returns per-method results and wall time."""
     started = time.perf_counter()
-    cfg: Config = load_config(config_path).with_overrides(**(overrides or {}))
+    cfg: Config = load_config(config_path).with_overrides(overrides)
     method_flow = train_method.with_options(task_runner=task_runner_for(cfg.runner))
     config = cfg.model_dump(mode="json", by_alias=True)
     results = {m: method_flow(config, m, str(flow_run.id)) for m in cfg.federation.methods}

@@ -159,10 +159,10 @@ class Config(_Strict):
         names = [c.name for c in self.clients]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"duplicate client names {dupes}; give every client a unique name")
+            raise ValueError(f"clients: duplicate client names {dupes}; give every client a unique name")
         if self.federation.min_clients > len(self.clients):
             raise ValueError(
-                f"federation.min_clients={self.federation.min_clients} exceeds the {len(self.clients)} "
+                f"federation.min_clients: {self.federation.min_clients} exceeds the {len(self.clients)} "
                 "clients configured; lower min_clients or add clients"
             )
         return self
@@ -179,15 +179,24 @@ class Config(_Strict):
     def max_qubits(self) -> int:
         return max(c.qubits for c in self.clients)
 
-    def with_overrides(self, **overrides: Any) -> "Config":
-        """A copy with dotted-path overrides, e.g. ``{"federation.rounds": 3}``, re-validated."""
+    def with_overrides(self, overrides: dict[str, Any] | None = None, **kw: Any) -> "Config":
+        """A copy with dotted-path overrides, e.g. ``{"federation.rounds": 3}`` or
+        ``{"clients.0.qubits": 4}``, re-validated."""
         data = self.model_dump(by_alias=True)
-        for dotted, value in overrides.items():
+        for dotted, value in {**(overrides or {}), **kw}.items():
             node = data
             *parents, leaf = dotted.split(".")
-            for p in parents:
-                node = node[p]
-            node[leaf] = value
+            try:
+                for p in parents:
+                    node = node[int(p)] if isinstance(node, list) else node[p]
+                if isinstance(node, list):
+                    node[int(leaf)] = value
+                elif leaf not in node:
+                    raise KeyError(leaf)
+                else:
+                    node[leaf] = value
+            except (KeyError, IndexError, ValueError, TypeError):
+                raise PQFLInputError(f"override {dotted}: no such config field; use a path like federation.rounds") from None
         return parse_config(data, origin="overrides")
 
     def flat(self) -> dict[str, Any]:
@@ -210,8 +219,10 @@ class Config(_Strict):
 
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
+    if not loc:  # a whole-config check; its message starts with the field it is about
+        return msg
     got = first.get("input")
     if first["type"] in ("missing",):
         return f"{loc}: required field is missing; add it to the config"

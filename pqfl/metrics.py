@@ -32,4 +32,6 @@ def summarize(per_client: list[dict[str, float]]) -> dict[str, float]:
     """Mean over clients of every metric, plus the worst client's AUROC."""
     out = {f"mean_{m}": float(np.mean([c[m] for c in per_client])) for m in METRIC_NAMES}
     out["worst_auroc"] = float(min(c["auroc"] for c in per_client))
+    if all("val_auroc" in c for c in per_client):  # for model selection: validation, never test
+        out["mean_val_auroc"] = float(np.mean([c["val_auroc"] for c in per_client]))
     return out

@@ -206,3 +206,28 @@ def test_flat_has_dotted_keys_for_every_yaml_leaf(default_dict):
     # Fields omitted in the YAML appear with their defaults.
     assert flat["clients.0.noise.depolarizing"] == 0.0
     assert flat["clients.0.shots"] is None
+
+
+def test_overrides_accept_a_mapping_and_list_indices():
+    cfg = load_config()
+    new = cfg.with_overrides({"federation.rounds": 4, "clients.0.qubits": 3})
+    assert new.federation.rounds == 4 and new.clients[0].qubits == 3
+    assert cfg.clients[0].qubits != 3 or cfg.federation.rounds != 4  # the original is unchanged
+
+
+@pytest.mark.parametrize("path", ["federaton.rounds", "clients.99.qubits", "federation.nope", "clients.x.qubits"])
+def test_unknown_override_path_is_a_clear_error(path):
+    with pytest.raises(PQFLInputError, match="no such config field"):
+        load_config().with_overrides({path: 1})
+
+
+def test_whole_config_errors_name_their_field_once(tmp_path):
+    import yaml
+
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["clients"].append(dict(data["clients"][0]))
+    path = tmp_path / "dupe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(PQFLInputError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: clients: duplicate client names")

@@ -258,3 +258,22 @@ def test_predict_scores_chunks_match_direct_evaluation():
     z = np.asarray(fast_expvals(SPEC, X, params["theta"]))
     assert scores.shape == (300,)
     assert np.allclose(scores, z @ params["w"] + params["b"], atol=1e-12)
+
+
+def test_without_anchor_lambda_is_ignored(quadratic_simulator):
+    """`local` training passes no anchor: a non-zero λ must not pull θ anywhere."""
+    rng = np.random.default_rng(13)
+    c, X = rng.normal(size=6), rng.normal(size=(8, 4))
+
+    def run(lam):
+        out, _ = train_local(
+            SPEC,
+            **_train_kwargs(
+                X, np.zeros(8), objective="one_class", simulator=quadratic_simulator, anchor=None, lam=lam,
+                epochs=5, batch_size=8, lr=0.1, optimizer="sgd", center=c,
+            ),
+            params={"theta": rng.normal(size=(1, 2, 3)) * 0 + 1.0, "w": np.zeros(2), "b": np.asarray(0.0)},
+        )
+        return out["theta"]
+
+    assert np.array_equal(run(5.0), run(0.0))

@@ -83,8 +83,9 @@ def train_local(
     """Run ``epochs`` of minibatch steps; returns new params and the last epoch's mean loss."""
     opt, step = compiled_step(spec, objective, simulator, shots, optimizer, float(lr))
     params = {k: jnp.asarray(v) for k, v in params.items()}
-    anchor = jnp.asarray(anchor if anchor is not None else params["theta"])
+    # Without an anchor there is nothing to be pulled towards: λ is ignored.
     lam = jnp.asarray(lam if anchor is not None else 0.0, dtype=jnp.float64)
+    anchor = jnp.asarray(anchor if anchor is not None else params["theta"])
     center = jnp.asarray(center if center is not None else np.zeros(spec.qubits))
     weights = class_weights(y) if objective == "supervised" else np.ones(len(y))
     opt_state = opt.init(params)

@@ -1,0 +1,1 @@
+"""Benchmarks and tuning scripts (the `pqfl bench` commands live here)."""

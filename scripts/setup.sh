@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.11 and install pqfl with the versions tested together
+# (constraints.txt). Idempotent: skips the install when nothing it depends on changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PQFL_PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      PY="$cand"; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { echo "setup: Python 3.11 is required (set PQFL_PYTHON to its path)" >&2; exit 2; }
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.pqfl-installed
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,130 @@
+"""The training flow under a real (temporary) Prefect server, logging to a real MLflow store."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.train import pqfl_train
+from tests.tiny import write_config
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="module")
+def two_runs(harness, tmp_path_factory):
+    """The tiny config run twice with the same seed, into one MLflow store."""
+    folder = tmp_path_factory.mktemp("flow")
+    cfg = write_config(folder)
+    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # must override the config's own store
+    try:
+        first = pqfl_train(str(cfg))
+        second = pqfl_train(str(cfg))
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    return first, second, MlflowClient(tracking_uri=uri), folder
+
+
+def _metrics_only(result: dict) -> dict:
+    return {
+        m: {k: v for k, v in r.items() if k not in ("wall_s",)}
+        for m, r in result["methods"].items()
+    }
+
+
+def test_same_seed_gives_identical_metrics(two_runs):
+    first, second, _, _ = two_runs
+    assert _metrics_only(first) == _metrics_only(second)
+    assert first["mlflow_parent_run_ids"] != second["mlflow_parent_run_ids"]
+
+
+def test_every_method_reports_sane_metrics(two_runs):
+    first, *_ = two_runs
+    assert set(first["methods"]) == {"local", "fedavg", "fedprox", "pqfl", "centralized"}
+    for method, r in first["methods"].items():
+        assert [h["round"] for h in r["history"]] == [1, 2]
+        assert len(r["per_client"]) == 3
+        for key in ("mean_auroc", "mean_aupr", "mean_false_error", "mean_missing_error", "worst_auroc"):
+            assert 0.0 <= r[key] <= 1.0, (method, key)
+        assert r["worst_auroc"] == min(c["auroc"] for c in r["per_client"])
+
+
+def test_methods_differ_where_their_rules_differ(two_runs):
+    first, *_ = two_runs
+    aurocs = {m: tuple(c["auroc"] for c in r["per_client"]) for m, r in first["methods"].items()}
+    # local never sees the server, pqfl is pulled towards it: they must not coincide.
+    assert aurocs["local"] != aurocs["pqfl"]
+    assert aurocs["fedavg"] != aurocs["local"]
+
+
+def test_mlflow_layout(two_runs):
+    first, _, client, folder = two_runs
+    exp = client.get_experiment_by_name("tiny")
+    assert exp is not None
+    assert exp.artifact_location.startswith((folder / "mlruns").resolve().as_uri())
+    for method, run_id in first["mlflow_parent_run_ids"].items():
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["pqfl.method"] == method
+        assert run.data.tags["prefect.flow_run_id"] not in ("", "none")
+        assert len(run.data.tags["git_commit"]) in (40, len("unknown"))
+        assert run.data.params["federation.rounds"] == "2"
+        assert run.data.params["clients.1.noise.depolarizing"] == "0.02"
+        history = client.get_metric_history(run_id, "mean_auroc")
+        assert sorted(m.step for m in history) == [1, 2]
+        assert history[-1].value == pytest.approx(first["methods"][method]["mean_auroc"])
+        for name in ("mean_aupr", "mean_false_error", "mean_missing_error", "worst_auroc"):
+            assert len(client.get_metric_history(run_id, name)) == 2
+        top = {a.path for a in client.list_artifacts(run_id)}
+        assert {"config.yaml", "results.csv", "plots"} <= top
+        plots = {a.path for a in client.list_artifacts(run_id, "plots")}
+        assert plots == {"plots/convergence.png", "plots/roc_pr.png"}
+        children = client.search_runs(
+            [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
+        )
+        assert sorted(c.data.tags["pqfl.client"] for c in children) == ["amp-3q", "angle-2q-noisy", "iqp-2q-shots"]
+        for child in children:
+            assert child.info.status == "FINISHED"
+            assert [m.step for m in client.get_metric_history(child.info.run_id, "auroc")] == [1, 2]
+            circuit = {a.path for a in client.list_artifacts(child.info.run_id, "circuit")}
+            assert circuit == {"circuit/circuit.txt", "circuit/circuit.qasm"}
+            if child.data.tags["pqfl.client"] == "angle-2q-noisy" and method != "centralized":
+                assert child.data.params["noise.depolarizing"] == "0.02"
+                assert child.data.params["encoding"] == "angle"
+            if method == "centralized":  # one pooled, noiseless model evaluated at every client
+                assert child.data.params["noise.depolarizing"] == "0.0"
+
+
+def test_artifacts_hold_the_results(two_runs, tmp_path):
+    first, _, client, _ = two_runs
+    import pandas as pd
+
+    run_id = first["mlflow_parent_run_ids"]["pqfl"]
+    csv = client.download_artifacts(run_id, "results.csv", str(tmp_path))
+    table = pd.read_csv(csv)
+    assert list(table["client"]) == ["amp-3q", "angle-2q-noisy", "iqp-2q-shots"]
+    assert table["auroc"].tolist() == pytest.approx([c["auroc"] for c in first["methods"]["pqfl"]["per_client"]])
+    children = client.search_runs(
+        [client.get_run(run_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run_id}' and tags.`pqfl.client` = 'amp-3q'",
+    )
+    qasm = open(client.download_artifacts(children[0].info.run_id, "circuit/circuit.qasm", str(tmp_path))).read()
+    assert qasm.startswith("OPENQASM 2.0") and "qreg q[3]" in qasm
+    drawing = open(client.download_artifacts(children[0].info.run_id, "circuit/circuit.txt", str(tmp_path))).read()
+    assert drawing.count("Rot(") == 3

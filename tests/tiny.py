@@ -1,0 +1,44 @@
+"""A tiny, fast config for flow and CLI tests (digits ships with scikit-learn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+TINY = {
+    "name": "tiny",
+    "dataset": {"source": "sklearn:digits", "max_samples": 700},
+    "partition": {"alpha": 1.0, "normal": "context", "anomaly_ratio": 0.25, "min_anomalies": 6},
+    "federation": {
+        "methods": ["local", "fedavg", "fedprox", "pqfl", "centralized"],
+        "rounds": 2,
+        "local_epochs": 1,
+        "lr": 0.1,
+        "batch_size": 32,
+        "lambda": 0.1,
+        "min_clients": 1,
+        "seed": 3,
+    },
+    "clients": [
+        {"name": "amp-3q", "qubits": 3, "layers": 1, "entangling": "ring", "encoding": "amplitude"},
+        {
+            "name": "angle-2q-noisy",
+            "qubits": 2,
+            "layers": 2,
+            "entangling": "linear",
+            "encoding": "angle",
+            "noise": {"depolarizing": 0.02, "amplitude_damping": 0.01, "readout": 0.02},
+        },
+        {"name": "iqp-2q-shots", "qubits": 2, "layers": 1, "encoding": "iqp", "shots": 256},
+    ],
+}
+
+
+def write_config(folder: Path, data: dict | None = None, **sections) -> Path:
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (data or TINY).items()}
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
