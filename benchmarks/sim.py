@@ -100,7 +100,7 @@ def cell_per_sample(q: int) -> dict:
             total = total + pnp.logaddexp(0.0, logit) - y[i] * logit
         return total / n
 
-    grad = qml.grad(cost, argnum=[0, 1])
+    grad = qml.grad(cost, argnums=[0, 1])
     th, wv = pnp.array(theta, requires_grad=True), pnp.array(w, requires_grad=True)
     t, warm = _median_time(lambda: (cost(th, wv), grad(th, wv)), 5)
     return {"step_s": t * BATCH / n, "first_call_s": warm, "samples_timed": n}
@@ -118,7 +118,7 @@ def cell_broadcast(q: int) -> dict:
         logit = sum(wv[j] * z[j] for j in range(q))
         return pnp.mean(pnp.logaddexp(0.0, logit) - y * logit)
 
-    vg = qml.grad(cost, argnum=[0, 1])
+    vg = qml.grad(cost, argnums=[0, 1])
     th, wv = pnp.array(theta, requires_grad=True), pnp.array(w, requires_grad=True)
     t, warm = _median_time(lambda: (cost(th, wv), vg(th, wv)), 5)
     return {"step_s": t, "first_call_s": warm, "samples_timed": BATCH}
