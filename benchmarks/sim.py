@@ -27,8 +27,8 @@ import time
 LAYERS, BATCH = 3, 256
 NOISE = (0.01, 0.005)
 QUBITS = (4, 6, 8, 10)
-PER_SAMPLE_SUBSET = {4: 16, 6: 16, 8: 8, 10: 4}
-MIXED_SUBSET = {4: 256, 6: 64, 8: 32, 10: 4}
+PER_SAMPLE_SUBSET = {8: 8, 10: 4}  # others: 16
+MIXED_SUBSET = {4: 256, 6: 64, 8: 32, 10: 2}  # smaller q: 256
 
 
 def _data(q: int):
@@ -89,7 +89,7 @@ def cell_per_sample(q: int) -> dict:
     from pennylane import numpy as pnp
 
     X, y, theta, w = _data(q)
-    n = PER_SAMPLE_SUBSET[q]
+    n = PER_SAMPLE_SUBSET.get(q, 16)
     qnode = qml.QNode(_pl_circuit(q, False), qml.device("default.qubit", wires=q), interface="autograd")
 
     def cost(th, wv):
@@ -132,7 +132,7 @@ def cell_default_mixed(q: int, jit: bool) -> dict:
     import pqfl.quantum  # noqa: F401  (float64)
 
     X, y, theta, w = _data(q)
-    n = MIXED_SUBSET[q]
+    n = MIXED_SUBSET.get(q, 256)
     qnode = qml.QNode(_pl_circuit(q, True), qml.device("default.mixed", wires=q), interface="jax", diff_method="backprop")
 
     def cost(th, wv, Xs, ys):

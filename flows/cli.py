@@ -52,7 +52,39 @@ def _parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="print the method table of an experiment from MLflow")
     cmp_.add_argument("--experiment", help="MLflow experiment name (default: the config's)")
     cmp_.add_argument("--config", help="config whose experiment and store to read (default: embedded)")
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    sim = bench_sub.add_parser("sim", help="time the simulator's value-and-gradient step against PennyLane's paths")
+    sim.add_argument("--json", dest="json_out", help="write every time and ratio as JSON to this file")
+    sim.add_argument("--qubits", default="4,6,8,10", help="comma-separated qubit counts (default 4,6,8,10)")
+    sim.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per measurement cell")
     return p
+
+
+def _qubit_list(text: str) -> list[int]:
+    try:
+        qubits = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        qubits = []
+    if not qubits or any(q < 1 or q > 12 for q in qubits):
+        raise PQFLInputError(f"--qubits: expected comma-separated integers between 1 and 12, got {text!r}")
+    return qubits
+
+
+def _bench(args) -> int:
+    from benchmarks.sim import run_benchmark
+
+    qubits = _qubit_list(args.qubits)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+    result = run_benchmark(qubits, timeout=args.timeout, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(result["table"])
+    for key in ("speedup_vs_per_sample_q8", "speedup_vs_broadcast_autograd_q8", "noisy_speedup_vs_default_mixed_q8"):
+        if result.get(key):
+            print(f"{key}: {result[key]:.1f}x")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    return 0
 
 
 def _overrides(args) -> dict:
@@ -144,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
     try:
         args = _parser().parse_args(argv)
-        return _run(args) if args.command == "run" else _compare(args)
+        return {"run": _run, "compare": _compare, "bench": _bench}[args.command](args)
     except PQFLInputError as err:
         print(f"pqfl: error: {err}", file=sys.stderr)
         return 2

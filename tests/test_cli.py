@@ -111,3 +111,22 @@ def test_compare_without_store_or_experiment(tmp_path):
     proc = _run(["compare", "--experiment", "never-ran"], tmp_path, timeout=120)
     assert proc.returncode == 2
     assert "never-ran" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bench_sim_small(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = _run(["bench", "sim", "--qubits", "3", "--json", str(out)], tmp_path, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    cells = result["cells"]
+    for name in ("fast_q3", "per_sample_q3", "broadcast_q3", "fast_noisy_q3", "default_mixed_q3"):
+        assert cells[name]["step_s"] > 0, (name, cells[name])
+        assert cells[name]["peak_rss_mb"] > 0
+    assert "qubits | fast ms" in proc.stdout
+    # the compiled batched path beats a Python loop over samples even at 3 qubits
+    assert cells["per_sample_q3"]["step_s"] > cells["fast_q3"]["step_s"]
+
+
+def test_bench_bad_qubits(tmp_path):
+    proc = _run(["bench", "sim", "--qubits", "eight"], tmp_path, timeout=60)
+    assert proc.returncode == 2 and "--qubits" in proc.stderr

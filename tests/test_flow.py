@@ -33,12 +33,13 @@ def two_runs(harness, tmp_path_factory):
     try:
         first = pqfl_train(str(cfg))
         second = pqfl_train(str(cfg))
+        reference = pqfl_train(str(cfg), {"simulator": "reference", "federation.methods": ["pqfl", "centralized"]})
     finally:
         if old is None:
             os.environ.pop("MLFLOW_TRACKING_URI")
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old
-    return first, second, MlflowClient(tracking_uri=uri), folder
+    return first, second, MlflowClient(tracking_uri=uri), folder, reference
 
 
 def _metrics_only(result: dict) -> dict:
@@ -49,7 +50,7 @@ def _metrics_only(result: dict) -> dict:
 
 
 def test_same_seed_gives_identical_metrics(two_runs):
-    first, second, _, _ = two_runs
+    first, second, *_ = two_runs
     assert _metrics_only(first) == _metrics_only(second)
     assert first["mlflow_parent_run_ids"] != second["mlflow_parent_run_ids"]
 
@@ -74,7 +75,7 @@ def test_methods_differ_where_their_rules_differ(two_runs):
 
 
 def test_mlflow_layout(two_runs):
-    first, _, client, folder = two_runs
+    first, _, client, folder, _ = two_runs
     exp = client.get_experiment_by_name("tiny")
     assert exp is not None
     assert exp.artifact_location.startswith((folder / "mlruns").resolve().as_uri())
@@ -112,7 +113,7 @@ def test_mlflow_layout(two_runs):
 
 
 def test_artifacts_hold_the_results(two_runs, tmp_path):
-    first, _, client, _ = two_runs
+    first, _, client, *_ = two_runs
     import pandas as pd
 
     run_id = first["mlflow_parent_run_ids"]["pqfl"]
@@ -128,3 +129,14 @@ def test_artifacts_hold_the_results(two_runs, tmp_path):
     assert qasm.startswith("OPENQASM 2.0") and "qreg q[3]" in qasm
     drawing = open(client.download_artifacts(children[0].info.run_id, "circuit/circuit.txt", str(tmp_path))).read()
     assert drawing.count("Rot(") == 3
+
+
+def test_fast_and_reference_simulators_give_the_same_metrics(two_runs):
+    """PennyLane's default.qubit/default.mixed and the fast simulator train to the same metrics."""
+    first, *_, reference = two_runs
+    for method in ("pqfl", "centralized"):
+        fast_clients = first["methods"][method]["per_client"]
+        ref_clients = reference["methods"][method]["per_client"]
+        for f, r in zip(fast_clients, ref_clients):
+            for key in ("auroc", "aupr", "false_error", "missing_error", "f1"):
+                assert abs(f[key] - r[key]) <= 1e-6, (method, f["client"], key)

@@ -8,6 +8,7 @@ is padded with zero-weight rows instead of triggering a recompile.
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import jax
@@ -18,6 +19,24 @@ import optax
 from pqfl.model import SIMULATORS, shot_estimate
 from pqfl.quantum.spec import CircuitSpec
 from pqfl.rng import derive_rng, derive_seed
+
+
+class _CompileOnce:
+    """Wraps a jitted function so that concurrent first calls (client tasks on threads)
+    wait for one compilation instead of each compiling the same circuit."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self._lock = threading.Lock()
+        self._warm = False
+
+    def __call__(self, *args):
+        if self._warm:
+            return self.fn(*args)
+        with self._lock:
+            out = jax.block_until_ready(self.fn(*args))
+            self._warm = True
+            return out
 
 
 def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
@@ -39,7 +58,20 @@ def local_objective(spec, objective, simulator, shots):
     return loss
 
 
-@lru_cache(maxsize=None)
+def _locked_cache(fn):
+    """lru_cache whose misses are serialised, so threads share one compiled function."""
+    cached = lru_cache(maxsize=None)(fn)
+    lock = threading.Lock()
+
+    def wrapper(*args):
+        with lock:
+            return cached(*args)
+
+    wrapper.cache_clear = cached.cache_clear
+    return wrapper
+
+
+@_locked_cache
 def compiled_step(spec: CircuitSpec, objective: str, simulator: str, shots, optimizer: str, lr: float):
     """A jitted (params, opt_state, ...) → (params, opt_state, loss) step, cached per structure."""
     opt = make_optimizer(optimizer, lr)
@@ -51,7 +83,7 @@ def compiled_step(spec: CircuitSpec, objective: str, simulator: str, shots, opti
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return opt, step
+    return opt, _CompileOnce(step)
 
 
 def class_weights(y: np.ndarray) -> np.ndarray:
@@ -112,7 +144,7 @@ def train_local(
 EVAL_CHUNK = 256
 
 
-@lru_cache(maxsize=None)
+@_locked_cache
 def compiled_scores(spec: CircuitSpec, objective: str, simulator: str, shots):
     from pqfl.model import model_scores
 
@@ -120,7 +152,7 @@ def compiled_scores(spec: CircuitSpec, objective: str, simulator: str, shots):
     def scores(params, center, X, key):
         return model_scores(spec, objective, simulator, shots, params, center, X, key)
 
-    return scores
+    return _CompileOnce(scores)
 
 
 def predict_scores(spec, *, objective, simulator, shots, params, center, X, seed: int, stream: tuple) -> np.ndarray:
