@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.train import pqfl_train
-from tests.tiny import write_config
+from tests.tiny import TINY, write_config
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -140,3 +140,17 @@ def test_fast_and_reference_simulators_give_the_same_metrics(two_runs):
         for f, r in zip(fast_clients, ref_clients):
             for key in ("auroc", "aupr", "false_error", "missing_error", "f1"):
                 assert abs(f[key] - r[key]) <= 1e-6, (method, f["client"], key)
+
+
+def test_one_class_objective_runs_without_labels(harness, tmp_path):
+    """one_class trains on distances from a fixed centre; the labels only score the test split."""
+    cfg = write_config(tmp_path, federation={**TINY["federation"], "objective": "one_class", "methods": ["pqfl", "local"]})
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    try:
+        result = pqfl_train(str(cfg))
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)
+    for r in result["methods"].values():
+        assert all(0.0 <= c["auroc"] <= 1.0 for c in r["per_client"])
+    assert result["methods"]["pqfl"]["per_client"] != result["methods"]["local"]["per_client"]

@@ -11,6 +11,7 @@ from pqfl.config import ClientProfile, FederationConfig
 from pqfl.data.preprocessing import FeatureMap
 from pqfl.federated.local_update import predict_scores, train_local
 from pqfl.metrics import choose_threshold, client_metrics
+from pqfl.model import SIMULATORS
 from pqfl.quantum.spec import CircuitSpec
 from pqfl.rng import derive_rng
 
@@ -59,10 +60,8 @@ def init_state(setup: ClientSetup, theta_block: np.ndarray, seed: int) -> Client
     return ClientState(theta=np.array(theta_block), w=rng.normal(0.0, 0.1, setup.spec.qubits), b=0.0)
 
 
-def _center(setup: ClientSetup, fed: FederationConfig, simulator: str, state: ClientState, seed: int) -> np.ndarray:
+def _center(setup: ClientSetup, simulator: str, state: ClientState) -> np.ndarray:
     """One-class centre: mean ⟨Z⟩ of the training rows under the initial circuit (fixed afterwards)."""
-    from pqfl.model import SIMULATORS
-
     z = np.asarray(SIMULATORS[simulator](setup.spec, setup.X_train, state.theta))
     return z.mean(axis=0)
 
@@ -80,7 +79,7 @@ def local_round(
 ) -> tuple[ClientState, float]:
     """Train from ``start_theta`` for ``fed.local_epochs`` epochs; returns the new state and loss."""
     if fed.objective == "one_class" and state.center is None:
-        state = replace(state, center=_center(setup, fed, simulator, state, fed.seed))
+        state = replace(state, center=_center(setup, simulator, state))
     params, loss = train_local(
         setup.spec,
         objective=fed.objective,

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pqfl.model import SIMULATORS, shot_estimate
+from pqfl.model import SIMULATORS, model_scores, shot_estimate
 from pqfl.quantum.spec import CircuitSpec
 from pqfl.rng import derive_rng, derive_seed
 
@@ -146,8 +146,6 @@ EVAL_CHUNK = 256
 
 @_locked_cache
 def compiled_scores(spec: CircuitSpec, objective: str, simulator: str, shots):
-    from pqfl.model import model_scores
-
     @jax.jit
     def scores(params, center, X, key):
         return model_scores(spec, objective, simulator, shots, params, center, X, key)

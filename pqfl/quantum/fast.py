@@ -85,107 +85,37 @@ def _super_view(obs, wire: int, qubits: int):
     return obs.reshape(-1, high, 2, low * high, 2, low)
 
 
-def _super_impl(re, im, s_re, s_im, wire, qubits):
-    """Complex superoperator on a Hermitian-operator batch kept as real and imaginary parts.
-
-    XLA's CPU backend vectorises float64 far better than complex128, so the complex
-    arithmetic is written out: O' = S·O with S = s_re + i s_im and O = re + i im.
-    """
-    vr, vi = _super_view(re, wire, qubits), _super_view(im, wire, qubits)
-    br = [[vr[:, :, c, :, d, :] for d in range(2)] for c in range(2)]
-    bi = [[vi[:, :, c, :, d, :] for d in range(2)] for c in range(2)]
-    cd = [(c, d) for c in range(2) for d in range(2)]
-
-    def block(a, b):
-        out_r = sum(s_re[a, b, c, d] * br[c][d] - s_im[a, b, c, d] * bi[c][d] for c, d in cd)
-        out_i = sum(s_re[a, b, c, d] * bi[c][d] + s_im[a, b, c, d] * br[c][d] for c, d in cd)
-        return out_r, out_i
-
-    blocks = [[block(a, b) for b in range(2)] for a in range(2)]
-    new = []
-    for part in range(2):
-        rows = [jnp.stack([blocks[a][b][part] for b in range(2)], axis=3) for a in range(2)]
-        new.append(jnp.stack(rows, axis=2).reshape(re.shape))
+def _super_impl(obs, s, wire, qubits):
+    v = _super_view(obs, wire, qubits)
+    blocks = [[v[:, :, c, :, d, :] for d in range(2)] for c in range(2)]
+    out = [
+        jnp.stack([sum(s[a, b, c, d] * blocks[c][d] for c in range(2) for d in range(2)) for b in range(2)], axis=3)
+        for a in range(2)
+    ]
     # Materialise: fused into the next pass, every element would recompute the 4 inputs it
     # mixes, recursively, and a chain of passes gets slower with every wire.
-    return jax.lax.optimization_barrier((new[0], new[1]))
+    return jax.lax.optimization_barrier(jnp.stack(out, axis=2).reshape(obs.shape))
 
 
-def _transpose_map(s_re, s_im):
-    """The transpose of the real-linear map O -> S·O: conj(S) with (ab) <-> (cd) swapped."""
-    return jnp.transpose(s_re, (2, 3, 0, 1)), -jnp.transpose(s_im, (2, 3, 0, 1))
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _apply_super(obs, s, wire: int, qubits: int):
+    """O'[.., a, .., b, ..] = Σ s[a, b, c, d] O[.., c, .., d, ..] on ``wire`` of every O_i (q, D, D)."""
+    return _super_impl(obs, s, wire, qubits)
 
 
-def _layer_superoperator(angles, channel):
-    """Adjoint rotation Rot(angles) on one wire, followed (when given) by the adjoint channel
-    of the previous layer: S = channel ∘ (O -> R† O R), as (real, imaginary) (2, 2, 2, 2)."""
-    s = _rot_superoperator(_rot(angles))
-    if channel is not None:
-        s = jnp.einsum("abcd,cdij->abij", jnp.asarray(channel), s)
-    return jnp.real(s), jnp.imag(s)
+def _apply_super_fwd(obs, s, wire, qubits):
+    return _super_impl(obs, s, wire, qubits), (obs, s)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _apply_rotation(re, im, angles, channel_key, wire: int, qubits: int):
-    """Apply the merged rotation/channel superoperator of one wire, differentiable in its 3 angles.
-
-    The backward pass needs ∂L/∂angles, three numbers: each is ⟨G, (∂S/∂angle)·O⟩, one
-    fused pass over G and O, instead of the 16 block inner products ∂L/∂S would cost.
-    """
-    s_re, s_im = _layer_superoperator(angles, _CHANNELS[channel_key])
-    return _super_impl(re, im, s_re, s_im, wire, qubits)
+def _apply_super_bwd(wire, qubits, res, g):
+    obs, s = res
+    g_obs = _super_impl(g, jnp.transpose(s, (2, 3, 0, 1)), wire, qubits)
+    gv = jnp.transpose(_super_view(g, wire, qubits), (2, 4, 0, 1, 3, 5)).reshape(4, -1)
+    ov = jnp.transpose(_super_view(obs, wire, qubits), (2, 4, 0, 1, 3, 5)).reshape(4, -1)
+    return g_obs, (gv @ ov.T).reshape(2, 2, 2, 2)
 
 
-def _apply_rotation_fwd(re, im, angles, channel_key, wire, qubits):
-    return _apply_rotation(re, im, angles, channel_key, wire, qubits), (re, im, angles)
-
-
-def _apply_rotation_bwd(channel_key, wire, qubits, res, g):
-    re, im, angles = res
-    g_re, g_im = g
-    channel = _CHANNELS[channel_key]
-    s_re, s_im = _layer_superoperator(angles, channel)
-    in_re, in_im = _super_impl(g_re, g_im, *_transpose_map(s_re, s_im), wire, qubits)
-    d_re, d_im = jax.jacfwd(lambda a: _layer_superoperator(a, channel))(angles)  # (2, 2, 2, 2, 3) each
-    grads = []
-    for k in range(3):
-        t_re, t_im = _super_impl(re, im, d_re[..., k], d_im[..., k], wire, qubits)
-        grads.append(jnp.sum(g_re * t_re) + jnp.sum(g_im * t_im))
-    return in_re, in_im, jnp.stack(grads)
-
-
-_apply_rotation.defvjp(_apply_rotation_fwd, _apply_rotation_bwd)
-
-# Channel superoperators are numpy constants; custom_vjp's static arguments must be
-# hashable, so they travel as keys into this table.
-_CHANNELS: dict = {None: None}
-
-
-def _channel_key(channel) -> object:
-    if channel is None:
-        return None
-    key = channel.tobytes()
-    _CHANNELS.setdefault(key, channel)
-    return key
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _apply_channel(re, im, channel_key, wire: int, qubits: int):
-    """A constant (noise) superoperator on one wire; only O needs a gradient."""
-    ch = _CHANNELS[channel_key]
-    return _super_impl(re, im, np.real(ch), np.imag(ch), wire, qubits)
-
-
-def _apply_channel_fwd(re, im, channel_key, wire, qubits):
-    return _apply_channel(re, im, channel_key, wire, qubits), None
-
-
-def _apply_channel_bwd(channel_key, wire, qubits, _, g):
-    ch = _CHANNELS[channel_key]
-    return _super_impl(g[0], g[1], *_transpose_map(np.real(ch), np.imag(ch)), wire, qubits)
-
-
-_apply_channel.defvjp(_apply_channel_fwd, _apply_channel_bwd)
+_apply_super.defvjp(_apply_super_fwd, _apply_super_bwd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -238,46 +168,46 @@ def _rot_superoperator(r):
 
 
 def heisenberg_observables(spec: CircuitSpec, theta):
-    """Z_i evolved backwards through the noisy block, as (real, imaginary) parts, each (q, D, D).
+    """Z_i evolved backwards through the noisy block: shape (qubits, 2**q, 2**q).
 
     Walking backwards, layer l contributes: adjoint noise channel, inverse CNOT
     permutation, adjoint rotations. The rotation of layer l and the channel of layer
     l − 1 act on the same wire back to back, so they are merged into one pass.
     """
     q, dim = spec.qubits, 2**spec.qubits
-    inv = tuple(np.argsort(_cnot_permutation(spec.pairs, q)).tolist())
+    inv = np.argsort(_cnot_permutation(spec.pairs, q))
     channel = adjoint_superoperator(noise_kraus(spec.depolarizing, spec.amplitude_damping))
     signs = z_signs(q)
-    re = jnp.asarray(np.stack([np.diag(signs[:, i]) for i in range(q)]))
+    obs = jnp.asarray(np.stack([np.diag(signs[:, i]) for i in range(q)]).astype(np.complex128))
     # Keep XLA from constant-folding the first (parameter-free) layer of a large array.
-    re = jax.lax.optimization_barrier(re)
-    im = jnp.zeros_like(re)
-    key = _channel_key(channel)
+    obs = jax.lax.optimization_barrier(obs)
+    pending = [None] * q  # rotation superoperators waiting to be merged with the next channel
     for layer in reversed(range(spec.layers)):
         for wire in range(q):
-            if layer == spec.layers - 1:
-                if channel is not None:
-                    re, im = _apply_channel(re, im, key, wire, q)
-            else:  # rotation of layer + 1 merged with this layer's channel: one pass
-                re, im = _apply_rotation(re, im, theta[layer + 1, wire], key, wire, q)
+            s = channel if pending[wire] is None else (
+                pending[wire] if channel is None else jnp.einsum("abcd,cdij->abij", channel, pending[wire])
+            )
+            if s is not None:
+                obs = _apply_super(obs, s, wire, q)
         if len(spec.pairs):
-            re, im = _permute(re, inv, (1, 2)), _permute(im, inv, (1, 2))
+            obs = _permute(obs, tuple(inv.tolist()), (1, 2))
+        pending = [_rot_superoperator(_rot(theta[layer, wire])) for wire in range(q)]
     for wire in range(q):
-        re, im = _apply_rotation(re, im, theta[0, wire], None, wire, q)
-    return re.reshape(q, dim, dim), im.reshape(q, dim, dim)
+        obs = _apply_super(obs, pending[wire], wire, q)
+    return obs.reshape(q, dim, dim)
 
 
 def fast_expvals(spec: CircuitSpec, X, theta):
     """⟨Z_i⟩ for a batch X, shape (batch, qubits), readout error included."""
     psi = encoded_states(spec.encoding, X, spec.qubits)
     if spec.noisy:
-        o_re, o_im = heisenberg_observables(spec, theta)
-        a = jnp.real(psi)
-        z = jnp.einsum("bd,ide,be->bi", a, o_re, a)
-        if spec.encoding not in REAL_ENCODINGS:
-            # ψ = a + ib, O = A + iB (A symmetric, B antisymmetric): Re ψ†Oψ = aᵀAa + bᵀAb − 2aᵀBb.
-            b = jnp.imag(psi)
-            z = z + jnp.einsum("bd,ide,be->bi", b, o_re, b) - 2.0 * jnp.einsum("bd,ide,be->bi", a, o_im, b)
+        obs = heisenberg_observables(spec, theta)
+        if spec.encoding in REAL_ENCODINGS:
+            # ψ is real and O Hermitian, so ψᵀ O ψ = ψᵀ Re(O) ψ: one real quadratic form per sample.
+            psi_r = jnp.real(psi)
+            z = jnp.einsum("bd,ide,be->bi", psi_r, jnp.real(obs), psi_r)
+        else:
+            z = jnp.real(jnp.einsum("bd,ide,be->bi", jnp.conj(psi), obs, psi))
     else:
         z = _expvals_statevector(spec, psi, theta)
     return (1.0 - 2.0 * spec.readout) * z
