@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # e.g. "Creating initial MLflow database tables"
 
 import pandas as pd  # noqa: E402
 
@@ -173,7 +174,6 @@ def _compare(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
     try:
         args = _parser().parse_args(argv)
         return {"run": _run, "compare": _compare, "bench": _bench}[args.command](args)

@@ -16,7 +16,12 @@ fi
 stamp=.venv/.pqfl-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+  echo "setup: installing pqfl and its pinned dependencies into .venv (first time: a few minutes)" >&2
+  log=.venv/pqfl-install.log
+  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -c constraints.txt -e ".[test]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "setup: installing dependencies failed; the full log is in $log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
