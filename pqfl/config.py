@@ -15,8 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pqfl.errors import PQFLInputError
 
 METHODS = ("local", "fedavg", "fedprox", "pqfl", "centralized")
-ENCODINGS = ("amplitude", "angle", "iqp")
-ENTANGLERS = ("ring", "linear", "all_to_all")
 # Dense state-vector / density-matrix simulation of more qubits than this does not fit
 # comfortably in this machine's memory for a batch of samples.
 MAX_QUBITS = 16
