@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pqfl.model import SIMULATORS, model_scores, shot_estimate
+from pqfl.model import model_scores
 from pqfl.quantum.spec import CircuitSpec
 from pqfl.rng import derive_rng, derive_seed
 
@@ -47,11 +47,9 @@ def local_objective(spec, objective, simulator, shots):
     """Loss(params, anchor, lam, X, y, weight, center, key) for one (padded) minibatch."""
 
     def loss(params, anchor, lam, X, y, weight, center, key):
-        z = shot_estimate(SIMULATORS[simulator](spec, X, params["theta"]), shots, key)
-        if objective == "one_class":
-            per_row = jnp.sum((z - center) ** 2, axis=-1)
-        else:
-            per_row = optax.sigmoid_binary_cross_entropy(z @ params["w"] + params["b"], y)
+        scores = model_scores(spec, objective, simulator, shots, params, center, X, key)
+        # one_class: the score is the distance itself; supervised: the score is the logit.
+        per_row = scores if objective == "one_class" else optax.sigmoid_binary_cross_entropy(scores, y)
         data_term = jnp.sum(weight * per_row) / jnp.maximum(jnp.sum(weight), 1e-12)
         return data_term + 0.5 * lam * jnp.sum((params["theta"] - anchor) ** 2)
 
