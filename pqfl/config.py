@@ -131,6 +131,36 @@ class RunnerConfig(_Strict):
     max_workers: int | None = Field(default=None, ge=1)
 
 
+class RetryConfig(_Strict):
+    """How Prefect retries a failed job (local training, evaluation, circuit execution).
+
+    Only transient failures (backend/job errors, timeouts) are retried; the n-th retry
+    waits ``backoff_s · 2^(n−1)`` seconds, spread by ``jitter`` (Prefect's
+    ``retry_jitter_factor``). Permanent failures (invalid circuit, bad config) fail at once.
+    """
+
+    max_retries: int = Field(default=3, ge=0, le=50)
+    backoff_s: float = Field(default=1.0, ge=0, description="delay before the first retry; doubles each retry")
+    jitter: float = Field(default=0.5, ge=0, description="Prefect retry_jitter_factor (0 = exact delays)")
+
+
+class FaultConfig(_Strict):
+    """Seeded fault injection, for testing how runs survive failing jobs.
+
+    ``transient_rate``: probability that an attempt of a job fails with a transient error,
+    drawn from (seed, method, job, client, round, attempt); the last attempt the retry
+    budget allows is spared, so these faults alone never exhaust the retries.
+    ``outage``: client → rounds in which its backend is down (every attempt of its local
+    training fails transiently, so the client is dropped after its retries).
+    ``permanent``: client → rounds in which its local training fails permanently (no retry).
+    The environment variable ``PQFL_FAULT_RATE`` overrides ``transient_rate``.
+    """
+
+    transient_rate: float = Field(default=0.0, ge=0, le=1)
+    outage: dict[str, list[int]] = Field(default_factory=dict)
+    permanent: dict[str, list[int]] = Field(default_factory=dict)
+
+
 class TrackingConfig(_Strict):
     """Where MLflow writes. ``MLFLOW_TRACKING_URI`` in the environment overrides ``uri``."""
 
@@ -150,6 +180,8 @@ class Config(_Strict):
     # default.qubit / default.mixed. Both compute the same circuits.
     simulator: Literal["fast", "reference"] = "fast"
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    faults: FaultConfig = Field(default_factory=FaultConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
@@ -163,6 +195,12 @@ class Config(_Strict):
                 f"federation.min_clients: {self.federation.min_clients} exceeds the {len(self.clients)} "
                 "clients configured; lower min_clients or add clients"
             )
+        for kind, plan in (("outage", self.faults.outage), ("permanent", self.faults.permanent)):
+            for client, rounds in plan.items():
+                if client not in names:
+                    raise ValueError(f"faults.{kind}: unknown client {client!r}; use one of {names}")
+                if any(r < 1 for r in rounds):
+                    raise ValueError(f"faults.{kind}.{client}: rounds start at 1 (got {rounds}); list rounds 1..K")
         return self
 
     @property
