@@ -38,11 +38,12 @@ class DatasetConfig(_Strict):
     @field_validator("source")
     @classmethod
     def _known_scheme(cls, v: str) -> str:
-        schemes = ("sklearn:", "odds:", "csv:")
-        if not v.startswith(schemes):
+        from pqfl.data.sources import SCHEMES
+
+        if not v.startswith(tuple(f"{s}:" for s in SCHEMES)):
             raise ValueError(
                 f"unknown dataset source {v!r}; use one of sklearn:digits, sklearn:breast_cancer, "
-                "odds:PATH.mat, csv:PATH#label=COLUMN"
+                "odds:PATH.mat, csv:PATH#label=COLUMN, cifar10:DIR, cifar100:DIR, svhn:FILE.mat, imagefolder:DIR"
             )
         return v
 
@@ -56,6 +57,9 @@ class PartitionConfig(_Strict):
     anomaly_ratio: float = Field(default=0.2, gt=0, lt=1)
     min_anomalies: int = Field(default=6, ge=3)
     quantity_skew: float = Field(default=0.0, ge=0, description="lognormal sigma of client sizes")
+    # Class-labelled data: the classes anomalies are drawn from (default: every class that is
+    # not normal at the client). Rows of other non-normal classes are left out.
+    anomaly_classes: list[int] | None = Field(default=None, min_length=1)
     train: float = Field(default=0.5, gt=0, lt=1)
     val: float = Field(default=0.2, gt=0, lt=1)
     test: float = Field(default=0.3, gt=0, lt=1)

@@ -4,8 +4,9 @@ Samples of each class are spread over clients by Dirichlet(α) proportions (labe
 optionally scaled by lognormal client sizes (quantity skew). Anomalies are then defined
 per client: ``global`` — the configured normal classes are normal everywhere;
 ``context`` — each client's own most frequent classes are normal there, so a class that
-is normal at one client is an anomaly at another. Sources that carry anomaly labels
-(ODDS) keep them. Each client's rows are split train/val/test, stratified by label.
+is normal at one client is an anomaly at another. ``anomaly_classes`` narrows which
+non-normal classes supply the anomalies (anomaly-type sensitivity); the anomalies kept
+per client follow ``anomaly_ratio``. Sources that carry anomaly labels (ODDS) keep them. Each client's rows are split train/val/test, stratified by label.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def _label_client(y_rows: np.ndarray, ds: Dataset, cfg: PartitionConfig, normal_
         normal = sorted(classes[order[: cfg.normal_classes_per_client]].tolist())
     is_normal = np.isin(y_rows, normal)
     normal_pos = np.flatnonzero(is_normal)
-    anomaly_pos = np.flatnonzero(~is_normal)
+    candidates = ~is_normal if cfg.anomaly_classes is None else ~is_normal & np.isin(y_rows, cfg.anomaly_classes)
+    anomaly_pos = np.flatnonzero(candidates)
     target = max(cfg.min_anomalies, int(round(cfg.anomaly_ratio / (1 - cfg.anomaly_ratio) * len(normal_pos))))
     chosen = rng.choice(anomaly_pos, size=min(target, len(anomaly_pos)), replace=False)
     keep = np.sort(np.concatenate([normal_pos, chosen]))
@@ -85,10 +87,19 @@ def partition(
 ) -> list[ClientData]:
     """Spread ``ds`` over the named clients; identical output for identical inputs and seed."""
     n_clients = len(client_names)
+    present = set(np.unique(ds.y).tolist())
     if not ds.anomaly_labels and cfg.normal == "global":
-        missing = sorted(set(normal_classes) - set(np.unique(ds.y).tolist()))
+        missing = sorted(set(normal_classes) - present)
         if missing:
             raise PQFLInputError(f"dataset.normal_classes: classes {missing} do not occur in {ds.name}; pick existing classes")
+    if not ds.anomaly_labels and cfg.anomaly_classes is not None:
+        missing = sorted(set(cfg.anomaly_classes) - present)
+        if missing:
+            raise PQFLInputError(f"partition.anomaly_classes: classes {missing} do not occur in {ds.name}; pick existing classes")
+        if cfg.normal == "global" and set(cfg.anomaly_classes) <= set(normal_classes):
+            raise PQFLInputError(
+                "partition.anomaly_classes: every listed class is also in dataset.normal_classes; list classes that are not normal"
+            )
     problem = ""
     for attempt in range(attempts):
         rng = derive_rng(seed, "partition", attempt)
