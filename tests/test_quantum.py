@@ -25,6 +25,8 @@ NOISES = {
     "amplitude_damping": {"amplitude_damping": 0.1},
     "readout": {"readout": 0.07},
     "all": {"depolarizing": 0.05, "amplitude_damping": 0.1, "readout": 0.07},
+    # A device calibration: every qubit its own values, some of them noiseless.
+    "per_qubit": {"depolarizing": (0.02, 0.0, 0.09), "amplitude_damping": (0.0, 0.15, 0.04), "readout": (0.03, 0.11, 0.0)},
 }
 
 
@@ -135,6 +137,32 @@ def test_extreme_noise_limits():
     # Amplitude damping with γ = 1 resets every qubit to |0>: <Z> = 1.
     reset = CircuitSpec(3, 2, "angle", pairs, amplitude_damping=1.0)
     assert np.allclose(np.asarray(fast_expvals(reset, X, theta)), 1.0, atol=1e-12)
+
+
+def test_per_qubit_noise_acts_on_its_own_wire():
+    X = _inputs("angle", 3, batch=3, seed=11)
+    theta = np.random.default_rng(11).normal(size=(2, 3, 3))
+    pairs = tuple(entangling_pairs("linear", 3))
+    # Equal per-qubit values are the scalar model.
+    scalar = CircuitSpec(3, 2, "angle", pairs, depolarizing=0.04, amplitude_damping=0.07, readout=0.05)
+    tupled = CircuitSpec(3, 2, "angle", pairs, depolarizing=(0.04,) * 3, amplitude_damping=[0.07] * 3, readout=(0.05,) * 3)
+    assert np.allclose(np.asarray(fast_expvals(scalar, X, theta)), np.asarray(fast_expvals(tupled, X, theta)), atol=1e-13)
+    # Full damping of the last wire alone resets it (<Z_2> = 1) and leaves the others noisy but
+    # not reset; readout on wire 1 alone scales only <Z_1>.
+    reset_last = CircuitSpec(3, 2, "angle", pairs, amplitude_damping=(0.0, 0.0, 1.0))
+    z = np.asarray(fast_expvals(reset_last, X, theta))
+    assert np.allclose(z[:, 2], 1.0, atol=1e-12) and not np.allclose(z[:, :2], 1.0, atol=1e-3)
+    clean = np.asarray(fast_expvals(CircuitSpec(3, 2, "angle", pairs), X, theta))
+    readout_1 = np.asarray(fast_expvals(CircuitSpec(3, 2, "angle", pairs, readout=(0.0, 0.2, 0.0)), X, theta))
+    assert np.allclose(readout_1, clean * np.array([1.0, 0.6, 1.0]), atol=1e-12)
+
+
+def test_per_qubit_noise_needs_one_value_per_qubit():
+    with pytest.raises(ValueError, match="2 per-qubit values for 3 qubits"):
+        CircuitSpec(3, 1, "angle", (), depolarizing=(0.1, 0.2))
+    spec = CircuitSpec(2, 1, "angle", (), readout=[0.0, 0.1])
+    assert spec.readout == (0.0, 0.1) and spec.has_readout and not spec.noisy
+    hash(spec)  # still a cache key
 
 
 def test_cnot_block_on_basis_states():

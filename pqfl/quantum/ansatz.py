@@ -37,7 +37,7 @@ def entangling_pairs(pattern: str | list, qubits: int) -> list[tuple[int, int]]:
 
 
 def noise_kraus(depolarizing: float, amplitude_damping: float) -> list[list]:
-    """Kraus operator sets applied, in this order, to every qubit after every layer."""
+    """Kraus operator sets applied, in this order, to one qubit after every layer."""
     channels = []
     if depolarizing > 0:
         channels.append(qml.DepolarizingChannel.compute_kraus_matrices(depolarizing))
@@ -46,8 +46,17 @@ def noise_kraus(depolarizing: float, amplitude_damping: float) -> list[list]:
     return channels
 
 
-def apply_layers(theta, pairs, depolarizing: float = 0.0, amplitude_damping: float = 0.0) -> None:
-    """Queue the variational block with PennyLane operations (inside a QNode or tape)."""
+def _wire_value(value, wire: int) -> float:
+    """A noise parameter on ``wire``: the same float everywhere, or one value per wire."""
+    return float(value) if isinstance(value, (int, float)) else float(value[wire])
+
+
+def apply_layers(theta, pairs, depolarizing=0.0, amplitude_damping=0.0) -> None:
+    """Queue the variational block with PennyLane operations (inside a QNode or tape).
+
+    ``depolarizing`` and ``amplitude_damping`` are one float for every wire or a
+    sequence with one value per wire (a device calibration).
+    """
     layers, qubits = theta.shape[0], theta.shape[1]
     for layer in range(layers):
         for wire in range(qubits):
@@ -55,7 +64,8 @@ def apply_layers(theta, pairs, depolarizing: float = 0.0, amplitude_damping: flo
         for control, target in pairs:
             qml.CNOT(wires=[control, target])
         for wire in range(qubits):
-            if depolarizing > 0:
-                qml.DepolarizingChannel(depolarizing, wires=wire)
-            if amplitude_damping > 0:
-                qml.AmplitudeDamping(amplitude_damping, wires=wire)
+            p, gamma = _wire_value(depolarizing, wire), _wire_value(amplitude_damping, wire)
+            if p > 0:
+                qml.DepolarizingChannel(p, wires=wire)
+            if gamma > 0:
+                qml.AmplitudeDamping(gamma, wires=wire)

@@ -4,7 +4,8 @@ Noiseless: the batch of encoded states is evolved gate by gate as a (batch, 2, .
 tensor. Noisy: each measured observable Z_i is evolved backwards through the noisy
 variational block once (Heisenberg picture, adjoint channels from PennyLane's Kraus
 operators); each sample then costs one quadratic form ψ† O_i ψ instead of a density
-matrix. Readout error is a classical confusion of each ⟨Z⟩: ⟨Z⟩ → (1 − 2p)⟨Z⟩.
+matrix. Readout error is a classical confusion of each ⟨Z_i⟩: ⟨Z_i⟩ → (1 − 2p_i)⟨Z_i⟩.
+Noise may differ per qubit (a device calibration).
 Gate matrices come from PennyLane (Rot.compute_matrix); tests compare with
 default.qubit / default.mixed.
 """
@@ -176,7 +177,11 @@ def heisenberg_observables(spec: CircuitSpec, theta):
     """
     q, dim = spec.qubits, 2**spec.qubits
     inv = np.argsort(_cnot_permutation(spec.pairs, q))
-    channel = adjoint_superoperator(noise_kraus(spec.depolarizing, spec.amplitude_damping))
+    # One adjoint channel per wire: a device calibration gives every qubit its own noise.
+    channels = [
+        adjoint_superoperator(noise_kraus(spec.on_wire("depolarizing", w), spec.on_wire("amplitude_damping", w)))
+        for w in range(q)
+    ]
     signs = z_signs(q)
     obs = jnp.asarray(np.stack([np.diag(signs[:, i]) for i in range(q)]).astype(np.complex128))
     # Keep XLA from constant-folding the first (parameter-free) layer of a large array.
@@ -184,6 +189,7 @@ def heisenberg_observables(spec: CircuitSpec, theta):
     pending = [None] * q  # rotation superoperators waiting to be merged with the next channel
     for layer in reversed(range(spec.layers)):
         for wire in range(q):
+            channel = channels[wire]
             s = channel if pending[wire] is None else (
                 pending[wire] if channel is None else jnp.einsum("abcd,cdij->abij", channel, pending[wire])
             )
@@ -210,4 +216,4 @@ def fast_expvals(spec: CircuitSpec, X, theta):
             z = jnp.real(jnp.einsum("bd,ide,be->bi", jnp.conj(psi), obs, psi))
     else:
         z = _expvals_statevector(spec, psi, theta)
-    return (1.0 - 2.0 * spec.readout) * z
+    return (1.0 - 2.0 * jnp.asarray(spec.per_wire("readout"))) * z

@@ -28,11 +28,12 @@ def circuit_function(spec: CircuitSpec, with_noise: bool = True):
             spec.depolarizing if with_noise else 0.0,
             spec.amplitude_damping if with_noise else 0.0,
         )
-        if with_noise and spec.readout > 0:
+        if with_noise and spec.has_readout:
             # Readout error is a bit flip just before the Z measurement. (default.mixed's
             # own readout_prob option crashes in PennyLane 0.45, so it is written out.)
             for w in wires:
-                qml.BitFlip(spec.readout, wires=w)
+                if spec.on_wire("readout", w) > 0:
+                    qml.BitFlip(spec.on_wire("readout", w), wires=w)
         return [qml.expval(qml.PauliZ(w)) for w in wires]
 
     return circuit
@@ -41,7 +42,7 @@ def circuit_function(spec: CircuitSpec, with_noise: bool = True):
 @lru_cache(maxsize=None)
 def reference_qnode(spec: CircuitSpec):
     """A JAX-interface QNode; default.mixed when the spec has any noise."""
-    if spec.noisy or spec.readout > 0:
+    if spec.noisy or spec.has_readout:
         dev = qml.device("default.mixed", wires=spec.qubits)
     else:
         dev = qml.device("default.qubit", wires=spec.qubits)
@@ -56,7 +57,7 @@ def reference_expvals(spec: CircuitSpec, X, theta):
 
 def draw_text(spec: CircuitSpec, x, theta) -> str:
     """A text drawing of the circuit for one sample, noise channels included."""
-    dev = qml.device("default.mixed" if spec.noisy or spec.readout > 0 else "default.qubit", wires=spec.qubits)
+    dev = qml.device("default.mixed" if spec.noisy or spec.has_readout else "default.qubit", wires=spec.qubits)
     qnode = qml.QNode(circuit_function(spec), dev)
     return qml.draw(qnode, decimals=3, max_length=200)(x, theta)
 

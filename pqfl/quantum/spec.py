@@ -7,35 +7,71 @@ from dataclasses import dataclass
 from pqfl.quantum.ansatz import entangling_pairs
 from pqfl.quantum.encodings import feature_dim
 
+NOISE_FIELDS = ("depolarizing", "amplitude_damping", "readout")
+
+
+def _per_qubit_or_scalar(name: str, value, qubits: int):
+    """A float (the same on every qubit) or a tuple of ``qubits`` floats (one per qubit)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    values = tuple(float(v) for v in value)
+    if len(values) != qubits:
+        raise ValueError(f"{name}: {len(values)} per-qubit values for {qubits} qubits; give one value per qubit")
+    return values
+
 
 @dataclass(frozen=True)
 class CircuitSpec:
-    """Everything that fixes a client's circuit structure (not its parameters)."""
+    """Everything that fixes a client's circuit structure (not its parameters).
+
+    Each noise field is either one float for every qubit or a tuple with one value per
+    qubit (a device calibration). ``depolarizing`` and ``amplitude_damping`` act on every
+    qubit after every layer; ``readout`` is a symmetric bit flip at measurement.
+    """
 
     qubits: int
     layers: int
     encoding: str
     pairs: tuple[tuple[int, int], ...]
-    depolarizing: float = 0.0
-    amplitude_damping: float = 0.0
-    readout: float = 0.0
+    depolarizing: float | tuple[float, ...] = 0.0
+    amplitude_damping: float | tuple[float, ...] = 0.0
+    readout: float | tuple[float, ...] = 0.0
+
+    def __post_init__(self):
+        for name in NOISE_FIELDS:
+            object.__setattr__(self, name, _per_qubit_or_scalar(name, getattr(self, name), self.qubits))
+        object.__setattr__(self, "pairs", tuple(tuple(int(w) for w in p) for p in self.pairs))
 
     @classmethod
     def from_profile(cls, profile) -> "CircuitSpec":
+        noise = profile.noise
         return cls(
             qubits=profile.qubits,
             layers=profile.layers,
             encoding=profile.encoding,
             pairs=tuple(entangling_pairs(profile.entangling, profile.qubits)),
-            depolarizing=profile.noise.depolarizing,
-            amplitude_damping=profile.noise.amplitude_damping,
-            readout=profile.noise.readout,
+            depolarizing=noise.depolarizing,
+            amplitude_damping=noise.amplitude_damping,
+            readout=noise.readout,
         )
+
+    def on_wire(self, name: str, wire: int) -> float:
+        """The value of noise field ``name`` on ``wire``."""
+        value = getattr(self, name)
+        return value if isinstance(value, float) else value[wire]
+
+    def per_wire(self, name: str) -> tuple[float, ...]:
+        """Noise field ``name`` as one value per wire."""
+        return tuple(self.on_wire(name, w) for w in range(self.qubits))
 
     @property
     def noisy(self) -> bool:
         """True when the variational block has noise channels (needs mixed states)."""
-        return self.depolarizing > 0 or self.amplitude_damping > 0
+        return any(p > 0 for p in self.per_wire("depolarizing") + self.per_wire("amplitude_damping"))
+
+    @property
+    def has_readout(self) -> bool:
+        return any(p > 0 for p in self.per_wire("readout"))
 
     @property
     def n_features(self) -> int:
