@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="run seed")
     run.add_argument("--dataset", help="dataset source, e.g. sklearn:digits, odds:PATH.mat, csv:PATH#label=COL")
     run.add_argument("--json", dest="json_out", help="write results as JSON to this file")
+    run.add_argument(
+        "--dask-address", help="run the client tasks on the Dask cluster whose scheduler is at tcp://HOST:PORT"
+    )
     cmp_ = sub.add_parser("compare", help="print the method table of an experiment from MLflow")
     cmp_.add_argument("--experiment", help="MLflow experiment name (default: the config's)")
     cmp_.add_argument("--config", help="config whose experiment and store to read (default: embedded)")
@@ -102,6 +105,9 @@ def _overrides(args) -> dict:
         out["federation.seed"] = args.seed
     if args.dataset:
         out["dataset.source"] = args.dataset
+    if args.dask_address:
+        out["runner.kind"] = "dask"
+        out["runner.address"] = args.dask_address
     return out
 
 

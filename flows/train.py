@@ -30,6 +30,21 @@ log = logging.getLogger("pqfl.progress")
 
 
 def task_runner_for(runner: RunnerConfig):
+    """The Prefect task runner ``runner`` asks for.
+
+    ``dask`` with an address connects to that running scheduler (workers elsewhere must
+    have this project installed); without one, each method subflow starts and stops a
+    local cluster of ``max_workers`` single-threaded worker processes.
+    """
+    if runner.kind == "dask":
+        from prefect_dask import DaskTaskRunner  # imported only when asked for: it pulls in distributed
+
+        if runner.address:
+            return DaskTaskRunner(address=runner.address)
+        cluster_kwargs = {"processes": True, "threads_per_worker": 1, "host": "127.0.0.1", "dashboard_address": None}
+        if runner.max_workers:
+            cluster_kwargs["n_workers"] = runner.max_workers
+        return DaskTaskRunner(cluster_kwargs=cluster_kwargs)
     if runner.kind == "processes":
         return ProcessPoolTaskRunner(max_workers=runner.max_workers)
     return ThreadPoolTaskRunner(max_workers=runner.max_workers)

@@ -6,6 +6,7 @@ Every field is checked at load time; an impossible value raises
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -128,11 +129,42 @@ class FederationConfig(_Strict):
         return v
 
 
-class RunnerConfig(_Strict):
-    """Which Prefect task runner executes the per-client tasks."""
+_DASK_ADDRESS = re.compile(r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*):(?P<port>[0-9]{1,5})")
 
-    kind: Literal["threads", "processes"] = "threads"
+
+class RunnerConfig(_Strict):
+    """Which Prefect task runner executes the per-client tasks.
+
+    ``dask`` with an ``address`` (``tcp://HOST:PORT`` of a running Dask scheduler) sends the
+    tasks to that cluster; ``dask`` without one starts a local cluster of ``max_workers``
+    worker processes for the run.
+    """
+
+    kind: Literal["threads", "processes", "dask"] = "threads"
     max_workers: int | None = Field(default=None, ge=1)
+    address: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _scheduler_address(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        match = _DASK_ADDRESS.fullmatch(v.strip())
+        if match is None or not 1 <= int(match["port"]) <= 65535:
+            raise ValueError(
+                "expected a Dask scheduler address like tcp://HOST:PORT (port 1-65535), "
+                "as printed by `dask scheduler`"
+            )
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> "RunnerConfig":
+        if self.address is not None and self.kind != "dask":
+            raise ValueError(
+                f"address is only used with kind: dask (kind is {self.kind!r}); "
+                "set kind: dask or remove the address"
+            )
+        return self
 
 
 class RetryConfig(_Strict):
