@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
 
 from pqfl.errors import PQFLInputError
 
@@ -73,32 +73,109 @@ class PartitionConfig(_Strict):
         return self
 
 
-class NoiseConfig(_Strict):
-    """Per-qubit, per-layer noise of a client's device."""
+def _probability(upper: float, inclusive: bool):
+    """A validator for one probability in [0, upper] or a list of them (one per qubit)."""
 
-    depolarizing: float = Field(default=0.0, ge=0, le=0.75)
-    amplitude_damping: float = Field(default=0.0, ge=0, le=1)
-    readout: float = Field(default=0.0, ge=0, lt=0.5, description="symmetric bit-flip probability at measurement")
+    def check(value: Any) -> float | list[float]:
+        many = isinstance(value, (list, tuple))
+        values = list(value) if many else [value]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError("expected a probability, or a list with one per qubit")
+            if not (0 <= v <= upper if inclusive else 0 <= v < upper):
+                bound = f"<= {upper}" if inclusive else f"< {upper}"
+                raise ValueError(f"probabilities must be >= 0 and {bound}")
+        return [float(v) for v in values] if many else float(value)
+
+    return PlainValidator(check, json_schema_input_type=float | list[float])
+
+
+def _values(v: float | list[float]) -> list[float]:
+    return list(v) if isinstance(v, list) else [v]
+
+
+class NoiseConfig(_Strict):
+    """Per-layer noise of a client's device: one value for every qubit, or a list with one
+    value per qubit (a device calibration)."""
+
+    depolarizing: Annotated[float | list[float], _probability(0.75, True)] = 0.0
+    amplitude_damping: Annotated[float | list[float], _probability(1.0, True)] = 0.0
+    # symmetric bit-flip probability at measurement
+    readout: Annotated[float | list[float], _probability(0.5, False)] = 0.0
 
     @property
     def is_noisy(self) -> bool:
-        return self.depolarizing > 0 or self.amplitude_damping > 0
+        return any(p > 0 for p in _values(self.depolarizing) + _values(self.amplitude_damping))
 
     @property
     def any(self) -> bool:
-        return self.is_noisy or self.readout > 0
+        return self.is_noisy or any(p > 0 for p in _values(self.readout))
 
 
 class ClientProfile(_Strict):
-    """One client's quantum hardware: what circuit it can run and how noisily."""
+    """One client's quantum hardware: what circuit it can run and how noisily.
+
+    ``from_device`` takes qubits, coupling map (``entangling: device``), physical
+    ``layout`` and per-qubit noise from a calibration snapshot (pqfl.quantum.devices);
+    they are filled in at load time, so a dumped profile shows what the client runs.
+    """
 
     name: str = Field(min_length=1)
     qubits: int = Field(ge=1, le=MAX_QUBITS)
     layers: int = Field(default=2, ge=1)
-    entangling: Literal["ring", "linear", "all_to_all"] = "ring"
+    entangling: Literal["ring", "linear", "all_to_all", "device"] = "ring"
     encoding: Literal["amplitude", "angle", "iqp"] = "amplitude"
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     shots: int | None = Field(default=None, ge=1)
+    # Device clients (README "Device clients and hardware evaluation").
+    from_device: str | None = None
+    layout: list[int] | None = None  # physical qubit of each logical qubit
+    coupling: list[tuple[int, int]] | None = None  # entangling pairs when entangling is "device"
+    backend: Literal["aer", "ibm_runtime"] | None = None  # where the hardware evaluation runs
+    device: str | None = None  # IBM Quantum backend name, for backend: ibm_runtime
+    hardware_shots: int = Field(default=1024, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_device(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("from_device") is None:
+            return data
+        from pqfl.quantum.devices import device_profile  # qiskit is imported only for device clients
+
+        if not isinstance(data["from_device"], str):
+            raise ValueError("from_device: expected a device name such as FakeManilaV2 or manila")
+        qubits = data.get("qubits")
+        if qubits is not None and (not isinstance(qubits, int) or not 1 <= qubits <= MAX_QUBITS):
+            return data  # the qubits field reports the problem
+        dev = device_profile(data["from_device"], qubits, data.get("layout"))
+        data = {**data, "from_device": dev.device, "qubits": dev.qubits, "layout": list(dev.layout)}
+        if data.get("entangling", "device") == "device":
+            data["entangling"] = "device"
+            data["coupling"] = [list(p) for p in dev.pairs]
+        if "noise" not in data:
+            data["noise"] = {k: list(getattr(dev.noise, k)) for k in ("depolarizing", "amplitude_damping", "readout")}
+        data.setdefault("backend", "aer")
+        return data
+
+    @model_validator(mode="after")
+    def _device_fields_agree(self) -> "ClientProfile":
+        for field in ("depolarizing", "amplitude_damping", "readout"):
+            value = getattr(self.noise, field)
+            if isinstance(value, list) and len(value) != self.qubits:
+                raise ValueError(f"noise.{field}: {len(value)} values for {self.qubits} qubits; give one per qubit")
+        if self.entangling == "device" and self.coupling is None:
+            raise ValueError("entangling: device needs from_device (or explicit coupling pairs)")
+        if self.coupling is not None:
+            bad = [p for p in self.coupling if p[0] == p[1] or not all(0 <= w < self.qubits for w in p)]
+            if bad:
+                raise ValueError(f"coupling: pairs {bad} are not two distinct qubits in 0..{self.qubits - 1}")
+        if self.backend == "aer" and self.from_device is None:
+            raise ValueError("backend: aer evaluates on a device's noise model; add from_device: NAME")
+        if self.backend == "ibm_runtime" and not self.device:
+            raise ValueError("backend: ibm_runtime needs device: the IBM Quantum backend name (e.g. ibm_brisbane)")
+        if self.device and self.backend != "ibm_runtime":
+            raise ValueError("device: only used with backend: ibm_runtime; set it or remove device")
+        return self
 
 
 class FederationConfig(_Strict):

@@ -20,6 +20,11 @@ def _per_qubit_or_scalar(name: str, value, qubits: int):
     return values
 
 
+def _pattern(profile):
+    """A profile's entangling pattern name, or its explicit coupling pairs (``entangling: device``)."""
+    return profile.coupling if getattr(profile, "entangling", None) == "device" else profile.entangling
+
+
 @dataclass(frozen=True)
 class CircuitSpec:
     """Everything that fixes a client's circuit structure (not its parameters).
@@ -49,7 +54,7 @@ class CircuitSpec:
             qubits=profile.qubits,
             layers=profile.layers,
             encoding=profile.encoding,
-            pairs=tuple(entangling_pairs(profile.entangling, profile.qubits)),
+            pairs=tuple(entangling_pairs(_pattern(profile), profile.qubits)),
             depolarizing=noise.depolarizing,
             amplitude_damping=noise.amplitude_damping,
             readout=noise.readout,
