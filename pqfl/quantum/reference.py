@@ -6,6 +6,7 @@ It is also used for drawings and OpenQASM export.
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import jax.numpy as jnp
@@ -39,6 +40,13 @@ def circuit_function(spec: CircuitSpec, with_noise: bool = True):
     return circuit
 
 
+# PennyLane keeps its recording stack in one class-level list shared by all threads, and
+# ``QueuingManager.stop_recording`` swaps that list out: two client tasks building QNode
+# tapes at once on the thread runner lose operations or crash ("pop from empty list").
+# Every QNode construction here (tracing under jit, drawing, QASM export) holds this lock.
+PENNYLANE_LOCK = threading.RLock()
+
+
 @lru_cache(maxsize=None)
 def reference_qnode(spec: CircuitSpec):
     """A JAX-interface QNode; default.mixed when the spec has any noise."""
@@ -51,7 +59,8 @@ def reference_qnode(spec: CircuitSpec):
 
 def reference_expvals(spec: CircuitSpec, X, theta):
     """⟨Z_i⟩ for a batch X (broadcast over the batch), shape (batch, qubits)."""
-    out = reference_qnode(spec)(jnp.asarray(X), jnp.asarray(theta))
+    with PENNYLANE_LOCK:
+        out = reference_qnode(spec)(jnp.asarray(X), jnp.asarray(theta))
     return jnp.stack(out, axis=-1)
 
 
@@ -59,10 +68,12 @@ def draw_text(spec: CircuitSpec, x, theta) -> str:
     """A text drawing of the circuit for one sample, noise channels included."""
     dev = qml.device("default.mixed" if spec.noisy or spec.has_readout else "default.qubit", wires=spec.qubits)
     qnode = qml.QNode(circuit_function(spec), dev)
-    return qml.draw(qnode, decimals=3, max_length=200)(x, theta)
+    with PENNYLANE_LOCK:
+        return qml.draw(qnode, decimals=3, max_length=200)(x, theta)
 
 
 def to_openqasm(spec: CircuitSpec, x, theta) -> str:
     """OpenQASM 2.0 of the noiseless circuit (QASM has no noise channels) with Z measurements."""
     qnode = qml.QNode(circuit_function(spec, with_noise=False), qml.device("default.qubit", wires=spec.qubits))
-    return qml.to_openqasm(qnode, measure_all=True, precision=6)(x, theta)
+    with PENNYLANE_LOCK:
+        return qml.to_openqasm(qnode, measure_all=True, precision=6)(x, theta)
