@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", dest="json_out", help="write every time and ratio as JSON to this file")
     sim.add_argument("--qubits", default="4,6,8,10", help="comma-separated qubit counts (default 4,6,8,10)")
     sim.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per measurement cell")
+    suite = sub.add_parser("benchmark", help="run a benchmark suite: datasets x methods x seeds, classical references, report")
+    suite.add_argument("--suite", required=True, help="suite YAML, e.g. benchmarks/suites/odds.yaml")
+    suite.add_argument("--data-dir", help="folder that relative dataset paths in the suite are read from")
+    suite.add_argument("--json", dest="json_out", help="write the rows as JSON here (the markdown report goes beside it, .md)")
     return p
 
 
@@ -179,10 +183,35 @@ def _compare(args) -> int:
     return 0
 
 
+def _benchmark(args) -> int:
+    from flows.benchmark import check_suite
+
+    spec, cases = check_suite(args.suite, args.data_dir)  # fail fast: suite, configs, data files
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+    from flows.benchmark import pqfl_benchmark
+    from pqfl.compile_cache import enable_persistent_cache
+
+    enable_persistent_cache()
+    progress = logging.getLogger("pqfl.progress")
+    progress.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[pqfl] %(message)s"))
+    progress.addHandler(handler)
+    progress.propagate = False
+    print(f"[pqfl] benchmark {spec.name}: {len(cases)} cases, methods {','.join(spec.methods)}", file=sys.stderr)
+    result = pqfl_benchmark(args.suite, args.data_dir, args.json_out)
+    print(result["table"])
+    print(f"\nwall time {result['wall_s']:.1f} s; MLflow experiment '{result['experiment']}', run {result['mlflow_run_id']}")
+    if args.json_out:
+        print(f"report: {result['report']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"run": _run, "compare": _compare, "bench": _bench}[args.command](args)
+        return {"run": _run, "compare": _compare, "bench": _bench, "benchmark": _benchmark}[args.command](args)
     except PQFLInputError as err:
         print(f"pqfl: error: {err}", file=sys.stderr)
         return 2

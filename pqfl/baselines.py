@@ -1,0 +1,123 @@
+"""Classical reference detectors (scikit-learn) trained on the same client splits as PQFL.
+
+Each detector runs two ways: ``client`` — one model per client on its own training rows
+(what a client could do alone, classically); ``pooled`` — one model on every client's
+training rows (no privacy, an upper reference), scored at each client. Either way the
+threshold is chosen on the client's validation split and the metrics come from its test
+split (``pqfl.metrics``), exactly as for the quantum methods.
+
+Features are standardised with the federated statistics (``GlobalStats``), the same
+mean and scale the quantum clients use before their PCA.
+
+| name | objective | model | anomaly score |
+|---|---|---|---|
+| ``iforest`` | one_class | IsolationForest | −score_samples |
+| ``ocsvm`` | one_class | OneClassSVM (RBF) | −score_samples |
+| ``lof`` | one_class | LocalOutlierFactor(novelty=True) | −score_samples |
+| ``logreg`` | supervised | LogisticRegression(class_weight="balanced") | P(anomaly) |
+
+Unsupervised detectors never see the labels (their training rows are as contaminated as
+the quantum clients' one_class training rows); ``logreg`` uses the training labels.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from sklearn.ensemble import IsolationForest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import LocalOutlierFactor
+from sklearn.svm import OneClassSVM
+
+from pqfl.data.partition import ClientData
+from pqfl.data.preprocessing import GlobalStats
+from pqfl.errors import PQFLInputError
+from pqfl.metrics import choose_threshold, client_metrics, summarize
+from pqfl.rng import derive_seed
+
+
+def _iforest(seed: int, n_train: int):
+    return IsolationForest(n_estimators=100, random_state=seed % (2**31))
+
+
+def _ocsvm(seed: int, n_train: int):
+    return OneClassSVM(kernel="rbf", gamma="scale", nu=0.1)
+
+
+def _lof(seed: int, n_train: int):
+    return LocalOutlierFactor(n_neighbors=max(1, min(20, n_train - 1)), novelty=True)
+
+
+def _logreg(seed: int, n_train: int):
+    return LogisticRegression(class_weight="balanced", max_iter=2000)
+
+
+# name → (objective it is the reference for, factory(seed, n_train))
+DETECTORS: dict[str, tuple[str, Callable]] = {
+    "iforest": ("one_class", _iforest),
+    "ocsvm": ("one_class", _ocsvm),
+    "lof": ("one_class", _lof),
+    "logreg": ("supervised", _logreg),
+}
+SCOPES = ("client", "pooled")
+
+
+def detectors_for(objective: str, names: list[str] | None = None) -> list[str]:
+    """The reference detectors of ``objective`` (restricted to ``names`` when given)."""
+    chosen = list(DETECTORS) if names is None else names
+    unknown = [n for n in chosen if n not in DETECTORS]
+    if unknown:
+        raise PQFLInputError(f"baselines: unknown detector(s) {unknown}; choose from {', '.join(DETECTORS)}")
+    return [n for n in chosen if DETECTORS[n][0] == objective]
+
+
+def anomaly_scores(model, X: np.ndarray) -> np.ndarray:
+    """Higher = more anomalous, for every detector in ``DETECTORS``."""
+    if isinstance(model, LogisticRegression):
+        return model.predict_proba(X)[:, 1]
+    return -model.score_samples(X)
+
+
+def _fit(name: str, X: np.ndarray, y: np.ndarray, seed: int):
+    objective, factory = DETECTORS[name]
+    model = factory(seed, len(X))
+    return model.fit(X, y) if objective == "supervised" else model.fit(X)
+
+
+def _evaluate(model, client: ClientData, stats: GlobalStats) -> dict:
+    def z(X):
+        return (X - stats.mean) / stats.scale
+
+    val = anomaly_scores(model, z(client.X_val))
+    test = anomaly_scores(model, z(client.X_test))
+    row = {"client": client.name, **client_metrics(client.y_test, test, choose_threshold(client.y_val, val))}
+    row["val_auroc"] = float(roc_auc_score(client.y_val, val))
+    row["test_scores"] = test
+    return row
+
+
+def run_baseline(name: str, scope: str, datas: list[ClientData], stats: GlobalStats, seed: int) -> dict:
+    """One detector in one scope: per-client metrics (with test scores) and their summary."""
+    if scope not in SCOPES:
+        raise PQFLInputError(f"baselines: unknown scope {scope!r}; use client or pooled")
+
+    def z(X):
+        return (X - stats.mean) / stats.scale
+
+    if scope == "client":
+        models = [_fit(name, z(d.X_train), d.y_train, derive_seed(seed, "baseline", name, i)) for i, d in enumerate(datas)]
+    else:
+        X = np.concatenate([z(d.X_train) for d in datas])
+        y = np.concatenate([d.y_train for d in datas])
+        models = [_fit(name, X, y, derive_seed(seed, "baseline", name, "pooled"))] * len(datas)
+    per_client = [_evaluate(m, d, stats) for m, d in zip(models, datas)]
+    return {"method": f"{name}-{scope}", "per_client": per_client, **summarize(per_client)}
+
+
+def run_baselines(
+    datas: list[ClientData], stats: GlobalStats, objective: str, seed: int, names: list[str] | None = None
+) -> list[dict]:
+    """Every reference detector of ``objective``, per client and pooled."""
+    return [run_baseline(n, scope, datas, stats, seed) for n in detectors_for(objective, names) for scope in SCOPES]
