@@ -108,6 +108,27 @@ class MethodRun:
                 self.client.log_artifact(run_id, str(tmp / "circuit.txt"), "circuit")
                 self.client.log_artifact(run_id, str(tmp / "circuit.qasm"), "circuit")
 
+    def log_models(self, cfg: Config, method: str, setups, states, thetas, final: list[dict]) -> dict[str, str]:
+        """Each client's final personalized detector as a pyfunc model in its client run,
+        registered as ``{experiment}-{method}-{client}`` (flows/detector_model.py)."""
+        from flows.detector_model import log_detectors
+
+        return log_detectors(
+            self.client,
+            experiment=cfg.experiment_name,
+            method=method,
+            source=cfg.dataset.source,
+            run_ids=self.client_run_ids,
+            setups=setups,
+            states=states,
+            thetas=thetas,
+            thresholds=[row["threshold"] for row in final],
+            objective=cfg.federation.objective,
+            simulator=cfg.simulator,
+            seed=cfg.federation.seed,
+            step=cfg.federation.rounds,
+        )
+
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
         if reason:
             self.client.set_tag(self.parent_id, "pqfl.failure", reason[:4000])

@@ -125,6 +125,7 @@ def train_method(config: dict, method: str, parent_flow_run_id: str | None = Non
                 method, k, fed.rounds, summary["mean_auroc"], summary["worst_auroc"], time.perf_counter() - started,
             )
         run.log_artifacts(cfg, method, history, final, eval_setups, eval_thetas)
+        run.log_models(cfg, method, eval_setups, eval_states, eval_thetas, final)
         wall_s = time.perf_counter() - started
         run.log_final({"wall_s": wall_s}, step=fed.rounds)
         run.finish("FINISHED")
