@@ -23,7 +23,7 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # e.g. "Creating initi
 import pandas as pd  # noqa: E402
 
 from pqfl.config import METHODS, Config, load_config  # noqa: E402
-from pqfl.errors import PQFLInputError  # noqa: E402
+from pqfl.errors import PQFLInputError, PQFLRunError  # noqa: E402
 
 TABLE_COLUMNS = {
     "mean_auroc": "mean AUROC",
@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="run seed")
     run.add_argument("--dataset", help="dataset source, e.g. sklearn:digits, odds:PATH.mat, csv:PATH#label=COL")
     run.add_argument("--json", dest="json_out", help="write results as JSON to this file")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue an interrupted run from its last complete round: any MLflow parent run id of it "
+        "(its stored config is used; --config only says where its MLflow store is)",
+    )
     run.add_argument(
         "--dask-address", help="run the client tasks on the Dask cluster whose scheduler is at tcp://HOST:PORT"
     )
@@ -124,7 +130,20 @@ def format_table(rows: dict[str, dict]) -> str:
 def _run(args) -> int:
     from pqfl.experiment import prepare
 
-    cfg: Config = load_config(args.config).with_overrides(_overrides(args))
+    from flows.checkpoint import checkpoint_root, resume_target
+    from flows.tracking import tracking_uri
+    from tasks.retry import with_fault_env
+
+    if args.resume:
+        changed = sorted(k.split(".")[-1] for k in _overrides(args))
+        if changed:
+            raise PQFLInputError(
+                f"--resume: continues the run with its stored config; drop the options that change it ({', '.join(changed)})"
+            )
+        _, cfg = resume_target(args.resume, args.config)
+    else:
+        cfg = with_fault_env(load_config(args.config).with_overrides(_overrides(args)))
+        checkpoint_root(tracking_uri(cfg))  # a store without a checkpoint folder fails here, not mid-run
     prepare(cfg)  # fail fast on data problems, before any server or run starts
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +164,7 @@ def _run(args) -> int:
         f"methods {','.join(cfg.federation.methods)}, data {cfg.dataset.source}",
         file=sys.stderr,
     )
-    result = pqfl_train(args.config, _overrides(args))
+    result = pqfl_train(args.config, None if args.resume else _overrides(args), resume=args.resume)
     result["wall_s"] = time.perf_counter() - started
     print(format_table(result["methods"]))
     print(f"\ntotal wall time {result['wall_s']:.1f} s; MLflow experiment '{result['experiment']}'")
@@ -215,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     except PQFLInputError as err:
         print(f"pqfl: error: {err}", file=sys.stderr)
         return 2
+    except PQFLRunError as err:
+        print(f"pqfl: run failed: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

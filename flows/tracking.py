@@ -71,21 +71,36 @@ class MethodRun:
         self.parent_id = parent_id
         self.client_run_ids = client_run_ids
 
-    def log_round(self, round_index: int, summary: dict, per_client: list[dict], extra: dict | None = None) -> None:
+    def has_step(self, run_id: str, key: str, step: int) -> bool:
+        """Whether ``run_id`` already holds metric ``key`` at ``step`` (one batch is one transaction)."""
+        return any(m.step == step for m in self.client.get_metric_history(run_id, key))
+
+    def log_round(
+        self, round_index: int, summary: dict, per_client: list[dict], extra: dict | None = None, only_missing: bool = False
+    ) -> None:
+        """Log one round (step = round). ``only_missing`` skips the runs that already hold
+        this step, so a resumed run can repeat the log of its last round without duplicates."""
         ts = int(time.time() * 1000)
         metrics = [Metric(k, float(summary[k]), ts, round_index) for k in ROUND_METRICS]
         metrics += [Metric(k, float(v), ts, round_index) for k, v in (extra or {}).items()]
-        self.client.log_batch(self.parent_id, metrics=metrics)
+        if not (only_missing and self.has_step(self.parent_id, ROUND_METRICS[0], round_index)):
+            self.client.log_batch(self.parent_id, metrics=metrics)
         for row in per_client:
             run_id = self.client_run_ids[row["client"]]
             values = {k: row[k] for k in ("auroc", "aupr", "false_error", "missing_error", "f1", "val_auroc", "threshold")}
             if "loss" in row:
                 values["train_loss"] = row["loss"]
+            values.update({k: row[k] for k in ("retries", "dropped") if k in row})
+            if only_missing and self.has_step(run_id, "auroc", round_index):
+                continue
             self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, round_index) for k, v in values.items()])
 
-    def log_final(self, values: dict, step: int) -> None:
+    def log_final(self, values: dict, step: int, only_missing: bool = False) -> None:
         ts = int(time.time() * 1000)
-        self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
+        if only_missing:
+            values = {k: v for k, v in values.items() if not self.has_step(self.parent_id, k, step)}
+        if values:
+            self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
 
     def log_artifacts(self, cfg: Config, method: str, history: list[dict], final: list[dict], setups, states_thetas) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -152,13 +167,23 @@ class Tracker:
         self.flow_run_id = flow_run_id or "none"
         self.commit = git_commit()
 
-    def start_method(self, method: str, setups) -> MethodRun:
+    def reopen_method(self, parent_id: str, client_run_ids: dict[str, str]) -> MethodRun:
+        """Continue existing runs (crash-resume): mark them RUNNING again and note the resume."""
+        for run_id in [parent_id, *client_run_ids.values()]:
+            self.client.update_run(run_id, status="RUNNING")
+        resumes = int(self.client.get_run(parent_id).data.tags.get("pqfl.resumes", "0")) + 1
+        self.client.set_tag(parent_id, "pqfl.resumes", str(resumes))
+        self.client.set_tag(parent_id, f"prefect.flow_run_id.resume{resumes}", self.flow_run_id)
+        return MethodRun(self.client, parent_id, dict(client_run_ids))
+
+    def start_method(self, method: str, setups, tags: dict[str, str] | None = None) -> MethodRun:
         tags = {
             PARENT_TAG: "parent",
             "pqfl.method": method,
             "prefect.flow_run_id": self.flow_run_id,
             "git_commit": self.commit,
             "mlflow.source.git.commit": self.commit,
+            **(tags or {}),
         }
         parent = self.client.create_run(self.experiment_id, run_name=method, tags=tags)
         pid = parent.info.run_id

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 from prefect import flow, unmapped
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from flows.tracking import Tracker
+from flows.checkpoint import CheckpointStore, MethodCheckpoint, checkpoint_root, resume_target
+from flows.tracking import MethodRun, Tracker, tracking_uri
 from pqfl.config import Config, RunnerConfig, load_config, parse_config
+from pqfl.errors import PQFLRunError
 from pqfl.experiment import pooled_setup, prepare
 from pqfl.federated.aggregation import block_of
 from pqfl.federated.client import init_state
@@ -25,6 +28,7 @@ from pqfl.federated.methods import RULES, prox_weight
 from pqfl.federated.server import init_global, sample_clients
 from pqfl.metrics import summarize
 from tasks.federated import aggregate, evaluate, local_train
+from tasks.retry import FaultPlan, retries_used, retry_options, with_fault_env
 
 log = logging.getLogger("pqfl.progress")
 
@@ -57,9 +61,61 @@ def _client_row(ev: dict, loss: float | None) -> dict:
     return row
 
 
+def _eval_models(method: str, setups, states, G) -> tuple[list, list]:
+    """The (state, θ) each client is evaluated with: its own v_n, the global w, or the pooled model."""
+    if method == "centralized":
+        return [states[0]] * len(setups), [states[0].theta] * len(setups)
+    personal = RULES[method].evaluate_personal
+    return list(states), [st.theta if personal else block_of(G, s.spec.layers, s.spec.qubits) for s, st in zip(setups, states)]
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0][:300]
+
+
+def _start(cfg: Config, method: str, tracker: Tracker, store: CheckpointStore, eval_setups, train_setups):
+    """A new method run and its round-0 checkpoint, or the runs and last round of a crashed one."""
+    ckpt = store.load(method)
+    if ckpt is not None and ckpt.finished:
+        return MethodRun(tracker.client, ckpt.parent_run_id, ckpt.client_run_ids), ckpt, True
+    if ckpt is not None:
+        return tracker.reopen_method(ckpt.parent_run_id, ckpt.client_run_ids), ckpt, True
+    fed = cfg.federation
+    tags = {"pqfl.invocation": store.invocation, "pqfl.checkpoint": str(store.path(method))}
+    run = tracker.start_method(method, eval_setups, tags=tags)
+    G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed)
+    ckpt = MethodCheckpoint(
+        method=method,
+        round=0,
+        global_theta=G,
+        states=[init_state(s, block_of(G, s.spec.layers, s.spec.qubits), fed.seed) for s in train_setups],
+        history=[],
+        per_client=[],
+        final=[],
+        round_extra={},
+        retries_total=0,
+        dropped=[],
+        elapsed_s=0.0,
+        parent_run_id=run.parent_id,
+        client_run_ids=dict(run.client_run_ids),
+        # Nothing random is carried between rounds: each draw derives from (seed, stream, client, round).
+        rng={"seed": fed.seed, "streams": "derived per (seed, stream, client, round); no generator state carried"},
+        optimizer={"name": fed.optimizer, "lr": fed.lr, "state": "re-initialised at the start of every local round"},
+    )
+    store.save(ckpt)
+    return run, ckpt, False
+
+
 @flow(name="pqfl-method")
-def train_method(config: dict, method: str, parent_flow_run_id: str | None = None) -> dict:
-    """Train and evaluate one method for ``federation.rounds`` rounds; returns its final metrics."""
+def train_method(
+    config: dict, method: str, parent_flow_run_id: str | None = None, invocation: str | None = None
+) -> dict:
+    """Train and evaluate one method for ``federation.rounds`` rounds; returns its final metrics.
+
+    After every round the method's state is checkpointed (flows/checkpoint.py) before the
+    round is logged; if a checkpoint of this ``invocation`` exists, training continues
+    after its round, in the same MLflow runs.
+    """
     cfg = parse_config(config)
     fed, sim = cfg.federation, cfg.simulator
     started = time.perf_counter()
@@ -69,91 +125,176 @@ def train_method(config: dict, method: str, parent_flow_run_id: str | None = Non
         trainer, eval_setups = pooled_setup(cfg, datas, stats)
         train_setups = [trainer]
     tracker = Tracker(cfg, parent_flow_run_id or str(flow_run.id))
-    run = tracker.start_method(method, eval_setups)
+    store = CheckpointStore(checkpoint_root(tracker.uri), invocation or parent_flow_run_id or str(flow_run.id))
+    run, ckpt, resumed = _start(cfg, method, tracker, store, eval_setups, train_setups)
+    if ckpt.finished:  # this method completed before the crash (its end may not have been recorded)
+        run.finish("FINISHED")
+        log.info("%-11s finished before the resume; MLflow run %s", method, run.parent_id)
+        return ckpt.result
     try:
-        G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed)
-        states = [init_state(s, block_of(G, s.spec.layers, s.spec.qubits), fed.seed) for s in train_setups]
-        history: list[dict] = []
-        for k in range(1, fed.rounds + 1):
+        if ckpt.round > 0:  # resuming: the crash may have come between checkpoint and log
+            log.info("%-11s resuming after round %d/%d in MLflow run %s", method, ckpt.round, fed.rounds, run.parent_id)
+            summary = {k: v for k, v in ckpt.history[-1].items() if k != "round"}
+            run.log_round(ckpt.round, summary, ckpt.per_client, ckpt.round_extra, only_missing=True)
+        plan = FaultPlan.from_config(cfg, method)
+        train_task = local_train.with_options(**retry_options(cfg.retries))
+        eval_task = evaluate.with_options(**retry_options(cfg.retries))
+        G, states, history = ckpt.global_theta, list(ckpt.states), list(ckpt.history)
+        retries_total, dropped_log = ckpt.retries_total, list(ckpt.dropped)
+        final, per_client = ckpt.final, ckpt.per_client
+        for k in range(ckpt.round + 1, fed.rounds + 1):
             round_start = time.perf_counter()
-            losses: dict[int, float] = {}
+            # Fan-out: local training of the round's participants (the pooled trainer for centralized).
             if method == "centralized":
-                new_state, loss = local_train(train_setups[0], states[0], states[0].theta, None, 0.0, fed, sim, k)
-                states = [new_state]
-                eval_states = [new_state] * len(eval_setups)
-                eval_thetas = [new_state.theta] * len(eval_setups)
-                participants = list(range(len(eval_setups)))
-                losses = {i: loss for i in participants}
+                participants, prox = [0], 0.0
+                starts, anchors = [states[0].theta], [None]
             else:
                 rule = RULES[method]
                 participants = sample_clients(len(setups), fed.client_fraction, fed.min_clients, fed.seed, k)
-                chosen = [setups[i] for i in participants]
-                global_blocks = [block_of(G, s.spec.layers, s.spec.qubits) for s in chosen]
+                prox = prox_weight(method, fed.lam, fed.mu)
+                global_blocks = [block_of(G, setups[i].spec.layers, setups[i].spec.qubits) for i in participants]
                 starts = global_blocks if rule.start_from_global else [states[i].theta for i in participants]
-                anchors = global_blocks if rule.prox else [None] * len(chosen)
-                futures = local_train.map(
-                    chosen,
-                    [states[i] for i in participants],
-                    starts,
-                    anchors,
-                    unmapped(prox_weight(method, fed.lam, fed.mu)),
-                    unmapped(fed),
-                    unmapped(sim),
-                    unmapped(k),
-                )
-                for i, fut in zip(participants, futures):
-                    states[i], losses[i] = fut.result()
-                if rule.uploads:
-                    G = aggregate(
-                        G, [states[i].theta for i in participants], [float(setups[i].n_train) for i in participants]
-                    )
-                eval_states = states
-                eval_thetas = [
-                    st.theta if rule.evaluate_personal else block_of(G, s.spec.layers, s.spec.qubits)
-                    for s, st in zip(setups, states)
-                ]
-            evals = evaluate.map(eval_setups, eval_states, eval_thetas, unmapped(fed), unmapped(sim), unmapped(k))
-            final = [f.result() for f in evals]
-            per_client = [_client_row(ev, losses.get(i)) for i, ev in enumerate(final)]
-            summary = summarize(per_client)
-            run.log_round(
-                k, summary, per_client, extra={"round_wall_s": time.perf_counter() - round_start, "clients_in_round": len(participants)}
+                anchors = global_blocks if rule.prox else [None] * len(participants)
+            futures = train_task.map(
+                [train_setups[i] for i in participants],
+                [states[i] for i in participants],
+                starts,
+                anchors,
+                unmapped(prox),
+                unmapped(fed),
+                unmapped(sim),
+                unmapped(k),
+                unmapped(plan),
             )
+            losses: dict[int, float] = {}
+            retries: dict[int, int] = {}
+            failed: dict[int, BaseException] = {}
+            for i, fut in zip(participants, futures):
+                try:
+                    states[i], losses[i], retries[i] = fut.result()
+                except Exception as err:  # the client is dropped from this round; its state is kept
+                    failed[i] = err
+                    retries[i] = retries_used(err, cfg.retries)
+            survivors = [i for i in participants if i not in failed]
+            for i, err in failed.items():
+                name = train_setups[i].name
+                dropped_log.append({"round": k, "client": name, "reason": _reason(err)})
+                log.warning(
+                    "%-11s round %2d/%d  client %s dropped after %d retries (%s); %d of %d clients remain",
+                    method, k, fed.rounds, name, retries[i], _reason(err), len(survivors), len(participants),
+                )
+            if failed:
+                tracker.client.set_tag(
+                    run.parent_id, "pqfl.dropped", "; ".join(f"r{d['round']}:{d['client']}" for d in dropped_log)[:5000]
+                )
+            if len(survivors) < fed.min_clients:
+                raise PQFLRunError(
+                    f"{method} round {k}: only {len(survivors)} of {len(participants)} clients finished local training "
+                    f"({'; '.join(f'{train_setups[i].name}: {_reason(e)}' for i, e in failed.items())}), below the quorum "
+                    f"federation.min_clients = {fed.min_clients}; the checkpoint of round {k - 1} is intact: fix the "
+                    f"clients, then `pqfl run --resume {run.parent_id}`"
+                )
+            if method == "centralized":
+                losses = {i: losses[0] for i in range(len(eval_setups))}
+            elif RULES[method].uploads:  # join: masked FedAvg over the clients that finished
+                G = aggregate(G, [states[i].theta for i in survivors], [float(setups[i].n_train) for i in survivors])
+            eval_states, eval_thetas = _eval_models(method, eval_setups, states, G)
+            evals = eval_task.map(
+                eval_setups, eval_states, eval_thetas, unmapped(fed), unmapped(sim), unmapped(k), unmapped(plan)
+            )
+            final = []
+            for setup, fut in zip(eval_setups, evals):
+                try:
+                    final.append(fut.result())
+                except Exception as err:
+                    raise PQFLRunError(
+                        f"{method} round {k}: evaluating client {setup.name} failed ({_reason(err)}); the checkpoint "
+                        f"of round {k - 1} is intact: `pqfl run --resume {run.parent_id}`"
+                    ) from err
+            eval_retries = [ev.pop("retries") for ev in final]
+            dropped_now = {train_setups[i].name for i in failed}
+            per_client = []
+            for i, ev in enumerate(final):
+                row = _client_row(ev, losses.get(i))
+                trained = retries.get(i, 0) if method != "centralized" else 0
+                row["retries"] = trained + eval_retries[i]
+                row["dropped"] = int(ev["client"] in dropped_now)
+                per_client.append(row)
+            round_retries = sum(retries.values()) + sum(eval_retries)
+            retries_total += round_retries
+            summary = summarize(per_client)
             history.append({"round": k, **summary})
+            extra = {
+                "round_wall_s": time.perf_counter() - round_start,
+                "clients_in_round": len(eval_setups) if method == "centralized" else len(survivors),
+                "clients_dropped": len(failed),
+                "retries": round_retries,
+            }
+            ckpt = replace(
+                ckpt,
+                round=k,
+                global_theta=G,
+                states=list(states),
+                history=list(history),
+                per_client=per_client,
+                final=final,
+                round_extra=extra,
+                retries_total=retries_total,
+                dropped=list(dropped_log),
+                elapsed_s=ckpt.elapsed_s + (time.perf_counter() - started),
+            )
+            started = time.perf_counter()
+            store.save(ckpt)  # before logging: a resume re-logs only what is missing
+            run.log_round(k, summary, per_client, extra=extra)
             log.info(
                 "%-11s round %2d/%d  mean AUROC %.3f  worst %.3f  (%.1f s)",
-                method, k, fed.rounds, summary["mean_auroc"], summary["worst_auroc"], time.perf_counter() - started,
+                method, k, fed.rounds, summary["mean_auroc"], summary["worst_auroc"], ckpt.elapsed_s,
             )
+        eval_states, eval_thetas = _eval_models(method, eval_setups, states, G)
         run.log_artifacts(cfg, method, history, final, eval_setups, eval_thetas)
         run.log_models(cfg, method, eval_setups, eval_states, eval_thetas, final)
-        wall_s = time.perf_counter() - started
-        run.log_final({"wall_s": wall_s}, step=fed.rounds)
+        wall_s = ckpt.elapsed_s + (time.perf_counter() - started)
+        run.log_final({"wall_s": wall_s, "retries_total": retries_total}, step=fed.rounds, only_missing=resumed)
+        summary = history[-1]
+        result = {
+            "method": method,
+            "mlflow_parent_run_id": run.parent_id,
+            **{k: v for k, v in summary.items() if k != "round"},
+            "wall_s": wall_s,
+            "retries_total": retries_total,
+            "clients_dropped": len(dropped_log),
+            "history": history,
+            "per_client": [
+                {"client": r["client"], **{m: r[m] for m in ("auroc", "aupr", "false_error", "missing_error", "f1")}}
+                for r in per_client
+            ],
+        }
+        store.save(replace(ckpt, finished=True, result=result, elapsed_s=wall_s))
         run.finish("FINISHED")
     except BaseException as err:
         run.finish("FAILED", reason=f"{type(err).__name__}: {err}")
         raise
-    summary = history[-1]
-    return {
-        "method": method,
-        "mlflow_parent_run_id": run.parent_id,
-        **{k: v for k, v in summary.items() if k != "round"},
-        "wall_s": wall_s,
-        "history": history,
-        "per_client": [
-            {"client": r["client"], **{m: r[m] for m in ("auroc", "aupr", "false_error", "missing_error", "f1")}}
-            for r in per_client
-        ],
-    }
+    return result
 
 
 @flow(name="pqfl-train")
-def pqfl_train(config_path: str | None = None, overrides: dict | None = None) -> dict:
-    """Run every configured method on identical data; returns per-method results and wall time."""
+def pqfl_train(config_path: str | None = None, overrides: dict | None = None, resume: str | None = None) -> dict:
+    """Run every configured method on identical data; returns per-method results and wall time.
+
+    ``resume`` is an MLflow parent run id of an earlier, interrupted invocation: its stored
+    config is used, finished methods are skipped and the others continue after their last
+    checkpointed round, in their own MLflow runs.
+    """
     started = time.perf_counter()
-    cfg: Config = load_config(config_path).with_overrides(overrides)
+    if resume:
+        store, cfg = resume_target(resume, config_path)
+    else:
+        cfg = with_fault_env(load_config(config_path).with_overrides(overrides))
+        store = CheckpointStore(checkpoint_root(tracking_uri(cfg)), str(flow_run.id))
+        store.write_manifest(cfg.model_dump(mode="json", by_alias=True), list(cfg.federation.methods), cfg.experiment_name)
     method_flow = train_method.with_options(task_runner=task_runner_for(cfg.runner))
     config = cfg.model_dump(mode="json", by_alias=True)
-    results = {m: method_flow(config, m, str(flow_run.id)) for m in cfg.federation.methods}
+    results = {m: method_flow(config, m, str(flow_run.id), store.invocation) for m in cfg.federation.methods}
     return {
         "experiment": cfg.experiment_name,
         "mlflow_parent_run_ids": {m: r["mlflow_parent_run_id"] for m, r in results.items()},

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pqfl.errors import PQFLInputError
 
@@ -21,6 +30,28 @@ METHODS = ("local", "fedavg", "fedprox", "pqfl", "centralized")
 MAX_QUBITS = 16
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def _gib(n_bytes: float) -> str:
+    """Bytes in the largest binary unit that keeps the number at or above 1 (MiB upwards)."""
+    value, unit = n_bytes / 2**20, "MiB"
+    for bigger in ("GiB", "TiB", "PiB", "EiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:,.1f} {unit}"
+
+
+def _within_simulator(qubits: int) -> int:
+    """Refuse circuits the dense simulators cannot hold, saying how much memory they would need."""
+    if qubits > MAX_QUBITS:
+        batch = 64 * 16 * 2**qubits  # a minibatch of 64 complex128 state vectors
+        noisy = 16 * qubits * 4**qubits  # a noisy client's Heisenberg-picture observables
+        raise ValueError(
+            f"{qubits} qubits need {_gib(batch)} for a batch of 64 state vectors ({_gib(noisy)} with noise); "
+            f"the simulator holds at most {MAX_QUBITS} qubits, so use at most {MAX_QUBITS}"
+        )
+    return qubits
 
 
 class _Strict(BaseModel):
@@ -121,7 +152,7 @@ class ClientProfile(_Strict):
     """
 
     name: str = Field(min_length=1)
-    qubits: int = Field(ge=1, le=MAX_QUBITS)
+    qubits: Annotated[int, Field(ge=1), AfterValidator(_within_simulator)]
     layers: int = Field(default=2, ge=1)
     entangling: Literal["ring", "linear", "all_to_all", "device"] = "ring"
     encoding: Literal["amplitude", "angle", "iqp"] = "amplitude"

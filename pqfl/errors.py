@@ -6,3 +6,10 @@ class PQFLInputError(ValueError):
 
     The message names the field or file and says how to fix it.
     """
+
+
+class PQFLRunError(RuntimeError):
+    """A run that cannot go on (e.g. fewer clients than the quorum finished a round).
+
+    The message says what failed and how to continue; the last checkpoint is intact.
+    """

@@ -20,6 +20,11 @@ from pqfl.federated.client import ClientSetup
 from pqfl.quantum.spec import CircuitSpec
 from pqfl.rng import derive_rng
 
+# Features reach a client's encoding through the federated PCA, which needs each client's
+# d x d sum of outer products and one eigendecomposition of their total: beyond this many
+# features that costs more memory and time than the circuits themselves.
+MAX_FEATURES = 4096
+
 
 def _setup(index: int, profile: ClientProfile, stats: GlobalStats, data: ClientData) -> ClientSetup:
     spec = CircuitSpec.from_profile(profile)
@@ -51,6 +56,13 @@ def prepare(cfg: Config) -> tuple[list[ClientSetup], list[ClientData], GlobalSta
     if cfg.dataset.max_samples and len(ds.y) > cfg.dataset.max_samples:
         keep = np.sort(derive_rng(cfg.federation.seed, "subsample").choice(len(ds.y), cfg.dataset.max_samples, replace=False))
         ds = type(ds)(ds.X[keep], ds.y[keep], ds.anomaly_labels, ds.name)
+    n_features = ds.X.shape[1]
+    if n_features > MAX_FEATURES:
+        raise PQFLInputError(
+            f"dataset.source: {ds.name} has {n_features} features, more than the {MAX_FEATURES} the encodings can be fed "
+            f"through the federated PCA (each client would send a {n_features}x{n_features} covariance sum, "
+            f"{8 * n_features**2 / 2**20:,.0f} MiB); reduce the features first (fewer columns, or a smaller image size=S)"
+        )
     for c in cfg.clients:
         if c.encoding != "amplitude" and c.qubits > ds.X.shape[1]:
             raise PQFLInputError(

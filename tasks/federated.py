@@ -2,6 +2,10 @@
 
 Tasks take and return small arrays and dicts; they never touch MLflow. Caching is off:
 inputs are arrays that change every round, and hashing them would cost more than it saves.
+
+``local-train`` and ``evaluate`` are per-client jobs: the flow gives them retry options
+(``tasks.retry.retry_options``) and a :class:`~tasks.retry.FaultPlan`, which may fail an
+attempt on purpose before any work is done. Each returns how many retries it needed.
 """
 
 from __future__ import annotations
@@ -9,12 +13,14 @@ from __future__ import annotations
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
 
 from pqfl.compile_cache import enable_persistent_cache
 from pqfl.config import Config, FederationConfig
 from pqfl.experiment import prepare
 from pqfl.federated import client as client_lib
 from pqfl.federated.aggregation import masked_average
+from tasks.retry import NO_FAULTS, FaultPlan
 
 # Worker processes import this module too: they share the on-disk compilation cache.
 enable_persistent_cache()
@@ -36,11 +42,15 @@ def local_train(
     fed: FederationConfig,
     simulator: str,
     round_index: int,
-):
-    """One client's local epochs for this round (fan-out)."""
-    return client_lib.local_round(
+    faults: FaultPlan = NO_FAULTS,
+) -> tuple[client_lib.ClientState, float, int]:
+    """One client's local epochs for this round (fan-out): (new state, loss, retries used)."""
+    attempt = max(task_run.run_count, 1)
+    faults.check("train", setup.name, round_index, attempt)
+    new_state, loss = client_lib.local_round(
         setup, state, start_theta=start_theta, anchor=anchor, prox=prox, fed=fed, simulator=simulator, round_index=round_index
     )
+    return new_state, loss, attempt - 1
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
@@ -57,6 +67,11 @@ def evaluate(
     fed: FederationConfig,
     simulator: str,
     round_index: int,
+    faults: FaultPlan = NO_FAULTS,
 ) -> dict:
-    """The model a method evaluates for this client, scored on its own validation/test data."""
-    return client_lib.evaluate(setup, state, theta, fed=fed, simulator=simulator, round_index=round_index)
+    """The model a method evaluates for this client, scored on its own validation/test data;
+    ``retries`` says how many retries the evaluation needed."""
+    attempt = max(task_run.run_count, 1)
+    faults.check("evaluate", setup.name, round_index, attempt)
+    row = client_lib.evaluate(setup, state, theta, fed=fed, simulator=simulator, round_index=round_index)
+    return {**row, "retries": attempt - 1}

@@ -103,7 +103,7 @@ BAD_CASES = {
     ),
     "too_many_qubits": (
         _set("clients.0.qubits", MAX_QUBITS + 1),
-        ["clients.0.qubits", f"less than or equal to {MAX_QUBITS}"],
+        ["clients.0.qubits", "MiB for a batch of 64 state vectors", f"at most {MAX_QUBITS}"],
     ),
     "unknown_top_level_field": (_set("federaton", {"rounds": 3}), ["federaton", "unknown field", "remove it"]),
     "unknown_nested_field": (_set("federation.lam", 0.5), ["federation.lam", "unknown field"]),
