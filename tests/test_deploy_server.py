@@ -1,0 +1,259 @@
+"""The deployments as an operator runs them, against a real Prefect server on 127.0.0.1.
+
+The test starts ``prefect server start`` with its own PREFECT_HOME and database, runs
+``deployments/deploy.sh`` (work pool + ``prefect --no-prompt deploy --all``), checks that
+the nightly benchmark's cron schedule is registered and has produced scheduled runs,
+triggers ``pqfl-train`` on the tiny config with ``prefect deployment run``, lets a process
+worker (``deployments/worker.sh --run-once``) execute it, and reads the run's round
+metrics back from MLflow. Every process it starts is bounded in time and killed with its
+process group, whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from flows.tracking import PARENT_TAG
+from pqfl.config import load_config
+from tests.tiny import TINY, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
+NIGHTLY = DEPLOYMENTS["pqfl-nightly-benchmark"]
+METHODS = ["pqfl", "fedavg"]
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """Terminate a process started with start_new_session=True and everything it spawned."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=grace)
+        except ProcessLookupError:
+            pass
+    try:  # children that outlived the leader (e.g. a flow-run subprocess)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else "(no log)"
+
+
+class Server:
+    def __init__(self, api: str, env: dict[str, str], folder: Path):
+        self.api, self.env, self.folder = api, env, folder
+        self.http = httpx.Client(base_url=api, timeout=30)
+        self.timings: dict[str, float] = {}
+
+    def post(self, path: str, body: dict | None = None):
+        response = self.http.post(path, json=body or {})
+        response.raise_for_status()
+        return response.json()
+
+    def get(self, path: str):
+        response = self.http.get(path)
+        response.raise_for_status()
+        return response.json()
+
+    def run(self, name: str, args: list[str], timeout: float, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        started = time.perf_counter()
+        proc = subprocess.run(
+            args, cwd=ROOT, env={**self.env, **(extra_env or {})}, capture_output=True, text=True, timeout=timeout
+        )
+        self.timings[name] = time.perf_counter() - started
+        assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        return proc
+
+    def deployment(self, name: str) -> dict:
+        matches = [d for d in self.post("/deployments/filter") if d["name"] == name]
+        assert len(matches) == 1, f"expected one deployment {name!r}, found {len(matches)}"
+        return matches[0]
+
+    def runs_of(self, deployment_id: str) -> list[dict]:
+        return self.post("/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}}})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prefect")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(
+        PREFECT_HOME=str(folder / "home"),
+        PREFECT_API_URL=api,
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{folder / 'prefect.db'}",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",  # schedule the cron runs promptly
+        PREFECT_CLI_WRAP_LINES="false",
+        PREFECT=str(BIN / "prefect"),  # deployments/*.sh use this executable
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    log = folder / "server.log"
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"prefect server exited early:\n{_tail(log)}"
+            assert time.monotonic() < deadline, f"prefect server not healthy after 120 s:\n{_tail(log)}"
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        srv = Server(api, env, folder)
+        srv.timings["server start"] = time.perf_counter() - started
+        yield srv
+        server_log = log.read_text(errors="replace")
+        assert "Traceback" not in server_log, f"the server logged an error:\n{_tail(log, 60)}"
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def deployed(server):
+    proc = server.run("deploy.sh", ["bash", "deployments/deploy.sh"], timeout=180)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return server
+
+
+@pytest.fixture(scope="module")
+def train_run(deployed, tmp_path_factory):
+    """pqfl-train triggered from the CLI on the tiny config, executed by a run-once worker."""
+    server = deployed
+    folder = tmp_path_factory.mktemp("train")
+    config = write_config(folder)
+    store = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    overrides = {"federation.methods": METHODS}
+    server.run(
+        "deployment run",
+        [str(BIN / "prefect"), "deployment", "run", "pqfl-train/pqfl-train",
+         "--param", f"config_path={config}", "--params", json.dumps({"overrides": overrides})],
+        timeout=120,
+    )
+    train = server.deployment("pqfl-train")
+    runs = server.runs_of(train["id"])
+    assert len(runs) == 1, runs
+    run_id = runs[0]["id"]
+
+    log = folder / "worker.log"
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        worker = subprocess.Popen(
+            ["bash", "deployments/worker.sh", "--run-once"],
+            cwd=ROOT, env={**server.env, "MLFLOW_TRACKING_URI": store},
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        try:
+            worker.wait(timeout=480)
+        except subprocess.TimeoutExpired:
+            pass
+        deadline = time.monotonic() + 60  # the run-once worker returns once its run has ended
+        while (run := server.get(f"/flow_runs/{run_id}"))["state_type"] not in TERMINAL:
+            assert time.monotonic() < deadline, f"flow run still {run['state_type']}:\n{_tail(log)}"
+            time.sleep(1)
+    finally:
+        _stop(worker)
+    server.timings["worker run"] = time.perf_counter() - started
+    return run, MlflowClient(tracking_uri=store), load_config(config), log.read_text(errors="replace")
+
+
+def test_deploy_registers_both_deployments_on_the_process_pool(deployed):
+    pool = deployed.get(f"/work_pools/{NIGHTLY['work_pool']['name']}")
+    assert pool["type"] == "process"
+    for name, spec in DEPLOYMENTS.items():
+        dep = deployed.deployment(name)
+        assert dep["entrypoint"] == spec["entrypoint"]
+        assert dep["work_pool_name"] == spec["work_pool"]["name"]
+        assert dep["parameters"] == spec["parameters"]
+        # the worker starts flow runs in the checkout the deployment was made from
+        assert dep["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+    assert deployed.deployment("pqfl-train")["schedules"] == []
+
+
+def test_nightly_benchmark_cron_is_registered_and_scheduled(deployed):
+    wanted = NIGHTLY["schedules"][0]
+    dep = deployed.deployment("pqfl-nightly-benchmark")
+    flow = deployed.get(f"/flows/{dep['flow_id']}")
+    assert flow["name"] == "pqfl-benchmark"
+    [schedule] = dep["schedules"]
+    assert schedule["active"] is True
+    assert schedule["schedule"]["cron"] == wanted["cron"]
+    assert schedule["schedule"]["timezone"] == wanted["timezone"] == "UTC"
+
+    # The server's scheduler turns the cron into upcoming runs: every one at the cron's
+    # minute and hour (UTC), one day apart, the first within the next day.
+    minute, hour = (int(v) for v in wanted["cron"].split()[:2])
+    deadline = time.monotonic() + 60
+    while not (runs := [r for r in deployed.runs_of(dep["id"]) if r["state_type"] == "SCHEDULED"]):
+        assert time.monotonic() < deadline, "no scheduled runs for the nightly benchmark after 60 s"
+        time.sleep(1)
+    starts = sorted(datetime.fromisoformat(r["expected_start_time"].replace("Z", "+00:00")) for r in runs)
+    now = datetime.now(timezone.utc)
+    for start in starts:
+        assert (start.hour, start.minute, start.second) == (hour, minute, 0), start
+    assert now < starts[0] <= now + timedelta(days=1)
+    assert all(b - a == timedelta(days=1) for a, b in zip(starts, starts[1:]))
+
+
+def test_triggered_train_run_completes_and_logs_round_metrics(train_run, deployed):
+    run, client, cfg, worker_log = train_run
+    assert run["state_type"] == "COMPLETED", worker_log[-4000:]
+    assert run["parameters"]["overrides"] == {"federation.methods": METHODS}
+    assert "Traceback" not in worker_log
+
+    experiment = client.get_experiment_by_name(TINY["name"])
+    assert experiment is not None
+    parents = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = 'parent' and tags.`prefect.flow_run_id` = '{run['id']}'",
+    )
+    assert sorted(p.data.tags["pqfl.method"] for p in parents) == sorted(METHODS)
+    rounds = list(range(1, cfg.federation.rounds + 1))
+    for parent in parents:
+        assert parent.info.status == "FINISHED"
+        for metric in ("mean_auroc", "worst_auroc", "mean_aupr", "mean_false_error", "mean_missing_error"):
+            history = client.get_metric_history(parent.info.run_id, metric)
+            assert sorted(m.step for m in history) == rounds, metric
+            assert all(0.0 <= m.value <= 1.0 for m in history), metric
+        mean = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "mean_auroc")}
+        worst = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "worst_auroc")}
+        assert all(worst[k] <= mean[k] for k in rounds)
+    print("\ndeployment test timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in deployed.timings.items()))
