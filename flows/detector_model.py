@@ -186,7 +186,7 @@ class PersonalizedDetector(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.detector = Detector.load(context.artifacts["detector"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         frame = pd.DataFrame(model_input)
         missing = [c for c in self.detector.columns if c not in frame.columns]
         if missing:
@@ -210,7 +210,7 @@ def _register(client: MlflowClient, name: str, model_id: str, run_id: str, tags:
     version = client.create_model_version(
         name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id, await_creation_for=0
     )
-    return version.version
+    return str(version.version)
 
 
 def log_detectors(

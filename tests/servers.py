@@ -1,0 +1,66 @@
+"""Start a real server as a subprocess on 127.0.0.1, wait until it answers, and always tear it down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """This venv first on PATH (``mlflow models serve`` runs ``uvicorn`` from PATH), telemetry off."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running(cmd: list[str], ready_url: str, log_path: Path, env: dict[str, str], timeout: float = 180.0):
+    """Run ``cmd`` in its own process group until ``ready_url`` answers 200 (at most ``timeout`` s);
+    yield the process; kill the whole group afterwards, whatever happened."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{cmd[:3]} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(ready_url, timeout=5) as resp:
+                        if resp.status == 200:
+                            break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{ready_url} did not answer within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield proc
+        finally:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,191 @@
+"""Every client's personalized detector is a registered MLflow pyfunc model that scores raw
+features exactly as the training flow did, in process and behind ``mlflow models serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+from sklearn.metrics import roc_auc_score
+
+from flows.detector_model import feature_columns, log_detectors, registered_name, serve_stream
+from flows.train import pqfl_train
+from pqfl.config import load_config
+from pqfl.experiment import prepare
+from pqfl.federated.aggregation import block_of
+from pqfl.federated.client import evaluate, init_state, local_round
+from pqfl.federated.local_update import predict_scores
+from pqfl.federated.server import init_global
+from pqfl.metrics import client_metrics
+from tests.servers import VENV_BIN, free_port, running, server_env
+from tests.tiny import write_config
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+pytestmark = pytest.mark.timeout(900)
+
+METHODS = ["pqfl", "centralized"]
+CLIENTS = ["amp-3q", "angle-2q-noisy", "iqp-2q-shots"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tiny config trained by the real flow into a fresh MLflow store; its prepared data."""
+    folder = tmp_path_factory.mktemp("registry")
+    cfg_path = write_config(folder, federation={"methods": METHODS})
+    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        with prefect_test_harness(server_startup_timeout=60):
+            result = pqfl_train(str(cfg_path))
+        cfg = load_config(str(cfg_path))
+        setups, datas, _ = prepare(cfg)
+        yield {"result": result, "client": MlflowClient(uri), "uri": uri, "cfg": cfg, "setups": setups,
+               "datas": datas, "folder": folder}
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)
+
+
+def _client_run(client: MlflowClient, parent_id: str, name: str):
+    exp_id = client.get_run(parent_id).info.experiment_id
+    (run,) = client.search_runs(
+        [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.`pqfl.client` = '{name}'"
+    )
+    return run
+
+
+def _final(client: MlflowClient, run_id: str, key: str) -> float:
+    return max(client.get_metric_history(run_id, key), key=lambda m: m.step).value
+
+
+def _raw_test_frame(trained, index: int) -> pd.DataFrame:
+    X = trained["datas"][index].X_test
+    return pd.DataFrame(X, columns=list(feature_columns(trained["cfg"].dataset.source, X.shape[1])))
+
+
+def test_every_method_and_client_has_a_registered_version_in_its_client_run(trained):
+    client, result = trained["client"], trained["result"]
+    digits_pixels = [f"pixel_{r}_{c}" for r in range(8) for c in range(8)]
+    for method in METHODS:
+        for name in CLIENTS:
+            registered = registered_name("tiny", method, name)
+            assert registered == f"tiny-{method}-{name}"
+            (version,) = client.search_model_versions(f"name = '{registered}'")
+            assert str(version.version) == "1"
+            child = _client_run(client, result["mlflow_parent_run_ids"][method], name)
+            assert version.run_id == child.info.run_id
+            assert version.tags["pqfl.method"] == method and version.tags["pqfl.client"] == name
+            assert float(version.tags["threshold"]) == pytest.approx(_final(client, child.info.run_id, "threshold"), rel=1e-5)
+            # The version comes from the one logged model of the client run.
+            (logged,) = [o.model_id for o in client.get_run(child.info.run_id).outputs.model_outputs]
+            assert version.source == f"models:/{logged}"
+            info = mlflow.models.get_model_info(f"models:/{registered}/1")
+            assert info.signature.inputs.input_names() == digits_pixels
+            assert info.signature.outputs.input_names() == ["score", "flag"]
+
+
+def test_registered_detector_reproduces_the_flow_metrics_from_raw_features(trained):
+    """Scored from raw test rows, each detector gives the AUROC, false and missing error the
+    flow logged for that client, at the threshold chosen on validation."""
+    client, result = trained["client"], trained["result"]
+    for method in METHODS:
+        for index, name in enumerate(CLIENTS):
+            model = mlflow.pyfunc.load_model(f"models:/{registered_name('tiny', method, name)}/1")
+            frame = _raw_test_frame(trained, index)
+            out = model.predict(frame)
+            assert list(out.columns) == ["score", "flag"] and len(out) == len(frame)
+            scores = out["score"].to_numpy()
+            run_id = _client_run(client, result["mlflow_parent_run_ids"][method], name).info.run_id
+            threshold = _final(client, run_id, "threshold")
+            np.testing.assert_array_equal(out["flag"].to_numpy(), (scores >= threshold).astype(int))
+            y = trained["datas"][index].y_test
+            logged_auroc = _final(client, run_id, "auroc")
+            if trained["setups"][index].profile.shots and method != "centralized":
+                # Finite shots: the served detector draws its own (seeded) shots, so only close.
+                assert roc_auc_score(y, scores) == pytest.approx(logged_auroc, abs=0.15)
+                np.testing.assert_array_equal(model.predict(frame)["score"].to_numpy(), scores)  # same request, same answer
+                continue
+            metrics = client_metrics(y, scores, threshold)
+            assert metrics["auroc"] == pytest.approx(logged_auroc, abs=1e-12), (method, name)
+            assert metrics["false_error"] == pytest.approx(_final(client, run_id, "false_error"), abs=1e-12)
+            assert metrics["missing_error"] == pytest.approx(_final(client, run_id, "missing_error"), abs=1e-12)
+
+
+def test_pyfunc_scores_equal_the_in_process_detector(trained, tmp_path):
+    """A detector trained in process, logged and registered, then loaded by models:/ URI,
+    returns pqfl's own scores for the same rows — every client, shots included."""
+    cfg, setups, datas = trained["cfg"], trained["setups"], trained["datas"]
+    fed = cfg.federation
+    G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed)
+    states, finals = [], []
+    for s in setups:
+        state = init_state(s, block_of(G, s.spec.layers, s.spec.qubits), fed.seed)
+        state, _ = local_round(s, state, start_theta=state.theta, anchor=None, prox=0.0, fed=fed, simulator=cfg.simulator, round_index=1)
+        states.append(state)
+        finals.append(evaluate(s, state, state.theta, fed=fed, simulator=cfg.simulator, round_index=1))
+    client = trained["client"]
+    exp_id = client.create_experiment("in-process", artifact_location=(trained["folder"] / "inproc").as_uri())
+    run_ids = {s.name: client.create_run(exp_id, run_name=s.name).info.run_id for s in setups}
+    uris = log_detectors(
+        client, experiment="in-process", method="local", source=cfg.dataset.source, run_ids=run_ids, setups=setups,
+        states=states, thetas=[st.theta for st in states], thresholds=[f["threshold"] for f in finals],
+        objective=fed.objective, simulator=cfg.simulator, seed=fed.seed, step=1,
+    )
+    assert uris == {s.name: f"models:/in-process-local-{s.name}/1" for s in setups}
+    for index, (setup, state, final) in enumerate(zip(setups, states, finals)):
+        served = mlflow.pyfunc.load_model(uris[setup.name]).predict(_raw_test_frame(trained, index))
+        expected = predict_scores(
+            setup.spec, objective=fed.objective, simulator=cfg.simulator, shots=setup.profile.shots,
+            params=state.params(), center=state.center, X=setup.X_test, seed=fed.seed, stream=serve_stream(setup.index),
+        )
+        np.testing.assert_allclose(served["score"].to_numpy(), expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(served["flag"].to_numpy(), (expected >= final["threshold"]).astype(int))
+        if not setup.profile.shots:  # exact expectation values: the evaluation's own test scores
+            np.testing.assert_allclose(served["score"].to_numpy(), final["test_scores"], rtol=1e-12, atol=1e-12)
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def test_mlflow_models_serve_answers_with_the_same_scores(trained, tmp_path):
+    """``mlflow models serve`` on 127.0.0.1 scores a dataframe_split request like the pyfunc in process."""
+    name = registered_name("tiny", "pqfl", "angle-2q-noisy")  # noisy circuit: the density-matrix path
+    uri = f"models:/{name}/1"
+    frame = _raw_test_frame(trained, CLIENTS.index("angle-2q-noisy"))
+    expected = mlflow.pyfunc.load_model(uri).predict(frame)
+    port = free_port()
+    cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    started = time.monotonic()
+    with running(cmd, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", server_env(MLFLOW_TRACKING_URI=trained["uri"])):
+        print(f"mlflow models serve ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        status, body = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_split": frame.to_dict(orient="split", index=False)})
+        assert status == 200, body
+        served = pd.DataFrame(body["predictions"])
+        np.testing.assert_allclose(served["score"].to_numpy(), expected["score"].to_numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(served["flag"].to_numpy(), expected["flag"].to_numpy())
+        # The input example logged with the model is itself a valid request.
+        example_path = mlflow.artifacts.download_artifacts(f"{uri}/serving_input_example.json", dst_path=str(tmp_path))
+        status, body = _post(f"http://127.0.0.1:{port}/invocations", json.loads(open(example_path).read()))
+        assert status == 200 and len(body["predictions"]) == 2, body
+        # A request without all raw features is refused with a message naming the column.
+        status, body = _post(
+            f"http://127.0.0.1:{port}/invocations", {"dataframe_split": frame.drop(columns=["pixel_3_4"]).to_dict(orient="split", index=False)}
+        )
+        assert status == 400 and "pixel_3_4" in body.get("message", ""), (status, body)
