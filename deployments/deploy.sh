@@ -2,11 +2,11 @@
 # Register pqfl's deployments (prefect.yaml) with the Prefect server at PREFECT_API_URL:
 # create the process work pool if it is missing, then deploy every entry non-interactively.
 # Run it again after editing prefect.yaml; it is idempotent.
-#   PQFL_POOL   work pool name (default pqfl-process; prefect.yaml uses the same name)
+# The pool name must match work_pool.name in prefect.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFECT="${PREFECT:-.venv/bin/prefect}"
-POOL="${PQFL_POOL:-pqfl-process}"
+POOL=pqfl-process
 export PREFECT_SERVER_ANALYTICS_ENABLED="${PREFECT_SERVER_ANALYTICS_ENABLED:-false}"
 
 if [[ -z "${PREFECT_API_URL:-}" ]] && ! "$PREFECT" config view 2>/dev/null | grep -q "^PREFECT_API_URL="; then

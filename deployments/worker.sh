@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFECT="${PREFECT:-.venv/bin/prefect}"
 export PREFECT_SERVER_ANALYTICS_ENABLED="${PREFECT_SERVER_ANALYTICS_ENABLED:-false}"
-exec "$PREFECT" worker start --pool "${PQFL_POOL:-pqfl-process}" --type process "$@"
+exec "$PREFECT" worker start --pool pqfl-process --type process "$@"
