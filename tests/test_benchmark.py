@@ -1,0 +1,308 @@
+"""The benchmark: suites, classical references, tables, and one end-to-end run of
+`pqfl benchmark` through a real (temporary) Prefect server into a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+import yaml
+from mlflow.tracking import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.benchmark import JSON_KEYS, check_suite, expand_cases, load_suite, pyod_reference, relative_change, summary_table
+from pqfl.baselines import DETECTORS, anomaly_scores, run_baseline, run_baselines
+from pqfl.config import parse_config
+from pqfl.data.partition import partition
+from pqfl.data.preprocessing import GlobalStats, SufficientStats
+from pqfl.data.sources import Dataset
+from pqfl.errors import PQFLInputError
+from pqfl.metrics import choose_threshold, client_metrics
+from tests.test_loaders import write_cifar10, write_svhn
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES = sorted((ROOT / "benchmarks" / "suites").glob("*.yaml"))
+
+
+def _odds_like(path: Path, seed: int = 0, n: int = 600) -> None:
+    """An ODDS-format .mat: X (n, d) float, y (n, 1) with 1 = anomaly, anomalies shifted."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.15).astype(float)
+    X = rng.normal(size=(n, 6)) + 2.5 * y[:, None] * rng.choice([-1, 1], size=(n, 6))
+    scipy.io.savemat(path, {"X": X, "y": y.reshape(-1, 1)})
+
+
+TINY_SUITE = {
+    "name": "tiny",
+    "seeds": [0, 1],
+    "objectives": ["supervised", "one_class"],
+    "methods": ["pqfl", "fedavg"],
+    "baselines": ["iforest", "logreg"],
+    "pyod_reference": "pyod.csv",
+    "base": {
+        "partition": {"alpha": 2.0, "min_anomalies": 3},
+        "federation": {"rounds": 2, "local_epochs": 1, "lr": 0.1, "batch_size": 32},
+        # One circuit structure for both clients: one compilation per objective keeps the test fast.
+        "clients": [{"name": "amp2-a", "qubits": 2, "layers": 1}, {"name": "amp2-b", "qubits": 2, "layers": 1}],
+    },
+    "datasets": [{"name": "toy", "source": "odds:toy.mat", "overrides": {"dataset.max_samples": 400}}],
+}
+
+
+# --- suites ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+def test_shipped_suites_validate_and_expand(path, tmp_path):
+    suite = load_suite(path)
+    cases = expand_cases(suite, tmp_path)
+    per_dataset = len(suite.sweep.values) if suite.sweep else 1
+    expected = sum(len(d.seeds or suite.seeds) for d in suite.datasets) * per_dataset * len(suite.objectives)
+    assert len(cases) == expected
+    for case in cases:
+        cfg = parse_config(case.config)
+        assert cfg.federation.objective == case.objective and cfg.federation.seed == case.seed
+        assert cfg.experiment_name == suite.experiment_name
+        if not cfg.dataset.source.startswith("sklearn:"):
+            assert cfg.dataset.source.split(":", 1)[1].startswith(str(tmp_path))
+
+
+def test_odds_suite_covers_the_issue_datasets_and_a_50_client_scenario():
+    odds = load_suite(ROOT / "benchmarks" / "suites" / "odds.yaml")
+    assert {"cardio", "pendigits", "optdigits", "vowels", "wbc", "letter"} <= {d.name for d in odds.datasets}
+    assert set(odds.objectives) == {"supervised", "one_class"}
+    fleet = parse_config(expand_cases(odds, "/data")[0].config).clients
+    assert len({(c.qubits, c.encoding, c.entangling, c.noise) for c in fleet}) == len(fleet)  # heterogeneous
+    scale = load_suite(ROOT / "benchmarks" / "suites" / "odds_50_clients.yaml")
+    assert all(len(parse_config(c.config).clients) == 50 for c in expand_cases(scale, "/data"))
+
+
+def test_sweep_wildcards_and_replicated_fleets(tmp_path):
+    suite = load_suite(ROOT / "benchmarks" / "suites" / "heterogeneity_sweep.yaml")
+    cases = expand_cases(suite, None)
+    for case in cases:
+        cfg = parse_config(case.config)
+        assert {c.noise.depolarizing for c in cfg.clients} == {case.sweep_value}
+        assert {c.noise.readout for c in cfg.clients} == {case.sweep_value}
+        assert case.dataset.endswith(f"noise={case.sweep_value:g}")
+    assert sorted({c.sweep_value for c in cases}) == sorted(suite.sweep.values)
+    assert len({len(parse_config(c.config).clients) for c in cases}) == 1
+    qubits = [c.qubits for c in parse_config(cases[0].config).clients]
+    assert len(set(qubits)) == len(qubits)  # qubit counts differ across clients
+
+    data = {**TINY_SUITE, "datasets": [{**TINY_SUITE["datasets"][0], "replicate_clients": 3, "seeds": [5]}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    cases = expand_cases(load_suite(tmp_path / "s.yaml"), tmp_path)
+    names = [c.name for c in parse_config(cases[0].config).clients]
+    assert len(names) == 6 and len(set(names)) == 6 and {c.seed for c in cases} == {5}
+
+
+def test_paper_suite_reads_cifar10_and_svhn_fixtures(tmp_path):
+    rng = np.random.default_rng(0)
+    write_cifar10(tmp_path / "cifar-10-batches-bin", rng, per_file=400)
+    (tmp_path / "svhn").mkdir()
+    write_svhn(tmp_path / "svhn" / "train_32x32.mat", rng, n=7)  # too small on purpose: partition must say so
+    with pytest.raises(PQFLInputError, match="partition: could not give every client"):
+        check_suite(str(ROOT / "benchmarks" / "suites" / "paper_cifar_svhn.yaml"), str(tmp_path))
+    big = rng.integers(0, 256, size=(32, 32, 3, 2400), dtype=np.uint8)
+    scipy.io.savemat(tmp_path / "svhn" / "train_32x32.mat", {"X": big, "y": rng.integers(1, 11, (2400, 1))})
+    suite, cases = check_suite(str(ROOT / "benchmarks" / "suites" / "paper_cifar_svhn.yaml"), str(tmp_path))
+    assert {c.entry for c in cases} == {d.name for d in suite.datasets}
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"baselines": ["knn"]}, "unknown baseline"),
+        ({"methods": ["pqfl", "pqfl"]}, "listed twice"),
+        ({"colour": "red"}, "colour: unknown field"),
+        ({"datasets": [{"name": "a", "source": "odds:a.mat"}] * 2}, "names repeat"),
+        ({"base": {"clients": []}}, "clients"),
+    ],
+)
+def test_bad_suites_name_the_field(change, needle, tmp_path):
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({**TINY_SUITE, **change}))
+    with pytest.raises(PQFLInputError, match=needle):
+        expand_cases(load_suite(tmp_path / "s.yaml"), tmp_path)
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    _odds_like(tmp_path / "toy.mat")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(TINY_SUITE))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"}
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "benchmark", "--suite", str(tmp_path / "nope.yaml")],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nope.yaml not found" in proc.stderr
+    from flows.cli import main
+
+    for args, needle in (
+        (["--suite", str(tmp_path / "s.yaml"), "--data-dir", str(tmp_path / "nodir")], "nodir not found"),
+        (["--suite", str(tmp_path / "s.yaml"), "--data-dir", str(ROOT)], "toy.mat not found"),
+        (["--data-dir", str(tmp_path)], "--suite"),
+    ):
+        assert main(["benchmark", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err and "Traceback" not in err, err
+    assert not (tmp_path / "store").exists()
+
+
+# --- classical references and tables ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def toy_clients():
+    rng = np.random.default_rng(1)
+    y = (rng.random(900) < 0.08).astype(int)
+    X = rng.normal(size=(900, 5))
+    X[:, 0] += y * (4 + np.abs(rng.normal(0, 2, 900)))  # far out on one side: linearly separable
+    X[:, 1:] += y[:, None] * rng.normal(0, 2.5, (900, 4))  # and scattered: no tight cluster of anomalies
+    ds = Dataset(X, y, True, "toy")
+    datas = partition(ds, ["a", "b", "c"], parse_config({"clients": [{"name": "x", "qubits": 2}]}).partition, [0], seed=0)
+    return datas, GlobalStats.from_sums([SufficientStats.of(d.X_train) for d in datas])
+
+
+def test_every_reference_detects_shifted_anomalies(toy_clients):
+    datas, stats = toy_clients
+    for objective in ("supervised", "one_class"):
+        results = run_baselines(datas, stats, objective, seed=0)
+        expected = {f"{n}-{s}" for n, (o, _) in DETECTORS.items() if o == objective for s in ("client", "pooled")}
+        assert {r["method"] for r in results} == expected
+        for r in results:
+            assert r["mean_auroc"] > 0.8, r["method"]  # higher score = more anomalous (reversed would be < 0.2)
+            assert r["worst_auroc"] == min(c["auroc"] for c in r["per_client"])
+
+
+def test_threshold_comes_from_validation_and_pooled_shares_one_model(toy_clients):
+    datas, stats = toy_clients
+    pooled = run_baseline("iforest", "pooled", datas, stats, seed=0)
+    own = run_baseline("iforest", "client", datas, stats, seed=0)
+    from sklearn.ensemble import IsolationForest
+
+    def z(X):
+        return (X - stats.mean) / stats.scale
+
+    model = IsolationForest(n_estimators=100, random_state=0).fit(np.concatenate([z(d.X_train) for d in datas]))
+    for d, row in zip(datas, pooled["per_client"]):
+        # Refit with the pooled seed: identical scores, and the metrics follow the validation threshold.
+        val = anomaly_scores(model, z(d.X_val))
+        test = anomaly_scores(model, z(d.X_test))
+        if np.allclose(test, row["test_scores"]):
+            assert client_metrics(d.y_test, test, choose_threshold(d.y_val, val))["false_error"] == row["false_error"]
+    assert [r["auroc"] for r in own["per_client"]] != [r["auroc"] for r in pooled["per_client"]]
+    again = run_baseline("iforest", "client", datas, stats, seed=0)
+    assert [r["auroc"] for r in again["per_client"]] == [r["auroc"] for r in own["per_client"]]  # seeded
+
+
+def test_summary_and_relative_change_are_computed_from_the_seeds():
+    rng = np.random.default_rng(2)
+    records = [
+        {"dataset": d, "objective": "supervised", "method": m, "kind": "quantum", "seed": s,
+         **{k: float(rng.uniform(0.5, 1.0)) for k in ("mean_auroc", "mean_aupr", "mean_false_error", "mean_missing_error", "worst_auroc")}}
+        for d in ("a", "b") for m in ("pqfl", "fedavg", "logreg-client") for s in (0, 1, 2)
+    ]
+    table = summary_table(records).set_index(["dataset", "objective", "method"])
+    frame = pd.DataFrame(records)
+    for (d, o, m), row in table.iterrows():
+        seeds = frame[(frame.dataset == d) & (frame.method == m)]["mean_auroc"]
+        assert row["mean_auroc"] == pytest.approx(seeds.mean())
+        assert row["mean_auroc_std"] == pytest.approx(seeds.std(ddof=1))
+    rel = relative_change(table.reset_index())
+    for (d, o), row in rel.iterrows():
+        p, f = table.loc[(d, o, "pqfl"), "mean_auroc"], table.loc[(d, o, "fedavg"), "mean_auroc"]
+        assert row["vs fedavg"] == pytest.approx(100 * (p - f) / f)
+
+
+def test_pyod_reference_skips_detectors_that_did_not_run(tmp_path):
+    path = tmp_path / "ref.csv"
+    pd.DataFrame({"Data": ["cardio", "wbc"], "#Samples": [10, 20], "IForest": [0.9, 0.8], "LOF": [0.0, 0.95],
+                  "OCSVM": [0.93, 0.7]}).to_csv(path, index=False)
+    ref = pyod_reference(path, {"cardio-5": "cardio", "wbc": "wbc", "other": "nope"})
+    assert ref.loc["cardio-5", "pyod_best_detector"] == "OCSVM" and ref.loc["wbc", "pyod_best_detector"] == "LOF"
+    assert ref.loc["wbc", "pyod_iforest_roc"] == 0.8 and "other" not in ref.index
+    assert pyod_reference(tmp_path / "missing.csv", {"a": "a"}).empty
+
+
+# --- end to end -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    _odds_like(folder / "toy.mat")
+    pd.DataFrame({"Data": ["toy"], "#Samples": [600], "IForest": [0.81], "KNN": [0.86]}).to_csv(folder / "pyod.csv", index=False)
+    (folder / "suite.yaml").write_text(yaml.safe_dump(TINY_SUITE))
+    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    from flows.cli import main
+
+    try:
+        with prefect_test_harness(server_startup_timeout=60):
+            code = main(["benchmark", "--suite", str(folder / "suite.yaml"), "--data-dir", str(folder),
+                         "--json", str(folder / "out" / "bench.json")])
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)
+    assert code == 0
+    return folder, json.loads((folder / "out" / "bench.json").read_text()), MlflowClient(tracking_uri=uri)
+
+
+@pytest.mark.timeout(600)
+def test_benchmark_rows(benchmark_run):
+    folder, result, client = benchmark_run
+    rows = result["rows"]
+    assert all(tuple(r) == JSON_KEYS for r in rows)
+    expected = {("toy", m, o) for o in ("supervised", "one_class") for m in ("pqfl", "fedavg")}
+    expected |= {("toy", f"logreg-{s}", "supervised") for s in ("client", "pooled")}
+    expected |= {("toy", f"iforest-{s}", "one_class") for s in ("client", "pooled")}
+    assert {(r["dataset"], r["method"], r["objective"]) for r in rows} == expected
+    for r in rows:
+        for k in JSON_KEYS[3:]:
+            assert 0.0 <= r[k] <= 1.0, (r, k)
+    # The std is over the two seeds of the per-seed table logged to MLflow.
+    per_seed = pd.read_csv(client.download_artifacts(result["mlflow_run_id"], "results_per_seed.csv", str(folder)))
+    for r in rows:
+        seeds = per_seed[(per_seed.method == r["method"]) & (per_seed.objective == r["objective"])]
+        assert sorted(seeds["seed"]) == [0, 1]
+        assert r["mean_auroc"] == pytest.approx(seeds["mean_auroc"].mean())
+        assert r["mean_auroc_std"] == pytest.approx(seeds["mean_auroc"].std(ddof=1))
+    rel = {(x["dataset"], x["objective"]): x for x in result["relative_change"]["mean_auroc"]}
+    by = {(r["method"], r["objective"]): r["mean_auroc"] for r in rows}
+    assert rel[("toy", "one_class")]["vs iforest-client"] == pytest.approx(
+        100 * (by[("pqfl", "one_class")] - by[("iforest-client", "one_class")]) / by[("iforest-client", "one_class")]
+    )
+    assert result["pyod_reference"] == [{"dataset": "toy", "pyod_best_roc": 0.86, "pyod_best_detector": "KNN", "pyod_iforest_roc": 0.81}]
+
+
+@pytest.mark.timeout(600)
+def test_benchmark_report_and_mlflow(benchmark_run):
+    folder, result, client = benchmark_run
+    report = (folder / "out" / "bench.md").read_text()
+    for r in result["rows"]:
+        assert f"| {r['dataset']} | {r['objective']} | {r['method']} | {r['mean_auroc']:.3f} ± {r['mean_auroc_std']:.3f} |" in report
+    assert "relative change" in report and "0.860 | KNN | 0.810" in report
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["pqfl.role"] == "benchmark"
+    assert run.data.tags["prefect.flow_run_id"] not in ("", "none")
+    assert run.data.metrics["toy/supervised/pqfl/mean_auroc"] == pytest.approx(
+        next(r["mean_auroc"] for r in result["rows"] if r["method"] == "pqfl" and r["objective"] == "supervised")
+    )
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"report.md", "summary.csv", "results_per_seed.csv", "benchmark.json", "suite.yaml", "plots"} <= top
+    for kind in ("convergence", "per_client", "roc_pr"):
+        files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, f"plots/{kind}")}
+        assert {"toy_supervised.png", "toy_one_class.png"} <= files or kind == "roc_pr"
+    roc = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots/roc_pr")}
+    assert {f"toy_{o}_{m}.png" for o in ("supervised", "one_class") for m in ("pqfl", "fedavg", "classical")} == roc
+    # Every method run (2 methods x 2 objectives x 2 seeds) is nested under the benchmark run.
+    nested = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(nested) == 8 and {n.data.tags["pqfl.method"] for n in nested} == {"pqfl", "fedavg"}
+    assert all(n.info.status == "FINISHED" for n in nested)
