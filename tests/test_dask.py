@@ -1,0 +1,114 @@
+"""runner kind dask: the client tasks run on a real Dask cluster (two worker processes)
+and give exactly the metrics of the default thread runner."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from distributed import Client, LocalCluster, get_task_stream
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.train import pqfl_train, task_runner_for
+from pqfl.config import RunnerConfig, load_config
+from pqfl.errors import PQFLInputError
+from tests.tiny import write_config
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+pytestmark = pytest.mark.timeout(600)
+
+METHODS = ["pqfl", "fedavg"]  # personalized and global evaluation; both fan out to the clients
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    ) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        yield cluster, client
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    """The tiny config trained once on threads and once on the Dask cluster, with the
+    Dask scheduler's task stream recorded during the Dask run."""
+    cluster, client = cluster
+    folder = tmp_path_factory.mktemp("dask")
+    cfg = write_config(folder)
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    try:
+        with prefect_test_harness(server_startup_timeout=60):
+            started = time.perf_counter()
+            threads = pqfl_train(str(cfg), {"federation.methods": METHODS, "runner.kind": "threads"})
+            threads_s = time.perf_counter() - started
+            started = time.perf_counter()
+            with get_task_stream(client) as stream:
+                dask = pqfl_train(
+                    str(cfg),
+                    {"federation.methods": METHODS, "runner.kind": "dask", "runner.address": cluster.scheduler_address},
+                )
+            dask_s = time.perf_counter() - started
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    print(f"\ntiny config, methods {METHODS}: threads {threads_s:.1f} s, dask {dask_s:.1f} s")
+    return threads, dask, stream.data, client.run(os.getpid), load_config(cfg)
+
+
+def _metrics(result: dict) -> dict:
+    return {m: {k: v for k, v in r.items() if k != "wall_s"} for m, r in result["methods"].items()}
+
+
+def test_dask_gives_the_thread_runners_metrics(runs):
+    threads, dask, *_ = runs
+    assert set(dask["methods"]) == set(METHODS)
+    assert _metrics(dask) == _metrics(threads)
+    assert dask["mlflow_parent_run_ids"] != threads["mlflow_parent_run_ids"]
+
+
+def test_client_tasks_ran_in_the_dask_worker_processes(runs):
+    _, _, stream, worker_pids, cfg = runs
+    rounds, clients = cfg.federation.rounds, len(cfg.clients)
+    by_kind: dict[str, list[str]] = {}
+    for record in stream:
+        by_kind.setdefault(record["key"].split("-")[0], []).append(record["worker"])
+    # Per round of every federated method each client trains and, in every method, each client
+    # is evaluated (centralized's one pooled trainer is not a fan-out: it may run in the flow).
+    federated = [m for m in METHODS if m != "centralized"]
+    assert len(by_kind.get("local_train", [])) >= rounds * clients * len(federated)
+    assert len(by_kind.get("evaluate", [])) == rounds * clients * len(METHODS)
+    workers = set(by_kind["local_train"]) | set(by_kind["evaluate"])
+    assert workers == set(worker_pids), "both worker processes should have run client tasks"
+    assert os.getpid() not in set(worker_pids.values())
+    assert len(set(worker_pids.values())) == 2
+
+
+def test_dask_without_address_starts_a_local_cluster_of_max_workers():
+    runner = task_runner_for(RunnerConfig(kind="dask", max_workers=2))
+    assert runner.address is None
+    assert runner.cluster_kwargs["n_workers"] == 2 and runner.cluster_kwargs["processes"] is True
+    remote = task_runner_for(RunnerConfig(kind="dask", address="tcp://10.0.0.5:8786"))
+    assert remote.address == "tcp://10.0.0.5:8786" and remote.cluster_kwargs == {}
+
+
+@pytest.mark.parametrize(
+    "runner, needle",
+    [
+        ({"kind": "dask", "address": "10.0.0.5:8786"}, "runner.address"),
+        ({"kind": "dask", "address": "tcp://10.0.0.5"}, "tcp://HOST:PORT"),
+        ({"kind": "dask", "address": "tcp://host:70000"}, "port 1-65535"),
+        ({"kind": "threads", "address": "tcp://host:8786"}, "kind: dask"),
+        ({"kind": "ray"}, "runner.kind"),
+    ],
+)
+def test_bad_runner_config_names_the_field(runner, needle, tmp_path):
+    path = write_config(tmp_path, runner=runner)
+    with pytest.raises(PQFLInputError, match=needle.replace(".", r"\.")) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
