@@ -1,17 +1,23 @@
-"""Retry classification, Prefect retry options and seeded fault injection (tasks/retry.py)."""
+"""Retries and client failures: transient/permanent classification, Prefect retry options,
+seeded fault injection (tasks/retry.py), and the training flow under faults: identical
+metrics with retried faults, a dropped client, and a run below quorum."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import time
+from pathlib import Path
 
 import pytest
 from prefect import flow, task
 from prefect.runtime import task_run
+from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
+from flows.train import pqfl_train
 from pqfl.config import RetryConfig, parse_config
-from pqfl.errors import PQFLInputError
+from pqfl.errors import PQFLInputError, PQFLRunError
 from tasks.retry import (
     FAULT_RATE_ENV,
     FaultPlan,
@@ -22,7 +28,7 @@ from tasks.retry import (
     retry_options,
     with_fault_env,
 )
-from tests.tiny import TINY
+from tests.tiny import TINY, write_config
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -145,3 +151,109 @@ def test_prefect_retries_transient_and_fails_fast_on_permanent(harness):
     # three backoff waits of about 0.05, 0.1, 0.2 s (jitter keeps each below 1.2x)
     assert waited >= 0.5 * sum(policy.backoff_s * 2**n for n in range(policy.max_retries))
     assert isinstance(err, PermanentError) and "attempt 1" in str(err)
+
+
+# --- the training flow under faults (real Prefect server, real MLflow store) ----------------
+
+FAST_RETRIES = {"max_retries": 3, "backoff_s": 0.01, "jitter": 0.5}
+FED = {**TINY["federation"], "methods": ["pqfl"], "rounds": 3}
+
+
+@pytest.fixture(scope="module")
+def store(harness, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("faults")
+    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield folder, MlflowClient(tracking_uri=uri)
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI")
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+def _run(folder, name: str, federation: dict | None = None, **sections):
+    (folder / name).mkdir()
+    return pqfl_train(str(write_config(folder / name, federation=federation or FED, retries=FAST_RETRIES, **sections)))
+
+
+@pytest.fixture(scope="module")
+def clean(store):
+    return _run(store[0], "clean")
+
+
+def _expected_retries(plan: FaultPlan, job: str, client: str, round_index: int) -> int:
+    attempt = 1
+    while plan.transient_fault(job, client, round_index, attempt):
+        attempt += 1
+    return attempt - 1
+
+
+def test_thirty_percent_transient_faults_change_no_metric(store, clean, monkeypatch):
+    folder, client = store
+    monkeypatch.setenv(FAULT_RATE_ENV, "0.3")
+    faulty = _run(folder, "faulty")
+    res, ref = faulty["methods"]["pqfl"], clean["methods"]["pqfl"]
+    assert {k: v for k, v in res.items() if k not in ("wall_s", "retries_total")} == {
+        k: v for k, v in ref.items() if k not in ("wall_s", "retries_total")
+    }
+    plan = FaultPlan(seed=FED["seed"], method="pqfl", max_retries=FAST_RETRIES["max_retries"], transient_rate=0.3)
+    names = [c["name"] for c in TINY["clients"]]
+    per_round = {
+        k: {n: sum(_expected_retries(plan, job, n, k) for job in ("train", "evaluate")) for n in names}
+        for k in range(1, FED["rounds"] + 1)
+    }
+    total = sum(sum(r.values()) for r in per_round.values())
+    assert total > 0 and res["retries_total"] == total and ref["retries_total"] == 0
+    run_id = faulty["mlflow_parent_run_ids"]["pqfl"]
+    run = client.get_run(run_id)
+    assert run.data.params["faults.transient_rate"] == "0.3"  # the environment override is recorded
+    assert run.data.metrics["retries_total"] == total
+    assert {m.step: m.value for m in client.get_metric_history(run_id, "retries")} == {
+        k: sum(r.values()) for k, r in per_round.items()
+    }
+    for child in client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'"):
+        name = child.data.tags["pqfl.client"]
+        logged = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "retries")}
+        assert logged == {k: per_round[k][name] for k in per_round}, name
+
+
+def test_a_client_down_for_a_round_is_dropped_and_keeps_its_state(store, clean):
+    folder, client = store
+    res = _run(folder, "outage", faults={"outage": {"amp-3q": [2]}})
+    run_id = res["mlflow_parent_run_ids"]["pqfl"]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["pqfl.dropped"] == "r2:amp-3q"
+    assert {m.step: m.value for m in client.get_metric_history(run_id, "clients_dropped")} == {1: 0, 2: 1, 3: 0}
+    assert {m.step: m.value for m in client.get_metric_history(run_id, "clients_in_round")} == {1: 3, 2: 2, 3: 3}
+    # the down client spent all its retries in round 2
+    assert res["methods"]["pqfl"]["retries_total"] == FAST_RETRIES["max_retries"]
+    (child,) = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and tags.`pqfl.client` = 'amp-3q'"
+    )
+    history = lambda key: {m.step: m.value for m in client.get_metric_history(child.info.run_id, key)}  # noqa: E731
+    assert history("dropped") == {1: 0, 2: 1, 3: 0}
+    assert sorted(history("train_loss")) == [1, 3]  # no training in round 2
+    # Kept, not reset: in round 2 it is evaluated with its round-1 model (exact simulation,
+    # no shots), so its scores repeat; in round 3 it trains again from there.
+    assert history("auroc")[2] == history("auroc")[1] and history("val_auroc")[2] == history("val_auroc")[1]
+    clean_hist = clean["methods"]["pqfl"]["history"]
+    assert res["methods"]["pqfl"]["history"][0] == clean_hist[0]
+    assert res["methods"]["pqfl"]["history"][1] != clean_hist[1]
+
+
+def test_below_quorum_the_flow_fails_and_keeps_the_last_checkpoint(store):
+    folder, client = store
+    faults = {"outage": {"amp-3q": [2]}, "permanent": {"iqp-2q-shots": [2]}}
+    with pytest.raises(PQFLRunError, match=r"round 2: only 1 of 3 clients .* federation.min_clients = 2") as err:
+        _run(folder, "quorum", faults=faults, federation={**FED, "min_clients": 2})
+    exp = client.get_experiment_by_name(TINY["name"])
+    (run,) = client.search_runs([exp.experiment_id], "tags.`pqfl.role` = 'parent' and attributes.status = 'FAILED'")
+    assert "min_clients" in run.data.tags["pqfl.failure"] and run.info.run_id in str(err.value)
+    assert set(run.data.tags["pqfl.dropped"].split("; ")) == {"r2:amp-3q", "r2:iqp-2q-shots"}
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "mean_auroc")] == [1]
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert {c.info.status for c in children} == {"FAILED"}
+    ckpt = pickle.loads(Path(run.data.tags["pqfl.checkpoint"]).read_bytes())
+    assert ckpt.round == 1 and not ckpt.finished and [h["round"] for h in ckpt.history] == [1]

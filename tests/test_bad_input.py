@@ -1,0 +1,179 @@
+"""Bad input through the `pqfl` command: one line naming the field or file and the fix,
+exit code 2, no traceback, no MLflow run. tests/test_cli.py already covers negative lr and
+λ, zero rounds, min_clients above the client count, duplicate client names, unknown
+encoding and ansatz, a missing dataset or config file and YAML syntax errors; these are
+the rest. A failure after a run has started (below quorum) marks that run FAILED."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from mlflow.tracking import MlflowClient
+
+from flows.cli import main
+from pqfl.config import MAX_QUBITS
+from pqfl.experiment import MAX_FEATURES
+from tests.tiny import TINY, write_config
+
+PQFL = [sys.executable, "-m", "flows.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _run(args, tmp_path, extra_env: dict | None = None, timeout=120):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"}
+    env.pop("PQFL_FAULT_RATE", None)
+    env.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(ROOT), **(extra_env or {})})
+    return subprocess.run(PQFL + args, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path)
+
+
+def _odds(path: Path, X: np.ndarray, y: np.ndarray) -> str:
+    scipy.io.savemat(path, {"X": X, "y": y.reshape(-1, 1)})
+    return f"odds:{path}"
+
+
+def _rows(n: int = 60, d: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, d)), (np.arange(n) % 5 == 0).astype(float)
+
+
+def _with_source(tmp_path: Path, source: str, clients: list | None = None) -> list[str]:
+    sections = {"dataset": {"source": source, "max_samples": None}}
+    if clients is not None:
+        sections["clients"] = clients
+    return ["run", "--config", str(write_config(tmp_path, **sections))]
+
+
+def corrupt_mat(p: Path):
+    bad = p / "corrupt.mat"
+    bad.write_bytes(b"MATLAB 5.0 MAT-file" + bytes(range(256)) * 3)
+    return _with_source(p, f"odds:{bad}"), ["corrupt.mat", "not a readable MATLAB .mat file"]
+
+
+def nan_features(p: Path):
+    X, y = _rows()
+    X[[3, 7], 2] = np.nan
+    return _with_source(p, _odds(p / "nan.mat", X, y)), ["nan.mat", "2 rows have NaN or infinite features", "clean or impute"]
+
+
+def inf_features(p: Path):
+    X, y = _rows()
+    X[5, 0] = np.inf
+    return _with_source(p, _odds(p / "inf.mat", X, y)), ["inf.mat", "1 rows have NaN or infinite features"]
+
+
+def labels_not_binary(p: Path):
+    X, y = _rows()
+    y[:4] = 2
+    return _with_source(p, _odds(p / "labels.mat", X, y)), ["labels.mat", "labels must be 0 (normal) or 1 (anomaly)", "2.0]"]
+
+
+def more_features_than_the_encodings_take(p: Path):
+    X, y = _rows(d=MAX_FEATURES + 1)
+    return _with_source(p, _odds(p / "wide.mat", X, y)), [f"{MAX_FEATURES + 1} features", "reduce the features"]
+
+
+def encoding_needs_more_features_than_the_data_has(p: Path):
+    X, y = _rows(d=2)
+    clients = [{"name": "angle-3q", "qubits": 3, "layers": 1, "encoding": "angle"}]
+    return _with_source(p, _odds(p / "narrow.mat", X, y), clients), ["clients.angle-3q.qubits", "needs 3 features", "at most 2"]
+
+
+def qubits_beyond_the_simulator(p: Path):
+    q = MAX_QUBITS + 4
+    gib = 64 * 16 * 2**q / 2**30  # a batch of 64 complex128 state vectors
+    clients = [{**TINY["clients"][0], "qubits": q}]
+    return ["run", "--config", str(write_config(p, clients=clients))], [
+        "clients.0.qubits", f"{gib:,.1f} GiB", f"at most {MAX_QUBITS}"
+    ]
+
+
+def unknown_device(p: Path):
+    clients = [{"name": "dev", "from_device": "FakeNowhere"}]
+    return ["run", "--config", str(write_config(p, clients=clients))], ["clients.0", "unknown device 'FakeNowhere'"]
+
+
+def fault_rate_env(p: Path):
+    return ["run", "--config", str(write_config(p))], ["PQFL_FAULT_RATE", "between 0 and 1"]
+
+
+def unknown_fault_client(p: Path):
+    return ["run", "--config", str(write_config(p, faults={"outage": {"nobody": [1]}}))], ["faults.outage", "'nobody'"]
+
+
+CASES = {
+    f.__name__: f
+    for f in (
+        corrupt_mat,
+        nan_features,
+        inf_features,
+        labels_not_binary,
+        more_features_than_the_encodings_take,
+        encoding_needs_more_features_than_the_data_has,
+        qubits_beyond_the_simulator,
+        unknown_device,
+        fault_rate_env,
+        unknown_fault_client,
+    )
+}
+
+
+def _check_one_line(code: int, stderr: str, needles: list[str], tmp_path: Path) -> None:
+    assert code == 2, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr[-2000:]
+    assert lines[0].startswith("pqfl: error: ")
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "store").exists(), "bad input must not start an MLflow run"
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_no_run(case, tmp_path, capsys, monkeypatch):
+    """Each case through the CLI's entry point in this process (a new process costs
+    seconds of imports; test_cli.py and the test below check the process boundary)."""
+    args, needles = CASES[case](tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    monkeypatch.delenv("PQFL_FAULT_RATE", raising=False)
+    if case == "fault_rate_env":
+        monkeypatch.setenv("PQFL_FAULT_RATE", "1.5")
+    code = main(args)
+    _check_one_line(code, capsys.readouterr().err, needles, tmp_path)
+
+
+def test_bad_data_file_as_a_user_runs_it(tmp_path):
+    args, needles = corrupt_mat(tmp_path)
+    proc = _run(args, tmp_path)
+    _check_one_line(proc.returncode, proc.stderr, needles, tmp_path)
+
+
+def test_failure_after_the_run_started_marks_it_failed(tmp_path):
+    """Below quorum in round 2: exit 1 with one closing line, the run FAILED with its reason,
+    no run left RUNNING, the round-1 checkpoint intact."""
+    federation = {**TINY["federation"], "methods": ["pqfl"], "rounds": 2, "min_clients": 3}
+    cfg = write_config(
+        tmp_path, federation=federation, faults={"permanent": {"amp-3q": [2]}}, retries={"backoff_s": 0.01}
+    )
+    proc = _run(["run", "--config", str(cfg)], tmp_path, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("pqfl: run failed: pqfl round 2: only 2 of 3 clients")
+    assert "federation.min_clients = 3" in last and "--resume" in last
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(TINY["name"])
+    runs = client.search_runs([exp.experiment_id])
+    assert {r.info.status for r in runs} == {"FAILED"} and len(runs) == 1 + len(TINY["clients"])
+    (parent,) = [r for r in runs if r.data.tags.get("pqfl.role") == "parent"]
+    assert "PQFLRunError" in parent.data.tags["pqfl.failure"] and "min_clients" in parent.data.tags["pqfl.failure"]
+    assert parent.info.run_id in last
+    ckpt = pickle.loads(Path(parent.data.tags["pqfl.checkpoint"]).read_bytes())
+    assert ckpt.round == 1 and not ckpt.finished
