@@ -1,0 +1,176 @@
+"""Crash-resume: `pqfl run` killed with SIGKILL during round 3 of 6, then `pqfl run --resume`,
+ends with the metrics of an uninterrupted run, in the same MLflow runs, with no step twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.tracking import MethodRun, ROUND_METRICS
+from tests.tiny import TINY, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+PQFL = [sys.executable, "-m", "flows.cli"]
+ROUNDS = 6
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _env(tmp_path: Path) -> dict:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")  # this test's own Prefect database
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "240"  # a fresh database on a busy machine
+    env["PYTHONPATH"] = str(ROOT)
+    env.pop("PQFL_FAULT_RATE", None)
+    return env
+
+
+def _cli(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(PQFL + args, capture_output=True, text=True, timeout=timeout, env=_env(tmp_path), cwd=tmp_path)
+
+
+def _metrics(result: dict) -> dict:
+    return {m: {k: v for k, v in r.items() if k not in ("wall_s", "retries_total")} for m, r in result["methods"].items()}
+
+
+def _kill_during_round_3(args: list[str], tmp_path: Path) -> str:
+    """Start `pqfl run`, SIGKILL its whole process group (the CLI and its temporary Prefect
+    server) as soon as round 2 is reported, i.e. while round 3 trains; return its stderr."""
+    proc = subprocess.Popen(
+        PQFL + args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env(tmp_path),
+        cwd=tmp_path, start_new_session=True,
+    )
+    seen: list[str] = []
+    deadline = time.monotonic() + 300
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if f"round  2/{ROUNDS}" in line:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            assert time.monotonic() < deadline, "no round 2 within 300 s"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
+    return "".join(seen)
+
+
+def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path):
+    federation = {**TINY["federation"], "methods": ["pqfl"], "rounds": ROUNDS, "local_epochs": 2}
+    (tmp_path / "clean").mkdir()
+    clean_cfg = write_config(tmp_path / "clean", federation=federation)
+    # The interrupted run also meets a transient fault in every job (each retried once after
+    # 0.4 s): round 3 lasts long enough to be killed inside it, and the resumed run must
+    # still match the fault-free one.
+    (tmp_path / "faulty").mkdir()
+    faulty_cfg = write_config(
+        tmp_path / "faulty",
+        federation=federation,
+        faults={"transient_rate": 1.0},
+        retries={"max_retries": 1, "backoff_s": 0.4, "jitter": 0.0},
+    )
+
+    out_clean = tmp_path / "clean.json"
+    proc = _cli(["run", "--config", str(clean_cfg), "--json", str(out_clean)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    clean = json.loads(out_clean.read_text())
+
+    stderr = _kill_during_round_3(["run", "--config", str(faulty_cfg)], tmp_path)
+    assert f"round  3/{ROUNDS}" not in stderr
+    client = MlflowClient(tracking_uri=_env(tmp_path)["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name(TINY["name"])
+    killed = client.search_runs([exp.experiment_id], filter_string="tags.`pqfl.role` = 'parent' and attributes.status = 'RUNNING'")
+    assert len(killed) == 1, "the killed run is left RUNNING until it is resumed"
+    run_id = killed[0].info.run_id
+    ckpt_path = Path(killed[0].data.tags["pqfl.checkpoint"])
+    assert ckpt_path.parent.parent == tmp_path / "store" / "checkpoints"
+    ckpt = pickle.loads(ckpt_path.read_bytes())
+    assert ckpt.round == 2 and not ckpt.finished  # killed inside round 3
+    assert not [p for p in ckpt_path.parent.iterdir() if p.name.endswith(".tmp")]
+
+    out = tmp_path / "resumed.json"
+    resumed_proc = _cli(["run", "--resume", run_id, "--json", str(out)], tmp_path)
+    assert resumed_proc.returncode == 0, resumed_proc.stderr[-3000:]
+    assert f"resuming after round 2/{ROUNDS}" in resumed_proc.stderr
+    assert "round  1/" not in resumed_proc.stderr and "round  2/" not in resumed_proc.stderr
+    resumed = json.loads(out.read_text())
+
+    # the same MLflow run continued, with the metrics of the uninterrupted run
+    assert resumed["mlflow_parent_run_ids"] == {"pqfl": run_id}
+    assert _metrics(resumed) == _metrics(clean)
+    assert [h["round"] for h in resumed["methods"]["pqfl"]["history"]] == list(range(1, ROUNDS + 1))
+    jobs_per_round = 2 * len(TINY["clients"])  # local-train and evaluate per client
+    assert resumed["methods"]["pqfl"]["retries_total"] == ROUNDS * jobs_per_round * 1
+    assert clean["methods"]["pqfl"]["retries_total"] == 0
+
+    parent = client.get_run(run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["pqfl.resumes"] == "1"
+    for key in (*ROUND_METRICS, "retries", "clients_in_round"):
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert sorted(steps) == list(range(1, ROUNDS + 1)), (key, steps)
+    for key in ("wall_s", "retries_total"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [ROUNDS]
+    assert client.get_metric_history(run_id, "retries_total")[0].value == ROUNDS * jobs_per_round
+    children = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    assert len(children) == len(TINY["clients"])
+    for child in children:
+        assert child.info.status == "FINISHED"
+        for key in ("auroc", "train_loss", "retries"):
+            steps = Counter(m.step for m in client.get_metric_history(child.info.run_id, key))
+            assert sorted(steps) == list(range(1, ROUNDS + 1)) and set(steps.values()) == {1}, (key, steps)
+    running = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
+    assert running == []
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"config.yaml", "results.csv", "plots"}
+
+    # resuming a finished run changes nothing and starts no new run
+    again = _cli(["run", "--resume", run_id], tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(client.search_runs([exp.experiment_id], filter_string="tags.`pqfl.role` = 'parent'")) == 2
+    assert [m.step for m in client.get_metric_history(run_id, "wall_s")] == [ROUNDS]
+
+
+def test_resume_of_an_unknown_run_is_bad_input(tmp_path):
+    (tmp_path / "store").mkdir()
+    MlflowClient(tracking_uri=_env(tmp_path)["MLFLOW_TRACKING_URI"]).create_experiment("other")
+    proc = _cli(["run", "--resume", "0123456789abcdef"], tmp_path, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--resume" in lines[0] and "0123456789abcdef" in lines[0]
+    proc = _cli(["run", "--resume", "0123456789abcdef", "--rounds", "3"], tmp_path, timeout=120)
+    assert proc.returncode == 2 and "drop the options" in proc.stderr
+
+
+def test_relogging_a_round_adds_no_duplicate_steps(tmp_path):
+    """A crash between a round's checkpoint and its MLflow log makes the resume log that round
+    again; runs that already hold the step are skipped."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("relog")
+    parent = client.create_run(exp).info.run_id
+    child = client.create_run(exp).info.run_id
+    run = MethodRun(client, parent, {"a": child})
+    summary = {k: 0.5 for k in ROUND_METRICS}
+    row = {"client": "a", "auroc": 0.5, "aupr": 0.5, "false_error": 0.1, "missing_error": 0.2, "f1": 0.3,
+           "val_auroc": 0.6, "threshold": 0.0, "loss": 1.0, "retries": 2, "dropped": 0}
+    run.log_round(1, summary, [row], extra={"retries": 2})
+    run.log_round(1, summary, [row], extra={"retries": 2}, only_missing=True)
+    run.log_round(2, summary, [row], extra={"retries": 0}, only_missing=True)  # missing: logged
+    assert [m.step for m in client.get_metric_history(parent, "mean_auroc")] == [1, 2]
+    assert sorted(m.step for m in client.get_metric_history(child, "retries")) == [1, 2]
+    run.log_final({"wall_s": 3.0}, step=2)
+    run.log_final({"wall_s": 4.0}, step=2, only_missing=True)
+    assert [m.value for m in client.get_metric_history(parent, "wall_s")] == [3.0]
