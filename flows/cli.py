@@ -148,23 +148,19 @@ def _run(args) -> int:
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
 
+    from flows.progress import show_progress
     from flows.train import pqfl_train
     from pqfl.compile_cache import enable_persistent_cache
 
     enable_persistent_cache()
-    progress = logging.getLogger("pqfl.progress")
-    progress.setLevel(logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[pqfl] %(message)s"))
-    progress.addHandler(handler)
-    progress.propagate = False
     started = time.perf_counter()
     print(
         f"[pqfl] {cfg.experiment_name}: {len(cfg.clients)} clients, {cfg.federation.rounds} rounds, "
         f"methods {','.join(cfg.federation.methods)}, data {cfg.dataset.source}",
         file=sys.stderr,
     )
-    result = pqfl_train(args.config, None if args.resume else _overrides(args), resume=args.resume)
+    with show_progress(cfg):  # per-round lines on stderr, with a progress bar when it is a terminal
+        result = pqfl_train(args.config, None if args.resume else _overrides(args), resume=args.resume)
     result["wall_s"] = time.perf_counter() - started
     print(format_table(result["methods"]))
     print(f"\ntotal wall time {result['wall_s']:.1f} s; MLflow experiment '{result['experiment']}'")
