@@ -96,6 +96,7 @@ class MethodCheckpoint:
     result: dict | None = None  # the method's return value, once finished
     rng: dict = field(default_factory=dict)
     optimizer: dict = field(default_factory=dict)
+    flow_runs: dict = field(default_factory=dict)  # Prefect ids of the pqfl-train / pqfl-method runs that wrote it
     format: int = FORMAT
 
 

@@ -167,6 +167,19 @@ class Tracker:
         self.flow_run_id = flow_run_id or "none"
         self.commit = git_commit()
 
+    def fail_orphans(self, invocation: str, method: str, reason: str) -> list[str]:
+        """Mark FAILED the unfinished runs of ``method`` in ``invocation`` that no checkpoint
+        knows of (a crash between creating them and the first checkpoint); their ids."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`pqfl.invocation` = '{invocation}' and tags.`pqfl.method` = '{method}' and attributes.status != 'FINISHED'",
+        )
+        for parent in found:
+            pid = parent.info.run_id
+            children = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{pid}'")
+            MethodRun(self.client, pid, {c.info.run_id: c.info.run_id for c in children}).finish("FAILED", reason=reason)
+        return [r.info.run_id for r in found]
+
     def reopen_method(self, parent_id: str, client_run_ids: dict[str, str]) -> MethodRun:
         """Continue existing runs (crash-resume): mark them RUNNING again and note the resume."""
         for run_id in [parent_id, *client_run_ids.values()]:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from uuid import UUID
 
 import numpy as np
-from prefect import flow, unmapped
+from prefect import flow, get_client, unmapped
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
+from prefect.states import Crashed
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from flows.checkpoint import CheckpointStore, MethodCheckpoint, checkpoint_root, resume_target
@@ -74,14 +77,28 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}".splitlines()[0][:300]
 
 
+def _mark_crashed(flow_run_id: str, by: str) -> None:
+    """Set a Prefect flow run that a killed process left RUNNING to CRASHED (its work resumes elsewhere)."""
+    try:
+        with get_client(sync_client=True) as client:
+            old = client.read_flow_run(UUID(flow_run_id))
+            if old.state is not None and not old.state.is_final():
+                client.set_flow_run_state(old.id, Crashed(message=f"process died; resumed by flow run {by}"), force=True)
+    except (ObjectNotFound, ValueError):  # another Prefect database, or not a flow-run id
+        pass
+
+
 def _start(cfg: Config, method: str, tracker: Tracker, store: CheckpointStore, eval_setups, train_setups):
     """A new method run and its round-0 checkpoint, or the runs and last round of a crashed one."""
     ckpt = store.load(method)
     if ckpt is not None and ckpt.finished:
         return MethodRun(tracker.client, ckpt.parent_run_id, ckpt.client_run_ids), ckpt, True
     if ckpt is not None:
+        for old in ckpt.flow_runs.values():
+            _mark_crashed(old, by=tracker.flow_run_id)
         return tracker.reopen_method(ckpt.parent_run_id, ckpt.client_run_ids), ckpt, True
     fed = cfg.federation
+    tracker.fail_orphans(store.invocation, method, "crashed before its first checkpoint; started again")
     tags = {"pqfl.invocation": store.invocation, "pqfl.checkpoint": str(store.path(method))}
     run = tracker.start_method(method, eval_setups, tags=tags)
     G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed)
@@ -102,6 +119,7 @@ def _start(cfg: Config, method: str, tracker: Tracker, store: CheckpointStore, e
         # Nothing random is carried between rounds: each draw derives from (seed, stream, client, round).
         rng={"seed": fed.seed, "streams": "derived per (seed, stream, client, round); no generator state carried"},
         optimizer={"name": fed.optimizer, "lr": fed.lr, "state": "re-initialised at the start of every local round"},
+        flow_runs={"pqfl-train": tracker.flow_run_id, "pqfl-method": str(flow_run.id)},
     )
     store.save(ckpt)
     return run, ckpt, False
@@ -188,11 +206,12 @@ def train_method(
                 tracker.client.set_tag(
                     run.parent_id, "pqfl.dropped", "; ".join(f"r{d['round']}:{d['client']}" for d in dropped_log)[:5000]
                 )
-            if len(survivors) < fed.min_clients:
+            quorum = 1 if method == "centralized" else fed.min_clients  # centralized: its one pooled job
+            if len(survivors) < quorum:
                 raise PQFLRunError(
                     f"{method} round {k}: only {len(survivors)} of {len(participants)} clients finished local training "
                     f"({'; '.join(f'{train_setups[i].name}: {_reason(e)}' for i, e in failed.items())}), below the quorum "
-                    f"federation.min_clients = {fed.min_clients}; the checkpoint of round {k - 1} is intact: fix the "
+                    f"federation.min_clients = {quorum}; the checkpoint of round {k - 1} is intact: fix the "
                     f"clients, then `pqfl run --resume {run.parent_id}`"
                 )
             if method == "centralized":
@@ -243,6 +262,7 @@ def train_method(
                 retries_total=retries_total,
                 dropped=list(dropped_log),
                 elapsed_s=ckpt.elapsed_s + (time.perf_counter() - started),
+                flow_runs={"pqfl-train": tracker.flow_run_id, "pqfl-method": str(flow_run.id)},
             )
             started = time.perf_counter()
             store.save(ckpt)  # before logging: a resume re-logs only what is missing

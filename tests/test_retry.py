@@ -220,7 +220,10 @@ def test_thirty_percent_transient_faults_change_no_metric(store, clean, monkeypa
 
 def test_a_client_down_for_a_round_is_dropped_and_keeps_its_state(store, clean):
     folder, client = store
-    res = _run(folder, "outage", faults={"outage": {"amp-3q": [2]}})
+    # min_clients 2: still met in round 2; centralized (one pooled trainer) must not read it as a quorum
+    federation = {**FED, "methods": ["pqfl", "centralized"], "min_clients": 2}
+    res = _run(folder, "outage", federation, faults={"outage": {"amp-3q": [2]}})
+    assert res["methods"]["centralized"]["clients_dropped"] == 0
     run_id = res["mlflow_parent_run_ids"]["pqfl"]
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
