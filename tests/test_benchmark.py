@@ -306,3 +306,18 @@ def test_benchmark_report_and_mlflow(benchmark_run):
     nested = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert len(nested) == 8 and {n.data.tags["pqfl.method"] for n in nested} == {"pqfl", "fedavg"}
     assert all(n.info.status == "FINISHED" for n in nested)
+
+
+def test_sweep_plot_draws_auroc_against_the_swept_value(tmp_path):
+    from flows.benchmark import Sweep, _sweep_plot
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        [{"entry": "digits", "objective": "supervised", "method": m, "seed": s, "sweep_value": v,
+          "mean_auroc": float(rng.uniform(0.5, 1))} for m in ("pqfl", "fedavg") for s in (0, 1) for v in (0.0, 0.02, 0.05)]
+    )
+    _sweep_plot(frame, Sweep(name="noise", values=[0.0, 0.02, 0.05], paths=["clients.*.noise.depolarizing"]), tmp_path / "s.png")
+    from PIL import Image
+
+    with Image.open(tmp_path / "s.png") as img:
+        assert img.size[0] > 300 and img.size[1] > 200
