@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="print the method table of an experiment from MLflow")
     cmp_.add_argument("--experiment", help="MLflow experiment name (default: the config's)")
     cmp_.add_argument("--config", help="config whose experiment and store to read (default: embedded)")
+    ui = sub.add_parser("ui", help="start the MLflow UI on the project's store (runs, plots, registered detectors)")
+    ui.add_argument("--config", help="config whose store to open (default: embedded; MLFLOW_TRACKING_URI wins)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1, this machine only)")
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     sim = bench_sub.add_parser("sim", help="time the simulator's value-and-gradient step against PennyLane's paths")
@@ -223,10 +227,16 @@ def _benchmark(args) -> int:
     return 0
 
 
+def _ui(args) -> int:
+    from flows.mlflow_ui import serve_ui
+
+    return serve_ui(load_config(args.config), args.host, args.port)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"run": _run, "compare": _compare, "bench": _bench, "benchmark": _benchmark}[args.command](args)
+        return {"run": _run, "compare": _compare, "bench": _bench, "benchmark": _benchmark, "ui": _ui}[args.command](args)
     except PQFLInputError as err:
         print(f"pqfl: error: {err}", file=sys.stderr)
         return 2

@@ -15,11 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 from sklearn.metrics import roc_auc_score
 
 from flows.detector_model import feature_columns, log_detectors, registered_name, serve_stream
-from flows.train import pqfl_train
 from pqfl.config import load_config
 from pqfl.experiment import prepare
 from pqfl.federated.aggregation import block_of
@@ -27,32 +25,26 @@ from pqfl.federated.client import evaluate, init_state, local_round
 from pqfl.federated.local_update import predict_scores
 from pqfl.federated.server import init_global
 from pqfl.metrics import client_metrics
+from tests.mlflow_store import tiny_store
 from tests.servers import VENV_BIN, free_port, running, server_env
-from tests.tiny import write_config
-
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 pytestmark = pytest.mark.timeout(900)
 
-METHODS = ["pqfl", "centralized"]
+METHODS = ["local", "fedavg", "fedprox", "pqfl", "centralized"]
 CLIENTS = ["amp-3q", "angle-2q-noisy", "iqp-2q-shots"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The tiny config trained by the real flow into a fresh MLflow store; its prepared data."""
-    folder = tmp_path_factory.mktemp("registry")
-    cfg_path = write_config(folder, federation={"methods": METHODS})
-    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    """The tiny config trained by the real flow into a fresh MLflow store; its prepared data.
+    MLFLOW_TRACKING_URI points at that store while this module runs (models:/ URIs resolve there)."""
+    store = tiny_store(tmp_path_factory)
+    cfg = load_config(str(store["config"]))
+    setups, datas, _ = prepare(cfg)
     old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ["MLFLOW_TRACKING_URI"] = store["uri"]
     try:
-        with prefect_test_harness(server_startup_timeout=60):
-            result = pqfl_train(str(cfg_path))
-        cfg = load_config(str(cfg_path))
-        setups, datas, _ = prepare(cfg)
-        yield {"result": result, "client": MlflowClient(uri), "uri": uri, "cfg": cfg, "setups": setups,
-               "datas": datas, "folder": folder}
+        yield {**store, "client": MlflowClient(store["uri"]), "cfg": cfg, "setups": setups, "datas": datas}
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)
 
