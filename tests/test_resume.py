@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -42,6 +43,16 @@ def _cli(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.Comp
 
 def _metrics(result: dict) -> dict:
     return {m: {k: v for k, v in r.items() if k not in ("wall_s", "retries_total")} for m, r in result["methods"].items()}
+
+
+def _flow_states(tmp_path: Path, ids: list[str]) -> dict[str, str]:
+    """State of each flow run, read from the Prefect database the CLI runs used."""
+    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
+        rows = db.execute(
+            f"SELECT id, state_type FROM flow_run WHERE id IN ({','.join('?' * len(ids))})", ids
+        ).fetchall()
+    assert len(rows) == len(ids), rows
+    return dict(rows)
 
 
 def _kill_during_round_3(args: list[str], tmp_path: Path) -> str:
@@ -101,6 +112,8 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path):
     ckpt = pickle.loads(ckpt_path.read_bytes())
     assert ckpt.round == 2 and not ckpt.finished  # killed inside round 3
     assert not [p for p in ckpt_path.parent.iterdir() if p.name.endswith(".tmp")]
+    killed_flows = sorted(ckpt.flow_runs.values())
+    assert set(_flow_states(tmp_path, killed_flows).values()) == {"RUNNING"}
 
     out = tmp_path / "resumed.json"
     resumed_proc = _cli(["run", "--resume", run_id, "--json", str(out)], tmp_path)
@@ -135,6 +148,8 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path):
             assert sorted(steps) == list(range(1, ROUNDS + 1)) and set(steps.values()) == {1}, (key, steps)
     running = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
     assert running == []
+    # the killed Prefect flow runs (pqfl-train and its pqfl-method subflow) are closed too
+    assert set(_flow_states(tmp_path, killed_flows).values()) == {"CRASHED"}
     assert {a.path for a in client.list_artifacts(run_id)} >= {"config.yaml", "results.csv", "plots"}
 
     # resuming a finished run changes nothing and starts no new run
@@ -153,6 +168,23 @@ def test_resume_of_an_unknown_run_is_bad_input(tmp_path):
     assert len(lines) == 1 and "--resume" in lines[0] and "0123456789abcdef" in lines[0]
     proc = _cli(["run", "--resume", "0123456789abcdef", "--rounds", "3"], tmp_path, timeout=120)
     assert proc.returncode == 2 and "drop the options" in proc.stderr
+
+
+def test_runs_orphaned_before_their_first_checkpoint_are_failed(tmp_path):
+    """Killed between creating its runs and writing its first checkpoint, a method starts
+    afresh on resume; the runs it left behind are closed as FAILED, not left RUNNING."""
+    from flows.tracking import Tracker
+    from pqfl.config import parse_config
+
+    cfg = parse_config({**TINY, "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}})
+    tracker = Tracker(cfg, "flow-1")
+    orphan = tracker.client.create_run(tracker.experiment_id, tags={"pqfl.invocation": "inv", "pqfl.method": "pqfl"})
+    child = tracker.client.create_run(tracker.experiment_id, tags={"mlflow.parentRunId": orphan.info.run_id})
+    other = tracker.client.create_run(tracker.experiment_id, tags={"pqfl.invocation": "inv", "pqfl.method": "local"})
+    assert tracker.fail_orphans("inv", "pqfl", "crashed") == [orphan.info.run_id]
+    statuses = {r: tracker.client.get_run(r).info.status for r in (orphan.info.run_id, child.info.run_id, other.info.run_id)}
+    assert statuses == {orphan.info.run_id: "FAILED", child.info.run_id: "FAILED", other.info.run_id: "RUNNING"}
+    assert tracker.client.get_run(orphan.info.run_id).data.tags["pqfl.failure"] == "crashed"
 
 
 def test_relogging_a_round_adds_no_duplicate_steps(tmp_path):
