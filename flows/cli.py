@@ -152,6 +152,7 @@ def _run(args) -> int:
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
 
+    from flows.prefect_api import api_for_dask
     from flows.progress import show_progress
     from flows.train import pqfl_train
     from pqfl.compile_cache import enable_persistent_cache
@@ -163,7 +164,8 @@ def _run(args) -> int:
         f"methods {','.join(cfg.federation.methods)}, data {cfg.dataset.source}",
         file=sys.stderr,
     )
-    with show_progress(cfg):  # per-round lines on stderr, with a progress bar when it is a terminal
+    # per-round lines on stderr (a progress bar when it is a terminal); Dask workers get a shared Prefect API
+    with show_progress(cfg), api_for_dask(cfg.runner):
         result = pqfl_train(args.config, None if args.resume else _overrides(args), resume=args.resume)
     result["wall_s"] = time.perf_counter() - started
     print(format_table(result["methods"]))

@@ -3,8 +3,14 @@ and give exactly the metrics of the default thread runner."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
@@ -112,3 +118,73 @@ def test_bad_runner_config_names_the_field(runner, needle, tmp_path):
     with pytest.raises(PQFLInputError, match=needle.replace(".", r"\.")) as err:
         load_config(path)
     assert str(path) in str(err.value)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+
+
+def test_pqfl_run_on_a_cluster_started_with_the_dask_commands(runs, tmp_path):
+    """The README's recipe on one machine: `dask scheduler`, `dask worker`, then
+    `pqfl run --dask-address` from a plain shell (no Prefect settings): no client is
+    dropped, the metrics equal the thread runner's, and the workers ran the tasks."""
+    threads, *_ = runs
+    bin_dir = Path(sys.executable).parent
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    procs = []
+    try:
+        for args, name in (
+            (["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], "scheduler"),
+            (["worker", address, "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"], "worker"),
+        ):
+            with open(tmp_path / f"{name}.log", "w") as log:
+                procs.append(subprocess.Popen(
+                    [str(bin_dir / "dask"), *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                ))
+            if name == "scheduler":
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                        break
+                    except OSError:
+                        assert time.monotonic() < deadline, (tmp_path / "scheduler.log").read_text()
+                        time.sleep(0.5)
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+            client.get_task_stream()  # switch the scheduler's task stream on
+            started = time.time()
+            out = tmp_path / "out.json"
+            proc = subprocess.run(
+                [sys.executable, "-m", "flows.cli", "run", "--config", str(write_config(tmp_path)),
+                 "--methods", ",".join(METHODS), "--dask-address", address, "--json", str(out)],
+                capture_output=True, text=True, timeout=480, env=env, cwd=tmp_path,
+            )
+            assert proc.returncode == 0, proc.stderr[-4000:]
+            stream = client.get_task_stream(start=started)
+            worker_pids = client.run(os.getpid)
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+    assert "dropped" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert _metrics(result) == _metrics(threads)
+    ran_on = {r["worker"] for r in stream if r["key"].startswith(("local_train", "evaluate"))}
+    assert ran_on and ran_on <= set(worker_pids)

@@ -1,0 +1,38 @@
+"""A Prefect API address that Dask workers can report to.
+
+Without ``PREFECT_API_URL`` a flow talks to a temporary Prefect server that it starts
+itself, and the settings it hands to prefect-dask carry no address. Each Dask worker
+process would then try to start a temporary server of its own, which is slow and can
+time out (measured: a 165 s first round, with clients dropped). For ``runner.kind: dask``
+:func:`api_for_dask` starts that temporary server up front and sets its address, so the
+flow and every worker on this machine use one server. Remote workers need a server they
+can reach: start ``prefect server start --host 0.0.0.0`` and set ``PREFECT_API_URL``; it
+is then used as is.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+from pqfl.config import RunnerConfig
+
+
+@contextmanager
+def api_for_dask(runner: RunnerConfig) -> Iterator[str | None]:
+    """Yield the API URL in use; start and set a temporary server if Dask needs one."""
+    if runner.kind != "dask" or PREFECT_API_URL.value():
+        yield PREFECT_API_URL.value()
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the instance a flow without an API URL would start
+    # A loaded machine (Dask workers importing JAX) can take longer than Prefect's 20 s default.
+    server.start(timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120))
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        server.stop()
