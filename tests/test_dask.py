@@ -25,7 +25,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 pytestmark = pytest.mark.timeout(600)
 
-METHODS = ["pqfl", "fedavg"]  # personalized and global evaluation; both fan out to the clients
+METHODS = ["pqfl"]  # fans out training and evaluation to every client, aggregates, personalizes
 
 
 @pytest.fixture(scope="module")
