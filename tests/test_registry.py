@@ -172,10 +172,11 @@ def test_mlflow_models_serve_answers_with_the_same_scores(trained, tmp_path):
         served = pd.DataFrame(body["predictions"])
         np.testing.assert_allclose(served["score"].to_numpy(), expected["score"].to_numpy(), rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(served["flag"].to_numpy(), expected["flag"].to_numpy())
-        # The input example logged with the model is itself a valid request.
-        example_path = mlflow.artifacts.download_artifacts(f"{uri}/serving_input_example.json", dst_path=str(tmp_path))
-        status, body = _post(f"http://127.0.0.1:{port}/invocations", json.loads(open(example_path).read()))
-        assert status == 200 and len(body["predictions"]) == 2, body
+        # Records (one dict per row) are accepted as well, with the columns in any order.
+        records = frame.iloc[:3, ::-1].to_dict(orient="records")
+        status, body = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": records})
+        assert status == 200, body
+        np.testing.assert_allclose([p["score"] for p in body["predictions"]], expected["score"].to_numpy()[:3], rtol=1e-12)
         # A request without all raw features is refused with a message naming the column.
         status, body = _post(
             f"http://127.0.0.1:{port}/invocations", {"dataframe_split": frame.drop(columns=["pixel_3_4"]).to_dict(orient="split", index=False)}
