@@ -72,7 +72,9 @@ def test_pqfl_ui_shows_the_method_runs_with_mean_auroc(tmp_path, tmp_path_factor
     env = server_env(MLFLOW_TRACKING_URI=store["uri"])
     with running(cmd, f"http://127.0.0.1:{port}/health", tmp_path / "ui.log", env, timeout=240):
         server_s = time.monotonic() - started
-        browser.get(runs_page(f"http://127.0.0.1:{port}", experiment_id))
+        page = runs_page(f"http://127.0.0.1:{port}", experiment_id)
+        assert f"MLflow UI for {store['uri']}: {page}" in (tmp_path / "ui.log").read_text()  # what pqfl ui tells the user
+        browser.get(page)
         wait = WebDriverWait(browser, 90)
         # The runs table lists one parent run per method, by run name (client runs are nested under them).
         for method in METHODS:
@@ -103,3 +105,14 @@ def test_pqfl_ui_shows_the_method_runs_with_mean_auroc(tmp_path, tmp_path_factor
         assert decimals >= 2, (method, text)
         assert float(text) == pytest.approx(expected[method], abs=0.51 * 10**-decimals), (method, text, expected[method])
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_pqfl_ui_without_a_store_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    from flows.cli import main
+
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{missing}")
+    assert main(["ui", "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no MLflow store" in err and str(missing) in err
+    assert not missing.exists()  # nothing created, no server started
