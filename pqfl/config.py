@@ -178,7 +178,11 @@ class ClientProfile(_Strict):
         qubits = data.get("qubits")
         if qubits is not None and (not isinstance(qubits, int) or not 1 <= qubits <= MAX_QUBITS):
             return data  # the qubits field reports the problem
-        dev = device_profile(data["from_device"], qubits, data.get("layout"))
+        try:
+            dev = device_profile(data["from_device"], qubits, data.get("layout"))
+        except ValueError as err:  # name the field the problem is about
+            message = str(err)
+            raise ValueError(message if message.startswith(("qubits:", "layout:")) else f"from_device: {message}") from None
         data = {**data, "from_device": dev.device, "qubits": dev.qubits, "layout": list(dev.layout)}
         if data.get("entangling", "device") == "device":
             data["entangling"] = "device"
