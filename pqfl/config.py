@@ -314,6 +314,9 @@ class TrackingConfig(_Strict):
 
     uri: str = "sqlite:///mlruns/mlflow.db"
     experiment: str | None = None
+    # Log and register every client's final detector as an MLflow model (about 0.2-0.5 s
+    # each); sweeps that only compare metrics can turn it off.
+    log_models: bool = True
 
 
 class Config(_Strict):

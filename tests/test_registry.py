@@ -182,3 +182,20 @@ def test_mlflow_models_serve_answers_with_the_same_scores(trained, tmp_path):
             f"http://127.0.0.1:{port}/invocations", {"dataframe_split": frame.drop(columns=["pixel_3_4"]).to_dict(orient="split", index=False)}
         )
         assert status == 400 and "pixel_3_4" in body.get("message", ""), (status, body)
+
+
+def test_tracking_log_models_off_logs_and_registers_nothing(trained, tmp_path):
+    """Sweeps can switch detector logging off with ``tracking.log_models: false``."""
+    from flows.tracking import MethodRun
+
+    cfg = trained["cfg"].with_overrides({"tracking.log_models": False})
+    setups = trained["setups"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'off.db'}")
+    exp_id = client.create_experiment("off", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_ids = {s.name: client.create_run(exp_id).info.run_id for s in setups}
+    run = MethodRun(client, client.create_run(exp_id).info.run_id, run_ids)
+    states = [init_state(s, np.zeros((s.spec.layers, s.spec.qubits, 3)), 0) for s in setups]
+    final = [{"threshold": 0.0} for _ in setups]
+    assert run.log_models(cfg, "pqfl", setups, states, [st.theta for st in states], final) == {}
+    assert client.search_registered_models() == []
+    assert all(not client.get_run(i).outputs.model_outputs for i in run_ids.values())
