@@ -19,6 +19,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # e.g. "Creating initial MLflow database tables"
+# A local Dask cluster (runner kind dask) logs its start-up and shutdown at INFO/WARNING.
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 
 import pandas as pd  # noqa: E402
 
