@@ -16,8 +16,8 @@ from pqfl.errors import PQFLInputError
 def ui_command(uri: str, artifact_root: str | None, host: str, port: int) -> list[str]:
     """The ``mlflow server`` command line for ``uri`` (``mlflow ui`` is the same server).
 
-    One worker: MLflow's default of four each import MLflow, which on two cores more than
-    doubles the start-up (about 25 s against 60 s measured here) for a UI one person uses.
+    One worker: MLflow's default of four each import MLflow, which slows the start on two
+    cores (64 s to healthy against 49 s with one, measured under load) for a UI one person uses.
     """
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     cmd += ["--workers", "1"]
