@@ -186,6 +186,8 @@ def _case_config(suite: Suite, entry: DatasetEntry, objective: str, seed: int, s
         ]
     cfg = parse_config(base, origin=f"suite {suite.name}, dataset {entry.name}")
     overrides = {
+        # A benchmark compares metrics: no registered detector per client per case, unless the suite asks.
+        "tracking.log_models": bool(base.get("tracking", {}).get("log_models", False)),
         **entry.overrides,
         **suite.objective_overrides.get(objective, {}),
         "federation.objective": objective,
