@@ -184,6 +184,8 @@ def test_pqfl_run_on_a_cluster_started_with_the_dask_commands(runs, tmp_path):
         for p in reversed(procs):
             _stop(p)
     assert "dropped" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    noise = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("[pqfl] ")]
+    assert noise == [], "only pqfl's own lines on stderr:\n" + "\n".join(noise[:20])
     result = json.loads(out.read_text())
     assert _metrics(result) == _metrics(threads)
     ran_on = {r["worker"] for r in stream if r["key"].startswith(("local_train", "evaluate"))}
