@@ -138,7 +138,8 @@ class Detector:
         return cls(
             columns=meta["columns"],
             feature_map=FeatureMap(
-                meta["encoding"], meta["out_dim"], arrays["mean"], arrays["scale"], optional("components"), optional("whiten")
+                meta["encoding"], meta["out_dim"], arrays["mean"], arrays["scale"], optional("components"), optional("whiten"),
+                None if optional("norm_anchor") is None else float(optional("norm_anchor")),
             ),
             spec=CircuitSpec.from_profile(profile),
             objective=meta["objective"],
@@ -175,7 +176,7 @@ def write_detector(folder: Path, *, columns, setup, state, theta, threshold: flo
     }
     (folder / "detector.json").write_text(json.dumps(meta, indent=2))
     arrays = {"theta": theta, "w": state.w, "b": np.asarray(state.b), "mean": fmap.mean, "scale": fmap.scale}
-    optional = {"components": fmap.components, "whiten": fmap.whiten, "center": state.center}
+    optional = {"components": fmap.components, "whiten": fmap.whiten, "norm_anchor": fmap.norm_anchor, "center": state.center}
     arrays.update({k: v for k, v in optional.items() if v is not None})
     np.savez(folder / "detector.npz", **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
     return folder

@@ -66,6 +66,9 @@ class DatasetConfig(_Strict):
     # partition.normal is "context", where each client's own dominant classes are normal.
     normal_classes: list[int] = Field(default_factory=lambda: [0])
     max_samples: int | None = Field(default=None, ge=10)
+    # Amplitude-encoded clients keep each row's norm in one extra amplitude (2^q − 1 PCA
+    # features + a constant; pqfl.data.preprocessing). Off: the state holds the direction only.
+    keep_norm: bool = False
 
     @field_validator("source")
     @classmethod
@@ -229,6 +232,10 @@ class FederationConfig(_Strict):
     min_clients: int = Field(default=1, ge=1)
     seed: int = Field(default=0, ge=0)
     objective: Literal["supervised", "one_class"] = "supervised"
+    # one_class centre in ⟨Z⟩ space: zero_state = (1, …, 1), the ⟨Z⟩ of |0…0⟩, which no
+    # unitary maps every input to (no hypersphere collapse); initial_mean = the training
+    # rows' mean ⟨Z⟩ under the initial circuit (the old Deep-SVDD-style choice).
+    one_class_center: Literal["zero_state", "initial_mean"] = "zero_state"
     optimizer: Literal["adam", "sgd"] = "adam"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -3,7 +3,8 @@
 Parameters are a small dict pytree: ``theta`` (layers, qubits, 3) — the shared quantum
 block — and the local head ``w`` (qubits,), ``b`` (). Objectives: ``supervised`` scores
 with the head's logit; ``one_class`` scores with the squared distance of ⟨Z⟩ from a fixed
-centre (Deep-SVDD style, labels unused).
+centre (Deep-SVDD style, labels unused; by default the centre is (1, …, 1), the ⟨Z⟩ of
+|0…0⟩ — see ``pqfl.federated.client._center``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pqfl.quantum.reference import reference_expvals
 from pqfl.quantum.spec import CircuitSpec
 
 SIMULATORS = {"fast": fast_expvals, "reference": reference_expvals}
+CIRCUIT_SIMULATORS = frozenset(SIMULATORS)  # simulators of the Rot-layer circuit (tests add others)
 
 
 def shot_estimate(z, shots: int | None, key):
@@ -50,6 +52,8 @@ def stop_redundant_gradient(theta):
 
 def model_scores(spec: CircuitSpec, objective: str, simulator: str, shots, params: dict, center, X, key):
     """Anomaly scores for a batch X of circuit-ready features."""
-    theta = stop_redundant_gradient(params["theta"])
+    theta = params["theta"]
+    if simulator in CIRCUIT_SIMULATORS:  # the argument above is about the circuit, not any theta → z map
+        theta = stop_redundant_gradient(theta)
     z = shot_estimate(SIMULATORS[simulator](spec, X, theta), shots, key)
     return scores_from_expvals(objective, params, center, z)

@@ -4,6 +4,14 @@ Each client reports only (n, Σx, Σxxᵀ) of its training rows; the server adds
 derives the standardisation and the PCA basis. No row leaves its client. Features are
 then mapped to what a client's encoding takes: 2^q amplitudes (PCA down or zero-pad) or
 q angles (whitened PCA scores squashed to (−π, π)).
+
+Amplitude encoding normalises each row, so on its own it keeps only a row's direction and
+drops its length — for anomaly detection usually the strongest signal (on ODDS wbc the
+norm of the standardised row alone ranks anomalies with AUROC 1.0). With ``keep_norm``
+the map keeps 2^q − 1 PCA features and puts a constant ``norm_anchor`` (the training rows'
+RMS norm in that subspace) in the first amplitude: the state (a, z)/‖(a, z)‖ then carries
+‖z‖ as its overlap with |0…0⟩, and rows near the mean sit near |0…0⟩ — where an
+angle-encoded row at the mean sits too, and where the one_class objective's centre is.
 """
 
 from __future__ import annotations
@@ -63,13 +71,17 @@ class FeatureMap:
     scale: np.ndarray
     components: np.ndarray | None  # (d, k) projection, None = keep standardised features
     whiten: np.ndarray | None  # (k,) divisors for angle encodings
+    norm_anchor: float | None = None  # amplitude only: constant last amplitude that keeps ‖z‖ (keep_norm)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         Z = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
         if self.components is not None:
             Z = Z @ self.components
-        if Z.shape[1] < self.out_dim:
-            Z = np.pad(Z, ((0, 0), (0, self.out_dim - Z.shape[1])))
+        free = self.out_dim - (self.norm_anchor is not None)
+        if Z.shape[1] < free:
+            Z = np.pad(Z, ((0, 0), (0, free - Z.shape[1])))
+        if self.norm_anchor is not None:
+            Z = np.concatenate([np.full((len(Z), 1), self.norm_anchor), Z], axis=1)
         if self.encoding == "amplitude":
             norm = np.linalg.norm(Z, axis=1, keepdims=True)
             # An all-zero row (the mean itself) has no direction; give it the uniform state.
@@ -77,9 +89,19 @@ class FeatureMap:
         return 2.0 * np.arctan(Z / self.whiten)
 
 
-def feature_map(stats: GlobalStats, encoding: str, out_dim: int) -> FeatureMap:
-    """The map for an encoding needing ``out_dim`` features, from the global statistics."""
+def feature_map(stats: GlobalStats, encoding: str, out_dim: int, keep_norm: bool = False) -> FeatureMap:
+    """The map for an encoding needing ``out_dim`` features, from the global statistics.
+
+    ``keep_norm`` (amplitude only, out_dim ≥ 2): 2^q − 1 features plus the norm anchor, see
+    the module docstring.
+    """
     d = len(stats.mean)
+    if encoding == "amplitude" and keep_norm and out_dim >= 2:
+        free = out_dim - 1
+        components = None if d <= free else stats.eigvecs[:, :free]
+        # RMS norm of the standardised training rows in the kept subspace (Σ of its eigenvalues).
+        anchor = float(np.sqrt(max(stats.eigvals[: min(free, d)].sum(), 1e-12)))
+        return FeatureMap(encoding, out_dim, stats.mean, stats.scale, components, None, anchor)
     components = None if d <= out_dim and encoding == "amplitude" else stats.eigvecs[:, : min(out_dim, d)]
     whiten = None
     if encoding != "amplitude":

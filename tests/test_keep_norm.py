@@ -1,0 +1,127 @@
+"""Amplitude encoding that keeps each row's norm (dataset.keep_norm).
+
+Plain amplitude encoding normalises a row, so two rows on the same ray — a normal row and
+an anomaly five times further from the mean — become the same state. With keep_norm the
+first amplitude (|0…0⟩) holds a constant anchor, and the state distinguishes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from flows.detector_model import Detector, write_detector
+from pqfl.config import ClientProfile, parse_config
+from pqfl.data.preprocessing import GlobalStats, SufficientStats, feature_map
+from pqfl.experiment import prepare
+from pqfl.federated.client import ClientState, ClientSetup
+from pqfl.quantum.spec import CircuitSpec
+
+
+def _data(n=300, d=10, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(d, d))
+    return rng.normal(size=(n, d)) @ A
+
+
+def test_plain_amplitude_map_loses_the_norm():
+    X = _data()
+    stats = GlobalStats.from_sums([SufficientStats.of(X)])
+    fmap = feature_map(stats, "amplitude", 8)
+    row = X[:1]
+    far = stats.mean + 5.0 * (row - stats.mean)  # same direction, five times as far
+    assert np.allclose(fmap.transform(row), fmap.transform(far))
+
+
+@pytest.mark.parametrize("out_dim", [4, 8])  # PCA down from 10 features
+def test_keep_norm_states_are_unit_and_carry_the_norm(out_dim):
+    X = _data()
+    stats = GlobalStats.from_sums([SufficientStats.of(X[:150]), SufficientStats.of(X[150:])])
+    fmap = feature_map(stats, "amplitude", out_dim, keep_norm=True)
+    out = fmap.transform(X)
+    assert out.shape == (len(X), out_dim)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0)
+    # The first amplitude is the anchor, the other out_dim - 1 are the PCA scores, all scaled
+    # by the same 1 / ||(anchor, z)||.
+    Z = ((X - stats.mean) / stats.scale) @ stats.eigvecs[:, : out_dim - 1]
+    r = np.sqrt((Z**2).sum(axis=1) + fmap.norm_anchor**2)
+    assert np.allclose(out[:, 1:], Z / r[:, None])
+    assert np.allclose(out[:, 0], fmap.norm_anchor / r)
+    # The anchor is the RMS norm of the training rows in the kept subspace.
+    assert fmap.norm_anchor == pytest.approx(np.sqrt(np.mean((Z**2).sum(axis=1))), rel=1e-6)
+    # Rows on one ray now differ, and the anchor amplitude falls as the row moves away.
+    row = X[:1]
+    far = stats.mean + 5.0 * (row - stats.mean)
+    a, b = fmap.transform(row), fmap.transform(far)
+    assert not np.allclose(a, b)
+    assert b[0, 0] < a[0, 0]
+    # The mean row is |0…0>, not NaN.
+    centre = fmap.transform(stats.mean[None, :])
+    assert np.allclose(centre[0, 0], 1.0) and np.allclose(centre[0, 1:], 0.0)
+
+
+def test_keep_norm_pads_when_there_are_few_features():
+    X = _data(d=3)
+    stats = GlobalStats.from_sums([SufficientStats.of(X)])
+    out = feature_map(stats, "amplitude", 8, keep_norm=True).transform(X)
+    assert out.shape == (len(X), 8)
+    assert np.allclose(out[:, 4:], 0.0) and np.all(out[:, 0] > 0)
+
+
+def test_keep_norm_leaves_angle_encodings_alone():
+    X = _data()
+    stats = GlobalStats.from_sums([SufficientStats.of(X)])
+    for enc in ("angle", "iqp"):
+        assert np.array_equal(feature_map(stats, enc, 4, keep_norm=True).transform(X), feature_map(stats, enc, 4).transform(X))
+
+
+def test_keep_norm_makes_scaled_outliers_separable():
+    """Anomalies that differ from normal rows only in distance from the mean: the last
+    anchor amplitude ranks them with keep_norm; the plain map cannot rank them at all."""
+    rng = np.random.default_rng(1)
+    normal = _data(400, 6, seed=2)
+    idx = rng.choice(400, 20, replace=False)
+    anomalies = normal.mean(axis=0) + 6.0 * (normal[idx] - normal.mean(axis=0))
+    X = np.concatenate([normal, anomalies])
+    y = np.r_[np.zeros(400), np.ones(20)]
+    stats = GlobalStats.from_sums([SufficientStats.of(normal)])
+    kept = feature_map(stats, "amplitude", 8, keep_norm=True).transform(X)
+    plain = feature_map(stats, "amplitude", 8).transform(X)
+    assert roc_auc_score(y, -kept[:, 0]) > 0.95
+    # Without the norm, each anomaly's state equals its normal twin's.
+    assert np.allclose(plain[400:], plain[idx])
+
+
+def test_prepare_applies_keep_norm_to_amplitude_clients_only():
+    cfg = parse_config(
+        {
+            "dataset": {"source": "sklearn:breast_cancer", "keep_norm": True, "max_samples": 200},
+            "partition": {"min_anomalies": 3},
+            "clients": [
+                {"name": "amp", "qubits": 3, "encoding": "amplitude"},
+                {"name": "ang", "qubits": 3, "encoding": "angle"},
+            ],
+        }
+    )
+    setups, _, _ = prepare(cfg)
+    assert setups[0].feature_map.norm_anchor is not None
+    assert setups[1].feature_map.norm_anchor is None
+    assert np.allclose(np.linalg.norm(setups[0].X_train, axis=1), 1.0)
+
+
+def test_saved_detector_keeps_the_norm_anchor(tmp_path):
+    X = _data(d=6)
+    stats = GlobalStats.from_sums([SufficientStats.of(X)])
+    fmap = feature_map(stats, "amplitude", 4, keep_norm=True)
+    profile = ClientProfile(name="amp", qubits=2, layers=1, encoding="amplitude")
+    spec = CircuitSpec.from_profile(profile)
+    Z = fmap.transform(X)
+    setup = ClientSetup(0, profile, spec, fmap, Z, np.zeros(len(X)), Z, np.zeros(len(X)), Z, np.zeros(len(X)), [0])
+    theta = np.full((1, 2, 3), 0.3)
+    state = ClientState(theta=theta, w=np.array([0.5, -0.2]), b=0.1, center=np.zeros(2))
+    write_detector(tmp_path, columns=[f"x{i}" for i in range(6)], setup=setup, state=state, theta=theta,
+                   threshold=0.5, objective="one_class", simulator="fast", seed=0)
+    loaded = Detector.load(tmp_path)
+    assert loaded.feature_map.norm_anchor == pytest.approx(fmap.norm_anchor)
+    assert np.allclose(loaded.feature_map.transform(X), Z)
