@@ -64,6 +64,9 @@ class DatasetEntry(_Strict):
     # Dotted config overrides for this entry, e.g. {"dataset.max_samples": 1500}. A path
     # with ``*`` for the client index (clients.*.noise.depolarizing) applies to every client.
     overrides: dict[str, Any] = Field(default_factory=dict)
+    # Overrides for one objective of this entry only (after the suite's objective_overrides),
+    # e.g. settings chosen on validation for this dataset's one_class runs.
+    objective_overrides: dict[Objective, dict[str, Any]] = Field(default_factory=dict)
     # Repeat the base fleet this many times (names get a -rN suffix): 5 profiles × 10 = 50 clients.
     replicate_clients: int = Field(default=1, ge=1)
     seeds: list[int] | None = Field(default=None, min_length=1)  # default: the suite's seeds
@@ -190,6 +193,7 @@ def _case_config(suite: Suite, entry: DatasetEntry, objective: str, seed: int, s
         "tracking.log_models": bool(base.get("tracking", {}).get("log_models", False)),
         **entry.overrides,
         **suite.objective_overrides.get(objective, {}),
+        **entry.objective_overrides.get(objective, {}),
         "federation.objective": objective,
         "federation.seed": seed,
         "federation.methods": list(suite.methods),
