@@ -140,6 +140,7 @@ class Detector:
             feature_map=FeatureMap(
                 meta["encoding"], meta["out_dim"], arrays["mean"], arrays["scale"], optional("components"), optional("whiten"),
                 None if optional("norm_anchor") is None else float(optional("norm_anchor")),
+                bool(meta.get("residual", False)),
             ),
             spec=CircuitSpec.from_profile(profile),
             objective=meta["objective"],
@@ -168,6 +169,7 @@ def write_detector(folder: Path, *, columns, setup, state, theta, threshold: flo
         "profile": setup.profile.model_dump(mode="json"),
         "encoding": fmap.encoding,
         "out_dim": int(fmap.out_dim),
+        "residual": bool(fmap.residual),
         "objective": objective,
         "simulator": simulator,
         "threshold": float(threshold),

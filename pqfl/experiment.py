@@ -26,9 +26,11 @@ from pqfl.rng import derive_rng
 MAX_FEATURES = 4096
 
 
-def _setup(index: int, profile: ClientProfile, stats: GlobalStats, data: ClientData, keep_norm: bool = False) -> ClientSetup:
+def _setup(
+    index: int, profile: ClientProfile, stats: GlobalStats, data: ClientData, keep_norm: bool = False, keep_residual: bool = False
+) -> ClientSetup:
     spec = CircuitSpec.from_profile(profile)
-    fmap = feature_map(stats, profile.encoding, spec.n_features, keep_norm)
+    fmap = feature_map(stats, profile.encoding, spec.n_features, keep_norm, keep_residual)
     return ClientSetup(
         index=index,
         profile=profile,
@@ -72,7 +74,7 @@ def prepare(cfg: Config) -> tuple[list[ClientSetup], list[ClientData], GlobalSta
     datas = partition(ds, [c.name for c in cfg.clients], cfg.partition, cfg.dataset.normal_classes, cfg.federation.seed)
     # Each client shares only (n, Σx, Σxxᵀ) of its training rows.
     stats = GlobalStats.from_sums([SufficientStats.of(d.X_train) for d in datas])
-    setups = [_setup(i, prof, stats, d, cfg.dataset.keep_norm) for i, (prof, d) in enumerate(zip(cfg.clients, datas))]
+    setups = [_setup(i, prof, stats, d, cfg.dataset.keep_norm, cfg.dataset.keep_residual) for i, (prof, d) in enumerate(zip(cfg.clients, datas))]
     return setups, datas, stats
 
 
@@ -88,7 +90,7 @@ def pooled_setup(cfg: Config, datas: list[ClientData], stats: GlobalStats) -> tu
         np.concatenate([d.X_test for d in datas]),
         np.concatenate([d.y_test for d in datas]),
     )
-    keep = cfg.dataset.keep_norm
-    trainer = _setup(len(datas), profile, stats, pooled, keep)
-    views = [_setup(len(datas), profile.model_copy(update={"name": d.name}), stats, d, keep) for d in datas]
+    keep = (cfg.dataset.keep_norm, cfg.dataset.keep_residual)
+    trainer = _setup(len(datas), profile, stats, pooled, *keep)
+    views = [_setup(len(datas), profile.model_copy(update={"name": d.name}), stats, d, *keep) for d in datas]
     return trainer, views

@@ -38,18 +38,24 @@ def test_plain_amplitude_map_loses_the_norm():
 def test_keep_norm_states_are_unit_and_carry_the_norm(out_dim):
     X = _data()
     stats = GlobalStats.from_sums([SufficientStats.of(X[:150]), SufficientStats.of(X[150:])])
-    fmap = feature_map(stats, "amplitude", out_dim, keep_norm=True)
+    fmap = feature_map(stats, "amplitude", out_dim, keep_norm=True, keep_residual=True)
     out = fmap.transform(X)
     assert out.shape == (len(X), out_dim)
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0)
-    # The first amplitude is the anchor, the other out_dim - 1 are the PCA scores, all scaled
-    # by the same 1 / ||(anchor, z)||.
-    Z = ((X - stats.mean) / stats.scale) @ stats.eigvecs[:, : out_dim - 1]
-    r = np.sqrt((Z**2).sum(axis=1) + fmap.norm_anchor**2)
-    assert np.allclose(out[:, 1:], Z / r[:, None])
+    # Amplitudes: the anchor, out_dim - 2 PCA scores, the norm of the residual PCA drops;
+    # all scaled by 1 / ||(anchor, z)|| with z the whole standardised row.
+    Z = (X - stats.mean) / stats.scale
+    k = out_dim - 2
+    P = Z @ stats.eigvecs[:, :k]
+    resid = np.sqrt(np.sum(Z**2, axis=1) - np.sum(P**2, axis=1))
+    r = np.sqrt(np.sum(Z**2, axis=1) + fmap.norm_anchor**2)
     assert np.allclose(out[:, 0], fmap.norm_anchor / r)
-    # The anchor is the RMS norm of the training rows in the kept subspace.
-    assert fmap.norm_anchor == pytest.approx(np.sqrt(np.mean((Z**2).sum(axis=1))), rel=1e-6)
+    assert np.allclose(out[:, 1 : k + 1], P / r[:, None])
+    assert np.allclose(out[:, -1], resid / r)
+    # So the state keeps the whole row's norm: ||rest|| / anchor amplitude = ||z|| / anchor.
+    assert np.allclose(np.linalg.norm(out[:, 1:], axis=1) / out[:, 0], np.linalg.norm(Z, axis=1) / fmap.norm_anchor)
+    # The anchor is the RMS norm of the standardised training rows.
+    assert fmap.norm_anchor == pytest.approx(np.sqrt(np.mean(np.sum(Z**2, axis=1))), rel=1e-6)
     # Rows on one ray now differ, and the anchor amplitude falls as the row moves away.
     row = X[:1]
     far = stats.mean + 5.0 * (row - stats.mean)
@@ -61,12 +67,41 @@ def test_keep_norm_states_are_unit_and_carry_the_norm(out_dim):
     assert np.allclose(centre[0, 0], 1.0) and np.allclose(centre[0, 1:], 0.0)
 
 
+def test_keep_norm_residual_flags_rows_off_the_principal_subspace():
+    """An anomaly orthogonal to the kept components has small PCA scores; the residual
+    amplitude still shows it."""
+    rng = np.random.default_rng(3)
+    d = 8
+    # Eight features driven by two latent factors: two strong principal directions, six ~flat.
+    X = rng.normal(size=(400, 2)) @ rng.normal(size=(2, d)) + 0.05 * rng.normal(size=(400, d))
+    stats = GlobalStats.from_sums([SufficientStats.of(X)])
+    fmap = feature_map(stats, "amplitude", 4, keep_norm=True, keep_residual=True)  # 2 PCA scores + residual
+    off = (stats.mean + stats.scale * stats.eigvecs[:, -1])[None, :]  # one unit along the weakest direction
+    assert np.allclose(off - stats.mean, 0.0, atol=2.0)  # an ordinary-sized row, only oriented oddly
+    out_off, out_bulk = fmap.transform(off), fmap.transform(X)
+    assert out_off[0, -1] > np.quantile(out_bulk[:, -1], 0.99)
+    # Without keep_residual the 3 PCA scores of that row are ordinary: nothing flags it.
+    plain = feature_map(stats, "amplitude", 4, keep_norm=True)
+    assert not plain.residual and plain.transform(off)[0, 0] > np.quantile(plain.transform(X)[:, 0], 0.01)
+
+
+def test_keep_norm_without_residual_keeps_the_subspace_norm():
+    X = _data()
+    stats = GlobalStats.from_sums([SufficientStats.of(X)])
+    fmap = feature_map(stats, "amplitude", 8, keep_norm=True)
+    P = ((X - stats.mean) / stats.scale) @ stats.eigvecs[:, :7]
+    r = np.sqrt(np.sum(P**2, axis=1) + fmap.norm_anchor**2)
+    out = fmap.transform(X)
+    assert np.allclose(out[:, 0], fmap.norm_anchor / r) and np.allclose(out[:, 1:], P / r[:, None])
+    assert fmap.norm_anchor == pytest.approx(np.sqrt(np.mean(np.sum(P**2, axis=1))), rel=1e-6)
+
+
 def test_keep_norm_pads_when_there_are_few_features():
     X = _data(d=3)
     stats = GlobalStats.from_sums([SufficientStats.of(X)])
     out = feature_map(stats, "amplitude", 8, keep_norm=True).transform(X)
     assert out.shape == (len(X), 8)
-    assert np.allclose(out[:, 4:], 0.0) and np.all(out[:, 0] > 0)
+    assert np.allclose(out[:, 4:], 0.0) and np.all(out[:, 0] > 0)  # 3 features fit: no PCA, no residual
 
 
 def test_keep_norm_leaves_angle_encodings_alone():
@@ -113,7 +148,7 @@ def test_prepare_applies_keep_norm_to_amplitude_clients_only():
 def test_saved_detector_keeps_the_norm_anchor(tmp_path):
     X = _data(d=6)
     stats = GlobalStats.from_sums([SufficientStats.of(X)])
-    fmap = feature_map(stats, "amplitude", 4, keep_norm=True)
+    fmap = feature_map(stats, "amplitude", 4, keep_norm=True, keep_residual=True)
     profile = ClientProfile(name="amp", qubits=2, layers=1, encoding="amplitude")
     spec = CircuitSpec.from_profile(profile)
     Z = fmap.transform(X)
@@ -123,5 +158,5 @@ def test_saved_detector_keeps_the_norm_anchor(tmp_path):
     write_detector(tmp_path, columns=[f"x{i}" for i in range(6)], setup=setup, state=state, theta=theta,
                    threshold=0.5, objective="one_class", simulator="fast", seed=0)
     loaded = Detector.load(tmp_path)
-    assert loaded.feature_map.norm_anchor == pytest.approx(fmap.norm_anchor)
+    assert loaded.feature_map.norm_anchor == pytest.approx(fmap.norm_anchor) and loaded.feature_map.residual
     assert np.allclose(loaded.feature_map.transform(X), Z)

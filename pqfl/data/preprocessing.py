@@ -8,8 +8,10 @@ q angles (whitened PCA scores squashed to (−π, π)).
 Amplitude encoding normalises each row, so on its own it keeps only a row's direction and
 drops its length — for anomaly detection usually the strongest signal (on ODDS wbc the
 norm of the standardised row alone ranks anomalies with AUROC 1.0). With ``keep_norm``
-the map keeps 2^q − 1 PCA features and puts a constant ``norm_anchor`` (the training rows'
-RMS norm in that subspace) in the first amplitude: the state (a, z)/‖(a, z)‖ then carries
+the map keeps 2^q − 1 PCA features (all features, zero-padded, when they fit) — or, with
+``keep_residual``, 2^q − 2 PCA features plus the norm of the residual the PCA drops — and
+puts a constant ``norm_anchor`` (the training rows' RMS norm in what is kept) in the first
+amplitude: the state (a, z)/‖(a, z)‖ then carries
 ‖z‖ as its overlap with |0…0⟩, and rows near the mean sit near |0…0⟩ — where an
 angle-encoded row at the mean sits too, and where the one_class objective's centre is.
 """
@@ -71,12 +73,16 @@ class FeatureMap:
     scale: np.ndarray
     components: np.ndarray | None  # (d, k) projection, None = keep standardised features
     whiten: np.ndarray | None  # (k,) divisors for angle encodings
-    norm_anchor: float | None = None  # amplitude only: constant last amplitude that keeps ‖z‖ (keep_norm)
+    norm_anchor: float | None = None  # amplitude only: constant |0…0⟩ amplitude that keeps ‖z‖ (keep_norm)
+    residual: bool = False  # keep_norm with PCA: one amplitude holds the norm of the part PCA drops
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         Z = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
         if self.components is not None:
+            full = np.sum(Z**2, axis=1)
             Z = Z @ self.components
+            if self.residual:
+                Z = np.concatenate([Z, np.sqrt(np.clip(full - np.sum(Z**2, axis=1), 0.0, None))[:, None]], axis=1)
         free = self.out_dim - (self.norm_anchor is not None)
         if Z.shape[1] < free:
             Z = np.pad(Z, ((0, 0), (0, free - Z.shape[1])))
@@ -89,19 +95,31 @@ class FeatureMap:
         return 2.0 * np.arctan(Z / self.whiten)
 
 
-def feature_map(stats: GlobalStats, encoding: str, out_dim: int, keep_norm: bool = False) -> FeatureMap:
+def feature_map(
+    stats: GlobalStats, encoding: str, out_dim: int, keep_norm: bool = False, keep_residual: bool = False
+) -> FeatureMap:
     """The map for an encoding needing ``out_dim`` features, from the global statistics.
 
-    ``keep_norm`` (amplitude only, out_dim ≥ 2): 2^q − 1 features plus the norm anchor, see
-    the module docstring.
+    ``keep_norm`` (amplitude only, out_dim ≥ 2): 2^q − 1 features plus the norm anchor;
+    ``keep_residual`` (with keep_norm, when PCA is needed): 2^q − 2 PCA features, the norm
+    of the residual and the anchor, so the state keeps the whole row's norm. See the module
+    docstring.
     """
     d = len(stats.mean)
     if encoding == "amplitude" and keep_norm and out_dim >= 2:
         free = out_dim - 1
-        components = None if d <= free else stats.eigvecs[:, :free]
-        # RMS norm of the standardised training rows in the kept subspace (Σ of its eigenvalues).
-        anchor = float(np.sqrt(max(stats.eigvals[: min(free, d)].sum(), 1e-12)))
-        return FeatureMap(encoding, out_dim, stats.mean, stats.scale, components, None, anchor)
+        if d <= free:
+            components, residual = None, False
+        else:
+            # With room for it, one amplitude carries ‖z − PCA(z)‖, so the state keeps the
+            # whole row's norm, including what lies off the kept components (where PCA-based
+            # detectors find anomalies).
+            residual = keep_residual and free >= 2
+            components = stats.eigvecs[:, : free - residual]
+        # RMS norm of the standardised training rows in what the state keeps (Σ eigenvalues).
+        kept = stats.eigvals.sum() if residual or components is None else stats.eigvals[:free].sum()
+        anchor = float(np.sqrt(max(kept, 1e-12)))
+        return FeatureMap(encoding, out_dim, stats.mean, stats.scale, components, None, anchor, residual)
     components = None if d <= out_dim and encoding == "amplitude" else stats.eigvecs[:, : min(out_dim, d)]
     whiten = None
     if encoding != "amplitude":
