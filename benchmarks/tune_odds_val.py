@@ -35,16 +35,21 @@ VARIANTS = {
             f"keep_norm lambda={lam}": {**BASE, "dataset.keep_norm": True, "federation.lambda": lam}
             for lam in (0.01, 0.03, 0.1, 0.3)
         },
+        **{
+            f"keep_norm+residual lambda={lam}": {**BASE, "dataset.keep_norm": True, "dataset.keep_residual": True,
+                                                 "federation.lambda": lam}
+            for lam in (0.01, 0.03, 0.1, 0.3)
+        },
     },
     "one_class": {
-        "initial_mean plain lr.2": {**BASE, "federation.one_class_center": "initial_mean", "dataset.keep_norm": False},
-        "initial_mean keep_norm lr.2": {**BASE, "federation.one_class_center": "initial_mean", "dataset.keep_norm": True},
-        "zero_state keep_norm lr.2": {**BASE, "federation.one_class_center": "zero_state", "dataset.keep_norm": True},
+        "initial_mean plain lr.2": {**BASE, "federation.one_class_center": "initial_mean", "dataset.keep_norm": False, "dataset.keep_residual": False},
+        "initial_mean keep_norm lr.2": {**BASE, "federation.one_class_center": "initial_mean", "dataset.keep_norm": True, "dataset.keep_residual": False},
+        "zero_state keep_norm lr.2": {**BASE, "federation.one_class_center": "zero_state", "dataset.keep_norm": True, "dataset.keep_residual": False},
         "zero_state keep_norm lr.05-ep2": {"federation.lr": 0.05, "federation.local_epochs": 2,
-                                           "federation.one_class_center": "zero_state", "dataset.keep_norm": True},
-        "zero_state plain lr.2": {**BASE, "federation.one_class_center": "zero_state", "dataset.keep_norm": False},
+                                           "federation.one_class_center": "zero_state", "dataset.keep_norm": True, "dataset.keep_residual": False},
+        "zero_state plain lr.2": {**BASE, "federation.one_class_center": "zero_state", "dataset.keep_norm": False, "dataset.keep_residual": False},
         "zero_state plain lr.05-ep2": {"federation.lr": 0.05, "federation.local_epochs": 2,
-                                       "federation.one_class_center": "zero_state", "dataset.keep_norm": False},
+                                       "federation.one_class_center": "zero_state", "dataset.keep_norm": False, "dataset.keep_residual": False},
     },
 }
 
