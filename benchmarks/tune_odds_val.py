@@ -30,9 +30,9 @@ from pqfl.federated.server import init_global
 BASE = {"federation.lr": 0.2, "federation.local_epochs": 5}
 VARIANTS = {
     "supervised": {
-        "plain lambda=0.1": {**BASE, "dataset.keep_norm": False, "federation.lambda": 0.1},  # the previous suite
+        "plain lambda=0.1": {**BASE, "dataset.keep_norm": False, "dataset.keep_residual": False, "federation.lambda": 0.1},
         **{
-            f"keep_norm lambda={lam}": {**BASE, "dataset.keep_norm": True, "federation.lambda": lam}
+            f"keep_norm lambda={lam}": {**BASE, "dataset.keep_norm": True, "dataset.keep_residual": False, "federation.lambda": lam}
             for lam in (0.01, 0.03, 0.1, 0.3)
         },
         **{
