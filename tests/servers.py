@@ -51,10 +51,10 @@ def running(cmd: list[str], ready_url: str, log_path: Path, env: dict[str, str],
                 time.sleep(0.5)
             yield proc
         finally:
-            _stop(proc)
+            stop(proc)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)

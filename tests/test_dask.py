@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from prefect.testing.utilities import prefect_test_harness
 from flows.train import pqfl_train, task_runner_for
 from pqfl.config import RunnerConfig, load_config
 from pqfl.errors import PQFLInputError
+from tests.servers import free_port, stop
 from tests.tiny import write_config
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -120,31 +120,13 @@ def test_bad_runner_config_names_the_field(runner, needle, tmp_path):
     assert str(path) in str(err.value)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-
-
 def test_pqfl_run_on_a_cluster_started_with_the_dask_commands(runs, tmp_path):
     """The README's recipe on one machine: `dask scheduler`, `dask worker`, then
     `pqfl run --dask-address` from a plain shell (no Prefect settings): no client is
     dropped, the metrics equal the thread runner's, and the workers ran the tasks."""
     threads, *_ = runs
     bin_dir = Path(sys.executable).parent
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
@@ -182,7 +164,7 @@ def test_pqfl_run_on_a_cluster_started_with_the_dask_commands(runs, tmp_path):
             worker_pids = client.run(os.getpid)
     finally:
         for p in reversed(procs):
-            _stop(p)
+            stop(p)
     assert "dropped" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-4000:]
     noise = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("[pqfl] ")]
     assert noise == [], "only pqfl's own lines on stderr:\n" + "\n".join(noise[:20])
