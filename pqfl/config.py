@@ -69,8 +69,9 @@ class DatasetConfig(_Strict):
     # Amplitude-encoded clients keep each row's norm in one extra amplitude (2^q − 1 PCA
     # features + a constant; pqfl.data.preprocessing). Off: the state holds the direction only.
     keep_norm: bool = False
-    # With keep_norm and PCA: one amplitude holds the norm of what the PCA drops, so the
-    # state keeps the whole row's norm (2^q − 2 PCA features + residual + constant).
+    # When PCA is needed, one feature holds the norm of what the PCA drops: amplitude
+    # clients with keep_norm (2^q − 2 PCA features + residual + constant, so the state
+    # keeps the whole row's norm) and angle/IQP clients (q − 1 PCA scores + residual).
     keep_residual: bool = False
 
     @field_validator("source")

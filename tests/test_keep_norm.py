@@ -160,3 +160,44 @@ def test_saved_detector_keeps_the_norm_anchor(tmp_path):
     loaded = Detector.load(tmp_path)
     assert loaded.feature_map.norm_anchor == pytest.approx(fmap.norm_anchor) and loaded.feature_map.residual
     assert np.allclose(loaded.feature_map.transform(X), Z)
+
+
+@pytest.mark.parametrize("encoding", ["angle", "iqp"])
+def test_angle_residual_is_the_pca_reconstruction_error(encoding):
+    """keep_residual for angle/IQP clients: q − 1 whitened PCA scores and, on the last
+    qubit, the norm of the residual: scikit-learn's PCA reconstruction error."""
+    from sklearn.decomposition import PCA
+
+    X = _data(d=10)
+    stats = GlobalStats.from_sums([SufficientStats.of(X[:120]), SufficientStats.of(X[120:])])
+    q = 4
+    fmap = feature_map(stats, encoding, q, keep_residual=True)
+    out = fmap.transform(X)
+    assert out.shape == (len(X), q) and fmap.residual
+    Z = (X - stats.mean) / stats.scale
+    pca = PCA(n_components=q - 1).fit(Z)
+    recon_error = np.linalg.norm(Z - pca.inverse_transform(pca.transform(Z)), axis=1)
+    dropped_rms = np.sqrt(np.mean(recon_error**2))
+    assert np.allclose(out[:, -1], 2.0 * np.arctan(recon_error / dropped_rms), atol=1e-6)
+    # The first q − 1 angles are the plain map's (whitened, squashed PCA scores), up to sign.
+    plain = feature_map(stats, encoding, q).transform(X)
+    assert np.allclose(np.abs(out[:, :-1]), np.abs(plain[:, :-1]))
+    # The mean row is still |0…0>: every angle is zero.
+    assert np.allclose(fmap.transform(stats.mean[None, :]), 0.0)
+
+
+def test_angle_residual_flags_rows_off_the_principal_subspace():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 2)) @ rng.normal(size=(2, 8)) + 0.05 * rng.normal(size=(400, 8))
+    stats = GlobalStats.from_sums([SufficientStats.of(X)])
+    off = (stats.mean + stats.scale * stats.eigvecs[:, -1])[None, :]
+    with_resid, plain = feature_map(stats, "angle", 3, keep_residual=True), feature_map(stats, "angle", 3)
+    assert with_resid.transform(off)[0, -1] > np.quantile(with_resid.transform(X)[:, -1], 0.99)
+    # The plain map's last angle (the third principal score) is ordinary for that row.
+    assert abs(plain.transform(off)[0, -1]) < np.quantile(np.abs(plain.transform(X)[:, -1]), 0.99)
+
+
+def test_angle_residual_not_needed_when_features_fit():
+    X = _data(d=4)
+    stats = GlobalStats.from_sums([SufficientStats.of(X)])
+    assert np.array_equal(feature_map(stats, "angle", 4, keep_residual=True).transform(X), feature_map(stats, "angle", 4).transform(X))

@@ -14,6 +14,10 @@ puts a constant ``norm_anchor`` (the training rows' RMS norm in what is kept) in
 amplitude: the state (a, z)/‖(a, z)‖ then carries
 ‖z‖ as its overlap with |0…0⟩, and rows near the mean sit near |0…0⟩ — where an
 angle-encoded row at the mean sits too, and where the one_class objective's centre is.
+
+Angle and IQP encodings see only q whitened PCA scores; with ``keep_residual`` they see
+q − 1 of them and, on the last qubit, the norm of the residual the PCA drops (whitened by
+its RMS), which is what PCA-based detectors score.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ class FeatureMap:
     components: np.ndarray | None  # (d, k) projection, None = keep standardised features
     whiten: np.ndarray | None  # (k,) divisors for angle encodings
     norm_anchor: float | None = None  # amplitude only: constant |0…0⟩ amplitude that keeps ‖z‖ (keep_norm)
-    residual: bool = False  # keep_norm with PCA: one amplitude holds the norm of the part PCA drops
+    residual: bool = False  # with PCA: one feature (amplitude or angle) holds the norm of the part PCA drops
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         Z = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
@@ -102,8 +106,9 @@ def feature_map(
 
     ``keep_norm`` (amplitude only, out_dim ≥ 2): 2^q − 1 features plus the norm anchor;
     ``keep_residual`` (with keep_norm, when PCA is needed): 2^q − 2 PCA features, the norm
-    of the residual and the anchor, so the state keeps the whole row's norm. See the module
-    docstring.
+    of the residual and the anchor, so the state keeps the whole row's norm. For angle and
+    IQP encodings (with or without keep_norm, when PCA is needed): q − 1 whitened PCA
+    scores plus the whitened norm of the residual. See the module docstring.
     """
     d = len(stats.mean)
     if encoding == "amplitude" and keep_norm and out_dim >= 2:
@@ -120,6 +125,13 @@ def feature_map(
         kept = stats.eigvals.sum() if residual or components is None else stats.eigvals[:free].sum()
         anchor = float(np.sqrt(max(kept, 1e-12)))
         return FeatureMap(encoding, out_dim, stats.mean, stats.scale, components, None, anchor, residual)
+    if encoding != "amplitude" and keep_residual and 2 <= out_dim < d:
+        # q − 1 whitened PCA scores, and one angle for the norm of what they leave out
+        # (whitened by its RMS): a row unusual only off the kept components still turns a
+        # qubit away from |0⟩, as a row far out along them does.
+        components = stats.eigvecs[:, : out_dim - 1]
+        w = np.sqrt(np.r_[stats.eigvals[: out_dim - 1], stats.eigvals[out_dim - 1 :].sum()])
+        return FeatureMap(encoding, out_dim, stats.mean, stats.scale, components, np.where(w > 1e-12, w, 1.0), None, True)
     components = None if d <= out_dim and encoding == "amplitude" else stats.eigvecs[:, : min(out_dim, d)]
     whiten = None
     if encoding != "amplitude":
