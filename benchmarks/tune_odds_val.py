@@ -4,22 +4,32 @@ Runs PQFL through the library's own round loop (the same steps as ``flows/train.
 ``init_global`` → per client ``local_round`` → ``masked_average`` weighted by training
 size → ``evaluate``; no MLflow, no Prefect server, so a grid over six datasets takes
 minutes on two cores) and prints the mean-client **validation** AUROC after the last
-round for each variant. Test metrics are computed by ``evaluate`` but never printed.
+round for each variant, next to the objective's per-client scikit-learn reference
+(logistic regression or IsolationForest) on the same validation splits. Test metrics are
+computed by ``evaluate`` but never printed.
 
-    .venv/bin/python -m benchmarks.tune_odds_val benchmarks/suites/odds.yaml /work/shared/data/odds one_class [seed]
+    .venv/bin/python -m benchmarks.tune_odds_val benchmarks/suites/odds.yaml /work/shared/data/odds \\
+        supervised benchmarks/tuning/supervised.json --seeds 100,101,102,103
 
-Variants are dotted overrides applied on top of the suite's case config *after* the
-suite's own per-dataset choices, so each candidate is fully specified below.
+Tuning seeds are separate from the suite's reporting seeds (0, 1, 2): each seed is a
+different subsample, partition and initialisation, and validation splits hold only a
+handful of anomalies per client, so one seed's validation AUROC is a noisy guide.
+
+A variants file maps a name to dotted overrides, applied on top of the suite's case
+config *after* the suite's own per-dataset choices, so each candidate is fully specified
+by the suite plus the file.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+from collections import defaultdict
 
 import numpy as np
 
 from flows.benchmark import expand_cases, load_suite
+from pqfl.baselines import run_baseline
 from pqfl.config import parse_config
 from pqfl.experiment import prepare
 from pqfl.federated.aggregation import block_of, masked_average
@@ -27,37 +37,14 @@ from pqfl.federated.client import evaluate, init_state, local_round
 from pqfl.federated.methods import RULES, prox_weight
 from pqfl.federated.server import init_global
 
-BASE = {"federation.lr": 0.2, "federation.local_epochs": 5}
-VARIANTS = {
-    "supervised": {
-        "plain lambda=0.1": {**BASE, "dataset.keep_norm": False, "dataset.keep_residual": False, "federation.lambda": 0.1},
-        **{
-            f"keep_norm lambda={lam}": {**BASE, "dataset.keep_norm": True, "dataset.keep_residual": False, "federation.lambda": lam}
-            for lam in (0.01, 0.03, 0.1, 0.3)
-        },
-        **{
-            f"keep_norm+residual lambda={lam}": {**BASE, "dataset.keep_norm": True, "dataset.keep_residual": True,
-                                                 "federation.lambda": lam}
-            for lam in (0.01, 0.03, 0.1, 0.3)
-        },
-    },
-    "one_class": {
-        "initial_mean plain lr.2": {**BASE, "federation.one_class_center": "initial_mean", "dataset.keep_norm": False, "dataset.keep_residual": False},
-        "initial_mean keep_norm lr.2": {**BASE, "federation.one_class_center": "initial_mean", "dataset.keep_norm": True, "dataset.keep_residual": False},
-        "zero_state keep_norm lr.2": {**BASE, "federation.one_class_center": "zero_state", "dataset.keep_norm": True, "dataset.keep_residual": False},
-        "zero_state keep_norm lr.05-ep2": {"federation.lr": 0.05, "federation.local_epochs": 2,
-                                           "federation.one_class_center": "zero_state", "dataset.keep_norm": True, "dataset.keep_residual": False},
-        "zero_state plain lr.2": {**BASE, "federation.one_class_center": "zero_state", "dataset.keep_norm": False, "dataset.keep_residual": False},
-        "zero_state plain lr.05-ep2": {"federation.lr": 0.05, "federation.local_epochs": 2,
-                                       "federation.one_class_center": "zero_state", "dataset.keep_norm": False, "dataset.keep_residual": False},
-    },
-}
+REFERENCE = {"supervised": "logreg", "one_class": "iforest"}
 
 
-def validation_auroc(cfg, method: str = "pqfl") -> float:
-    """Mean-client validation AUROC of ``method`` after ``federation.rounds`` rounds."""
+def validation_aurocs(cfg, method: str = "pqfl") -> tuple[list[float], list, object]:
+    """Per-client validation AUROC of ``method`` after ``federation.rounds`` rounds, plus
+    the prepared client data and statistics (for the classical reference)."""
     fed, sim = cfg.federation, cfg.simulator
-    setups, _, _ = prepare(cfg)
+    setups, datas, stats = prepare(cfg)
     G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed)
     states = [init_state(s, block_of(G, s.spec.layers, s.spec.qubits), fed.seed) for s in setups]
     rule, prox = RULES[method], prox_weight(method, fed.lam, fed.mu)
@@ -72,19 +59,51 @@ def validation_auroc(cfg, method: str = "pqfl") -> float:
             G = masked_average(G, [st.theta for st in states], [s.n_train for s in setups])
     evs = [evaluate(s, st, st.theta if rule.evaluate_personal else block_of(G, s.spec.layers, s.spec.qubits), fed=fed,
                     simulator=sim, round_index=fed.rounds) for s, st in zip(setups, states)]
-    return float(np.mean([e["val_auroc"] for e in evs]))
+    return [float(e["val_auroc"]) for e in evs], datas, stats
 
 
-def main(suite_path: str, data_dir: str, objective: str, seed: int = 0) -> None:
-    suite = load_suite(suite_path)
-    for case in expand_cases(suite, data_dir):
-        if case.objective != objective or case.seed != seed:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("suite")
+    ap.add_argument("data_dir")
+    ap.add_argument("objective", choices=sorted(REFERENCE))
+    ap.add_argument("variants", help="JSON file: {name: {dotted.path: value}}")
+    ap.add_argument("--seeds", default="100,101,102,103", help="tuning seeds (keep them apart from the suite's)")
+    ap.add_argument("--datasets", default="", help="comma-separated subset of the suite's datasets")
+    args = ap.parse_args(argv)
+    with open(args.variants) as fh:
+        variants = json.load(fh)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    wanted = [d for d in args.datasets.split(",") if d]
+    ref = REFERENCE[args.objective]
+    cases = [c for c in expand_cases(load_suite(args.suite), args.data_dir)
+             if c.objective == args.objective and (not wanted or c.dataset in wanted)]
+    seen, table = set(), defaultdict(list)
+    for case in cases:
+        if case.dataset in seen:  # one case per dataset: the tuning seeds replace the suite's
             continue
-        cfg = parse_config(case.config)
-        for name, over in VARIANTS[objective].items():
-            val = validation_auroc(cfg.with_overrides(over))
-            print(json.dumps({"dataset": case.dataset, "variant": name, "val_auroc": round(val, 3)}), flush=True)
+        seen.add(case.dataset)
+        for seed in seeds:
+            cfg = parse_config(case.config).with_overrides({"federation.seed": seed})
+            for i, (name, over) in enumerate(variants.items()):
+                vals, datas, stats = validation_aurocs(cfg.with_overrides(over))
+                if i == 0:
+                    b = run_baseline(ref, "client", datas, stats, seed)
+                    rv = [float(r["val_auroc"]) for r in b["per_client"]]
+                    table[(case.dataset, f"{ref}-client")].append(float(np.mean(rv)))
+                    print(json.dumps({"dataset": case.dataset, "seed": seed, "variant": f"{ref}-client",
+                                      "val_auroc": round(float(np.mean(rv)), 3), "per_client": [round(v, 3) for v in rv]}), flush=True)
+                table[(case.dataset, name)].append(float(np.mean(vals)))
+                print(json.dumps({"dataset": case.dataset, "seed": seed, "variant": name, "val_auroc": round(float(np.mean(vals)), 3),
+                                  "per_client": [round(v, 3) for v in vals]}), flush=True)
+    datasets = list(dict.fromkeys(d for d, _ in table))
+    names = list(dict.fromkeys(n for _, n in table))
+    print(f"\nmean-client validation AUROC, mean over seeds {args.seeds}")
+    print("| variant | " + " | ".join(datasets) + " |")
+    print("|---" * (len(datasets) + 1) + "|")
+    for n in names:
+        print(f"| {n} | " + " | ".join(f"{np.mean(table[(d, n)]):.3f}" for d in datasets) + " |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+    main()
