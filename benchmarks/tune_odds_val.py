@@ -45,7 +45,7 @@ def validation_aurocs(cfg, method: str = "pqfl") -> tuple[list[float], list, obj
     the prepared client data and statistics (for the classical reference)."""
     fed, sim = cfg.federation, cfg.simulator
     setups, datas, stats = prepare(cfg)
-    G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed)
+    G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale)
     states = [init_state(s, block_of(G, s.spec.layers, s.spec.qubits), fed.seed) for s in setups]
     rule, prox = RULES[method], prox_weight(method, fed.lam, fed.mu)
     for k in range(1, fed.rounds + 1):

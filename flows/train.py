@@ -101,7 +101,7 @@ def _start(cfg: Config, method: str, tracker: Tracker, store: CheckpointStore, e
     tracker.fail_orphans(store.invocation, method, "crashed before its first checkpoint; started again")
     tags = {"pqfl.invocation": store.invocation, "pqfl.checkpoint": str(store.path(method))}
     run = tracker.start_method(method, eval_setups, tags=tags)
-    G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed)
+    G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale)
     ckpt = MethodCheckpoint(
         method=method,
         round=0,

@@ -241,6 +241,8 @@ class FederationConfig(_Strict):
     # rows' mean ⟨Z⟩ under the initial circuit (the old Deep-SVDD-style choice).
     one_class_center: Literal["zero_state", "initial_mean"] = "zero_state"
     optimizer: Literal["adam", "sgd"] = "adam"
+    # Standard deviation of the initial shared angles (pqfl.federated.server.init_global).
+    init_scale: float = Field(default=0.3, ge=0)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

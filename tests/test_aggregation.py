@@ -107,3 +107,24 @@ def test_block_of_is_a_copy_of_the_leading_corner():
     out = masked_average(glob, [blk], [1.0])
     assert out[0, 0, 0] == -1.0
     assert np.array_equal(out[2], glob[2])
+
+
+def test_init_scale_scales_the_initial_angles():
+    from pqfl.federated.server import init_global
+    from pqfl.rng import derive_rng
+
+    default = init_global(3, 4, seed=7)
+    # The default keeps the draws every earlier run started from: N(0, 0.3²) from the seeded stream.
+    assert np.array_equal(default, derive_rng(7, "init-global").normal(0.0, 0.3, size=(3, 4, 3)))
+    assert np.allclose(init_global(3, 4, seed=7, scale=0.6), 2.0 * default)
+    assert np.array_equal(init_global(3, 4, seed=7, scale=0.0), np.zeros((3, 4, 3)))
+
+
+def test_init_scale_is_validated():
+    from pqfl.config import parse_config
+    from pqfl.errors import PQFLInputError
+
+    clients = [{"name": "a", "qubits": 2}]
+    assert parse_config({"clients": clients, "federation": {"init_scale": 0.0}}).federation.init_scale == 0.0
+    with pytest.raises(PQFLInputError, match="federation.init_scale"):
+        parse_config({"clients": clients, "federation": {"init_scale": -0.1}})

@@ -119,7 +119,7 @@ def test_pyfunc_scores_equal_the_in_process_detector(trained, tmp_path):
     returns pqfl's own scores for the same rows — every client, shots included."""
     cfg, setups, datas = trained["cfg"], trained["setups"], trained["datas"]
     fed = cfg.federation
-    G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed)
+    G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale)
     states, finals = [], []
     for s in setups:
         state = init_state(s, block_of(G, s.spec.layers, s.spec.qubits), fed.seed)

@@ -9,9 +9,10 @@ import numpy as np
 from pqfl.rng import derive_rng
 
 
-def init_global(layers: int, qubits: int, seed: int) -> np.ndarray:
-    """Initial shared tensor (L_max, Q_max, 3): small angles, so circuits start near the encoding."""
-    return derive_rng(seed, "init-global").normal(0.0, 0.3, size=(layers, qubits, 3))
+def init_global(layers: int, qubits: int, seed: int, scale: float = 0.3) -> np.ndarray:
+    """Initial shared tensor (L_max, Q_max, 3): angles ~ N(0, scale²), small so circuits
+    start near the encoding (scale 0: every Rot is the identity, only the CNOTs remain)."""
+    return derive_rng(seed, "init-global").normal(0.0, 1.0, size=(layers, qubits, 3)) * scale
 
 
 def sample_clients(n_clients: int, fraction: float, min_clients: int, seed: int, round_index: int) -> list[int]:
