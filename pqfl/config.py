@@ -243,6 +243,8 @@ class FederationConfig(_Strict):
     optimizer: Literal["adam", "sgd"] = "adam"
     # Standard deviation of the initial shared angles (pqfl.federated.server.init_global).
     init_scale: float = Field(default=0.3, ge=0)
+    # supervised: L2 penalty (α/2)‖w‖² on each client's classical head (0 = none).
+    head_l2: float = Field(default=0.0, ge=0)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -277,3 +277,37 @@ def test_without_anchor_lambda_is_ignored(quadratic_simulator):
         return out["theta"]
 
     assert np.array_equal(run(5.0), run(0.0))
+
+
+# --------------------------------------------------------------------------- the head's L2 penalty
+
+
+def test_head_l2_adds_half_alpha_w_squared_and_leaves_the_bias_alone():
+    X, y = _toy()
+    params = {k: jnp.asarray(v) for k, v in _params().items()}
+    args = (params["theta"], jnp.asarray(0.0), jnp.asarray(X), jnp.asarray(y), jnp.asarray(class_weights(y)), jnp.zeros(2),
+            jax.random.PRNGKey(0))
+    base = float(LOSS_JIT(params, *args))
+    alpha = 0.7
+    assert float(LOSS_JIT(params, *args, alpha)) == pytest.approx(base + 0.5 * alpha * float(jnp.sum(params["w"] ** 2)), rel=1e-12)
+    g0, g1 = GRAD(params, *args), GRAD(params, *args, alpha)
+    assert np.allclose(g1["w"] - g0["w"], alpha * params["w"]) and float(g1["b"]) == pytest.approx(float(g0["b"]))
+    assert np.allclose(g1["theta"], g0["theta"])
+
+
+def test_head_l2_shrinks_the_trained_head():
+    """Trained longer, a larger penalty leaves a smaller head."""
+    X, y = _toy(60)
+    norms = []
+    for alpha in (0.0, 0.1, 1.0):
+        out, _ = train_local(SPEC, params=_params(), **_train_kwargs(X, y, epochs=40, head_l2=alpha))
+        norms.append(float(np.linalg.norm(out["w"])))
+    assert norms[0] > norms[1] > norms[2]
+
+
+def test_head_l2_is_ignored_by_one_class():
+    X, y = _toy()
+    kw = _train_kwargs(X, y, objective="one_class", center=np.ones(2), epochs=2)
+    a, _ = train_local(SPEC, params=_params(), **kw)
+    b, _ = train_local(SPEC, params=_params(), **dict(kw, head_l2=5.0))
+    assert all(np.array_equal(a[k], b[k]) for k in a)

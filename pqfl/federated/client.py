@@ -111,6 +111,7 @@ def local_round(
         center=state.center,
         seed=fed.seed,
         stream=("train", setup.index, round_index),
+        head_l2=fed.head_l2,
     )
     return replace(state, theta=params["theta"], w=params["w"], b=float(params["b"])), loss
 

@@ -44,14 +44,17 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
 
 
 def local_objective(spec, objective, simulator, shots):
-    """Loss(params, anchor, lam, X, y, weight, center, key) for one (padded) minibatch."""
+    """Loss(params, anchor, lam, X, y, weight, center, key, head_l2=0) for one (padded) minibatch."""
 
-    def loss(params, anchor, lam, X, y, weight, center, key):
+    def loss(params, anchor, lam, X, y, weight, center, key, head_l2=0.0):
         scores = model_scores(spec, objective, simulator, shots, params, center, X, key)
         # one_class: the score is the distance itself; supervised: the score is the logit.
         per_row = scores if objective == "one_class" else optax.sigmoid_binary_cross_entropy(scores, y)
         data_term = jnp.sum(weight * per_row) / jnp.maximum(jnp.sum(weight), 1e-12)
-        return data_term + 0.5 * lam * jnp.sum((params["theta"] - anchor) ** 2)
+        # head_l2: (α/2)‖w‖² on the classical head (not its bias), as logistic regression
+        # regularises its coefficients; it bounds the logits a client with one or two
+        # labelled anomalies can fit them with.
+        return data_term + 0.5 * lam * jnp.sum((params["theta"] - anchor) ** 2) + 0.5 * head_l2 * jnp.sum(params["w"] ** 2)
 
     return loss
 
@@ -76,8 +79,8 @@ def compiled_step(spec: CircuitSpec, objective: str, simulator: str, shots, opti
     value_and_grad = jax.value_and_grad(local_objective(spec, objective, simulator, shots))
 
     @jax.jit
-    def step(params, opt_state, anchor, lam, X, y, weight, center, key):
-        loss, grads = value_and_grad(params, anchor, lam, X, y, weight, center, key)
+    def step(params, opt_state, anchor, lam, X, y, weight, center, key, head_l2=0.0):
+        loss, grads = value_and_grad(params, anchor, lam, X, y, weight, center, key, head_l2)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -109,6 +112,7 @@ def train_local(
     center: np.ndarray | None,
     seed: int,
     stream: tuple,
+    head_l2: float = 0.0,
 ) -> tuple[dict, float]:
     """Run ``epochs`` of minibatch steps; returns new params and the last epoch's mean loss."""
     opt, step = compiled_step(spec, objective, simulator, shots, optimizer, float(lr))
@@ -117,6 +121,7 @@ def train_local(
     lam = jnp.asarray(lam if anchor is not None else 0.0, dtype=jnp.float64)
     anchor = jnp.asarray(anchor if anchor is not None else params["theta"])
     center = jnp.asarray(center if center is not None else np.zeros(spec.qubits))
+    head_l2 = jnp.asarray(head_l2 if objective == "supervised" else 0.0, dtype=jnp.float64)
     weights = class_weights(y) if objective == "supervised" else np.ones(len(y))
     opt_state = opt.init(params)
     rng = derive_rng(seed, *stream, "batches")
@@ -133,7 +138,7 @@ def train_local(
             yb = np.concatenate([y[rows], np.zeros(pad)]) if pad else y[rows]
             wb = np.concatenate([weights[rows], np.zeros(pad)]) if pad else weights[rows]
             key, sub = jax.random.split(key)
-            params, opt_state, loss = step(params, opt_state, anchor, lam, Xb, yb.astype(np.float64), wb, center, sub)
+            params, opt_state, loss = step(params, opt_state, anchor, lam, Xb, yb.astype(np.float64), wb, center, sub, head_l2)
             epoch_losses.append(float(loss))
         losses.append(float(np.mean(epoch_losses)))
     return {k: np.asarray(v) for k, v in params.items()}, losses[-1]
