@@ -289,8 +289,9 @@ def test_head_l2_adds_half_alpha_w_squared_and_leaves_the_bias_alone():
             jax.random.PRNGKey(0))
     base = float(LOSS_JIT(params, *args))
     alpha = 0.7
-    assert float(LOSS_JIT(params, *args, alpha)) == pytest.approx(base + 0.5 * alpha * float(jnp.sum(params["w"] ** 2)), rel=1e-12)
-    g0, g1 = GRAD(params, *args), GRAD(params, *args, alpha)
+    penalised = local_objective(SPEC, "supervised", "fast", None, head_l2=alpha)
+    assert float(jax.jit(penalised)(params, *args)) == pytest.approx(base + 0.5 * alpha * float(jnp.sum(params["w"] ** 2)), rel=1e-12)
+    g0, g1 = GRAD(params, *args), jax.jit(jax.grad(penalised))(params, *args)
     assert np.allclose(g1["w"] - g0["w"], alpha * params["w"]) and float(g1["b"]) == pytest.approx(float(g0["b"]))
     assert np.allclose(g1["theta"], g0["theta"])
 

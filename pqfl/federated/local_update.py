@@ -43,18 +43,24 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
     return optax.adam(lr) if name == "adam" else optax.sgd(lr)
 
 
-def local_objective(spec, objective, simulator, shots):
-    """Loss(params, anchor, lam, X, y, weight, center, key, head_l2=0) for one (padded) minibatch."""
+def local_objective(spec, objective, simulator, shots, head_l2: float = 0.0):
+    """Loss(params, anchor, lam, X, y, weight, center, key) for one (padded) minibatch.
 
-    def loss(params, anchor, lam, X, y, weight, center, key, head_l2=0.0):
+    ``head_l2`` (supervised only): (α/2)‖w‖² on the classical head (not its bias), as
+    logistic regression regularises its coefficients; it bounds the logits a client with
+    one or two labelled anomalies can fit them with. It is a compile-time constant and the
+    term is left out at 0, so runs without it trace exactly the graph they always did
+    (training amplifies even roundoff-level changes; see benchmarks/reports/odds.md).
+    """
+    penalise_head = objective == "supervised" and head_l2 > 0
+
+    def loss(params, anchor, lam, X, y, weight, center, key):
         scores = model_scores(spec, objective, simulator, shots, params, center, X, key)
         # one_class: the score is the distance itself; supervised: the score is the logit.
         per_row = scores if objective == "one_class" else optax.sigmoid_binary_cross_entropy(scores, y)
         data_term = jnp.sum(weight * per_row) / jnp.maximum(jnp.sum(weight), 1e-12)
-        # head_l2: (α/2)‖w‖² on the classical head (not its bias), as logistic regression
-        # regularises its coefficients; it bounds the logits a client with one or two
-        # labelled anomalies can fit them with.
-        return data_term + 0.5 * lam * jnp.sum((params["theta"] - anchor) ** 2) + 0.5 * head_l2 * jnp.sum(params["w"] ** 2)
+        total = data_term + 0.5 * lam * jnp.sum((params["theta"] - anchor) ** 2)
+        return total + 0.5 * head_l2 * jnp.sum(params["w"] ** 2) if penalise_head else total
 
     return loss
 
@@ -73,14 +79,14 @@ def _locked_cache(fn):
 
 
 @_locked_cache
-def compiled_step(spec: CircuitSpec, objective: str, simulator: str, shots, optimizer: str, lr: float):
+def compiled_step(spec: CircuitSpec, objective: str, simulator: str, shots, optimizer: str, lr: float, head_l2: float = 0.0):
     """A jitted (params, opt_state, ...) → (params, opt_state, loss) step, cached per structure."""
     opt = make_optimizer(optimizer, lr)
-    value_and_grad = jax.value_and_grad(local_objective(spec, objective, simulator, shots))
+    value_and_grad = jax.value_and_grad(local_objective(spec, objective, simulator, shots, head_l2))
 
     @jax.jit
-    def step(params, opt_state, anchor, lam, X, y, weight, center, key, head_l2=0.0):
-        loss, grads = value_and_grad(params, anchor, lam, X, y, weight, center, key, head_l2)
+    def step(params, opt_state, anchor, lam, X, y, weight, center, key):
+        loss, grads = value_and_grad(params, anchor, lam, X, y, weight, center, key)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -115,13 +121,12 @@ def train_local(
     head_l2: float = 0.0,
 ) -> tuple[dict, float]:
     """Run ``epochs`` of minibatch steps; returns new params and the last epoch's mean loss."""
-    opt, step = compiled_step(spec, objective, simulator, shots, optimizer, float(lr))
+    opt, step = compiled_step(spec, objective, simulator, shots, optimizer, float(lr), float(head_l2))
     params = {k: jnp.asarray(v) for k, v in params.items()}
     # Without an anchor there is nothing to be pulled towards: λ is ignored.
     lam = jnp.asarray(lam if anchor is not None else 0.0, dtype=jnp.float64)
     anchor = jnp.asarray(anchor if anchor is not None else params["theta"])
     center = jnp.asarray(center if center is not None else np.zeros(spec.qubits))
-    head_l2 = jnp.asarray(head_l2 if objective == "supervised" else 0.0, dtype=jnp.float64)
     weights = class_weights(y) if objective == "supervised" else np.ones(len(y))
     opt_state = opt.init(params)
     rng = derive_rng(seed, *stream, "batches")
@@ -138,7 +143,7 @@ def train_local(
             yb = np.concatenate([y[rows], np.zeros(pad)]) if pad else y[rows]
             wb = np.concatenate([weights[rows], np.zeros(pad)]) if pad else weights[rows]
             key, sub = jax.random.split(key)
-            params, opt_state, loss = step(params, opt_state, anchor, lam, Xb, yb.astype(np.float64), wb, center, sub, head_l2)
+            params, opt_state, loss = step(params, opt_state, anchor, lam, Xb, yb.astype(np.float64), wb, center, sub)
             epoch_losses.append(float(loss))
         losses.append(float(np.mean(epoch_losses)))
     return {k: np.asarray(v) for k, v in params.items()}, losses[-1]
