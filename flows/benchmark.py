@@ -231,8 +231,8 @@ def expand_cases(suite: Suite, data_dir: str | Path | None) -> list[Case]:
 def classical_references(config: dict, baselines: list[str] | None) -> dict:
     """scikit-learn references on the very client splits the quantum methods use."""
     cfg = parse_config(config)
-    _, datas, stats = prepare(cfg)
-    refs = run_baselines(datas, stats, cfg.federation.objective, cfg.federation.seed, baselines)
+    setups, datas, stats = prepare(cfg)
+    refs = run_baselines(datas, stats, cfg.federation.objective, cfg.federation.seed, baselines, setups)
     return {"baselines": refs, "y_test": [d.y_test for d in datas], "clients": [d.name for d in datas]}
 
 
@@ -444,7 +444,8 @@ def build_report(suite: Suite, table: pd.DataFrame, pyod: pd.DataFrame, wall_s: 
         f"Mean ± std over seeds (sample std; {', '.join(map(str, seeds))} seed(s) per row) of the mean-client test "
         "metrics; thresholds chosen on each client's validation split. Quantum methods: "
         f"{', '.join(suite.methods)}. Classical references (scikit-learn, same splits): `-client` = one model per "
-        "client, `-pooled` = one model on all clients' training rows. Wall time "
+        "client, `-pooled` = one model on all clients' training rows, `-features` = one model per client on exactly "
+        "what its circuit is fed (the encoding's amplitudes or angles). Wall time "
         f"{wall_s / 60:.1f} min.",
         "",
         "## Results",

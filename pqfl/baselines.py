@@ -1,13 +1,16 @@
 """Classical reference detectors (scikit-learn) trained on the same client splits as PQFL.
 
-Each detector runs two ways: ``client`` — one model per client on its own training rows
-(what a client could do alone, classically); ``pooled`` — one model on every client's
-training rows (no privacy, an upper reference), scored at each client. Either way the
-threshold is chosen on the client's validation split and the metrics come from its test
-split (``pqfl.metrics``), exactly as for the quantum methods.
+Each detector runs up to three ways: ``client`` — one model per client on its own
+training rows (what a client could do alone, classically); ``pooled`` — one model on every
+client's training rows (no privacy, an upper reference), scored at each client;
+``features`` — one model per client on exactly what that client's circuit is fed (its
+feature map's output: amplitudes or angles after the federated PCA), which separates what
+the encoding keeps from what the circuit does with it. Every way, the threshold is chosen
+on the client's validation split and the metrics come from its test split
+(``pqfl.metrics``), exactly as for the quantum methods.
 
-Features are standardised with the federated statistics (``GlobalStats``), the same
-mean and scale the quantum clients use before their PCA.
+``client`` and ``pooled`` standardise the raw features with the federated statistics
+(``GlobalStats``), the same mean and scale the quantum clients use before their PCA.
 
 | name | objective | model | anomaly score |
 |---|---|---|---|
@@ -22,7 +25,7 @@ the quantum clients' one_class training rows); ``logreg`` uses the training labe
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from sklearn.ensemble import IsolationForest
@@ -36,6 +39,9 @@ from pqfl.data.preprocessing import GlobalStats
 from pqfl.errors import PQFLInputError
 from pqfl.metrics import choose_threshold, client_metrics, summarize
 from pqfl.rng import derive_seed
+
+if TYPE_CHECKING:  # the circuit-ready splits; importing them at run time would pull in JAX
+    from pqfl.federated.client import ClientSetup
 
 
 def _iforest(seed: int, n_train: int):
@@ -61,7 +67,7 @@ DETECTORS: dict[str, tuple[str, Callable]] = {
     "lof": ("one_class", _lof),
     "logreg": ("supervised", _logreg),
 }
-SCOPES = ("client", "pooled")
+SCOPES = ("client", "pooled", "features")
 
 
 def detectors_for(objective: str, names: list[str] | None = None) -> list[str]:
@@ -86,38 +92,55 @@ def _fit(name: str, X: np.ndarray, y: np.ndarray, seed: int):
     return model.fit(X, y) if objective == "supervised" else model.fit(X)
 
 
-def _evaluate(model, client: ClientData, stats: GlobalStats) -> dict:
-    def z(X):
-        return (X - stats.mean) / stats.scale
-
-    val = anomaly_scores(model, z(client.X_val))
-    test = anomaly_scores(model, z(client.X_test))
-    row = {"client": client.name, **client_metrics(client.y_test, test, choose_threshold(client.y_val, val))}
-    row["val_auroc"] = float(roc_auc_score(client.y_val, val))
+def _evaluate(model, name: str, X_val, y_val, X_test, y_test) -> dict:
+    val = anomaly_scores(model, X_val)
+    test = anomaly_scores(model, X_test)
+    row = {"client": name, **client_metrics(y_test, test, choose_threshold(y_val, val))}
+    row["val_auroc"] = float(roc_auc_score(y_val, val))
     row["test_scores"] = test
     return row
 
 
-def run_baseline(name: str, scope: str, datas: list[ClientData], stats: GlobalStats, seed: int) -> dict:
-    """One detector in one scope: per-client metrics (with test scores) and their summary."""
+def run_baseline(
+    name: str, scope: str, datas: list[ClientData], stats: GlobalStats, seed: int, setups: list[ClientSetup] | None = None
+) -> dict:
+    """One detector in one scope: per-client metrics (with test scores) and their summary.
+
+    ``features`` needs the clients' ``setups`` (their circuit-ready splits)."""
     if scope not in SCOPES:
-        raise PQFLInputError(f"baselines: unknown scope {scope!r}; use client or pooled")
+        raise PQFLInputError(f"baselines: unknown scope {scope!r}; use {', '.join(SCOPES)}")
 
     def z(X):
         return (X - stats.mean) / stats.scale
 
+    if scope == "features":
+        if setups is None:
+            raise PQFLInputError("baselines: the features scope needs the clients' setups (pqfl.experiment.prepare)")
+        per_client = [
+            _evaluate(_fit(name, s.X_train, s.y_train, derive_seed(seed, "baseline", name, "features", i)), s.name,
+                      s.X_val, s.y_val, s.X_test, s.y_test)
+            for i, s in enumerate(setups)
+        ]
+        return {"method": f"{name}-{scope}", "per_client": per_client, **summarize(per_client)}
     if scope == "client":
         models = [_fit(name, z(d.X_train), d.y_train, derive_seed(seed, "baseline", name, i)) for i, d in enumerate(datas)]
     else:
         X = np.concatenate([z(d.X_train) for d in datas])
         y = np.concatenate([d.y_train for d in datas])
         models = [_fit(name, X, y, derive_seed(seed, "baseline", name, "pooled"))] * len(datas)
-    per_client = [_evaluate(m, d, stats) for m, d in zip(models, datas)]
+    per_client = [_evaluate(m, d.name, z(d.X_val), d.y_val, z(d.X_test), d.y_test) for m, d in zip(models, datas)]
     return {"method": f"{name}-{scope}", "per_client": per_client, **summarize(per_client)}
 
 
 def run_baselines(
-    datas: list[ClientData], stats: GlobalStats, objective: str, seed: int, names: list[str] | None = None
+    datas: list[ClientData],
+    stats: GlobalStats,
+    objective: str,
+    seed: int,
+    names: list[str] | None = None,
+    setups: list[ClientSetup] | None = None,
 ) -> list[dict]:
-    """Every reference detector of ``objective``, per client and pooled."""
-    return [run_baseline(n, scope, datas, stats, seed) for n in detectors_for(objective, names) for scope in SCOPES]
+    """Every reference detector of ``objective``: per client and pooled, and on the
+    circuit's own inputs when the clients' ``setups`` are given."""
+    scopes = SCOPES if setups is not None else ("client", "pooled")
+    return [run_baseline(n, scope, datas, stats, seed, setups) for n in detectors_for(objective, names) for scope in scopes]

@@ -203,6 +203,35 @@ def test_threshold_comes_from_validation_and_pooled_shares_one_model(toy_clients
     assert [r["auroc"] for r in again["per_client"]] == [r["auroc"] for r in own["per_client"]]  # seeded
 
 
+def test_features_scope_fits_on_what_each_circuit_is_fed():
+    """``-features``: one model per client on its feature map's output (e.g. 4 amplitudes,
+    or 2 squashed PCA angles), not on the standardised raw features."""
+    from sklearn.linear_model import LogisticRegression
+
+    from pqfl.experiment import prepare
+
+    cfg = parse_config({
+        "dataset": {"source": "sklearn:breast_cancer", "max_samples": 300},
+        "partition": {"min_anomalies": 3},
+        "clients": [{"name": "amp", "qubits": 2, "encoding": "amplitude"}, {"name": "ang", "qubits": 2, "encoding": "angle"}],
+    })
+    setups, datas, stats = prepare(cfg)
+    feats = run_baseline("logreg", "features", datas, stats, seed=0, setups=setups)
+    raw = run_baseline("logreg", "client", datas, stats, seed=0)
+    assert feats["method"] == "logreg-features"
+    for s, row in zip(setups, feats["per_client"]):
+        model = LogisticRegression(class_weight="balanced", max_iter=2000).fit(s.X_train, s.y_train)
+        assert np.allclose(row["test_scores"], model.predict_proba(s.X_test)[:, 1])
+        val = model.predict_proba(s.X_val)[:, 1]
+        assert row["false_error"] == client_metrics(s.y_test, row["test_scores"], choose_threshold(s.y_val, val))["false_error"]
+    # Two angles or four amplitudes of 30 features: not the raw-feature model.
+    assert [r["auroc"] for r in feats["per_client"]] != [r["auroc"] for r in raw["per_client"]]
+    assert {r["method"] for r in run_baselines(datas, stats, "supervised", 0, setups=setups)} == {
+        "logreg-client", "logreg-pooled", "logreg-features"}
+    with pytest.raises(PQFLInputError, match="setups"):
+        run_baseline("logreg", "features", datas, stats, seed=0)
+
+
 def test_summary_and_relative_change_are_computed_from_the_seeds():
     rng = np.random.default_rng(2)
     records = [
@@ -263,8 +292,8 @@ def test_benchmark_rows(benchmark_run):
     rows = result["rows"]
     assert all(tuple(r) == JSON_KEYS for r in rows)
     expected = {("toy", "pqfl", o) for o in ("supervised", "one_class")}
-    expected |= {("toy", f"logreg-{s}", "supervised") for s in ("client", "pooled")}
-    expected |= {("toy", f"iforest-{s}", "one_class") for s in ("client", "pooled")}
+    expected |= {("toy", f"logreg-{s}", "supervised") for s in ("client", "pooled", "features")}
+    expected |= {("toy", f"iforest-{s}", "one_class") for s in ("client", "pooled", "features")}
     assert {(r["dataset"], r["method"], r["objective"]) for r in rows} == expected
     for r in rows:
         for k in JSON_KEYS[3:]:
