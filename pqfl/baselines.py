@@ -116,19 +116,18 @@ def run_baseline(
     if scope == "features":
         if setups is None:
             raise PQFLInputError("baselines: the features scope needs the clients' setups (pqfl.experiment.prepare)")
-        per_client = [
-            _evaluate(_fit(name, s.X_train, s.y_train, derive_seed(seed, "baseline", name, "features", i)), s.name,
-                      s.X_val, s.y_val, s.X_test, s.y_test)
-            for i, s in enumerate(setups)
-        ]
-        return {"method": f"{name}-{scope}", "per_client": per_client, **summarize(per_client)}
-    if scope == "client":
-        models = [_fit(name, z(d.X_train), d.y_train, derive_seed(seed, "baseline", name, i)) for i, d in enumerate(datas)]
+        # What each circuit is fed: its feature map's output, already applied to every split.
+        views = [(s.name, s.X_train, s.y_train, s.X_val, s.y_val, s.X_test, s.y_test) for s in setups]
     else:
-        X = np.concatenate([z(d.X_train) for d in datas])
-        y = np.concatenate([d.y_train for d in datas])
-        models = [_fit(name, X, y, derive_seed(seed, "baseline", name, "pooled"))] * len(datas)
-    per_client = [_evaluate(m, d.name, z(d.X_val), d.y_val, z(d.X_test), d.y_test) for m, d in zip(models, datas)]
+        views = [(d.name, z(d.X_train), d.y_train, z(d.X_val), d.y_val, z(d.X_test), d.y_test) for d in datas]
+    if scope == "pooled":
+        X = np.concatenate([v[1] for v in views])
+        y = np.concatenate([v[2] for v in views])
+        models = [_fit(name, X, y, derive_seed(seed, "baseline", name, "pooled"))] * len(views)
+    else:
+        key = ("features",) if scope == "features" else ()
+        models = [_fit(name, v[1], v[2], derive_seed(seed, "baseline", name, *key, i)) for i, v in enumerate(views)]
+    per_client = [_evaluate(m, v[0], *v[3:]) for m, v in zip(models, views)]
     return {"method": f"{name}-{scope}", "per_client": per_client, **summarize(per_client)}
 
 
