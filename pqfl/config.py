@@ -28,6 +28,7 @@ METHODS = ("local", "fedavg", "fedprox", "pqfl", "centralized")
 # Dense state-vector / density-matrix simulation of more qubits than this does not fit
 # comfortably in this machine's memory for a batch of samples.
 MAX_QUBITS = 16
+MAX_REUPLOAD_NOISY_QUBITS = 8  # noisy re-uploading keeps a density matrix per sample (pqfl.quantum.fast)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -163,6 +164,9 @@ class ClientProfile(_Strict):
     layers: int = Field(default=2, ge=1)
     entangling: Literal["ring", "linear", "all_to_all", "device"] = "ring"
     encoding: Literal["amplitude", "angle", "iqp"] = "amplitude"
+    # Data re-uploading (angle only): the encoding again before every layer, each time with
+    # the next `qubits` features, so the circuit reads qubits x layers features.
+    reupload: bool = False
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     shots: int | None = Field(default=None, ge=1)
     # Device clients (README "Device clients and hardware evaluation").
@@ -198,6 +202,22 @@ class ClientProfile(_Strict):
             data["noise"] = {k: list(getattr(dev.noise, k)) for k in ("depolarizing", "amplitude_damping", "readout")}
         data.setdefault("backend", "aer")
         return data
+
+    @model_validator(mode="after")
+    def _reupload_fits(self) -> "ClientProfile":
+        if self.reupload and self.encoding != "angle":
+            raise ValueError(
+                f"reupload: data re-uploading needs encoding: angle (this client has {self.encoding}); "
+                "set encoding: angle or remove reupload"
+            )
+        if self.reupload and self.noise.is_noisy and self.qubits > MAX_REUPLOAD_NOISY_QUBITS:
+            mib = 64 * 16 * 4**self.qubits / 2**20
+            raise ValueError(
+                f"reupload: with depolarizing or amplitude_damping noise, re-uploading evolves one 2^q x 2^q density "
+                f"matrix per sample ({mib:,.0f} MiB for a batch of 64 on {self.qubits} qubits); use at most "
+                f"{MAX_REUPLOAD_NOISY_QUBITS} qubits, or remove that noise"
+            )
+        return self
 
     @model_validator(mode="after")
     def _device_fields_agree(self) -> "ClientProfile":

@@ -105,6 +105,14 @@ BAD_CASES = {
         _set("clients.0.qubits", MAX_QUBITS + 1),
         ["clients.0.qubits", "MiB for a batch of 64 state vectors", f"at most {MAX_QUBITS}"],
     ),
+    "reupload_without_angle": (
+        _set("clients.0.reupload", True),
+        ["clients.0", "reupload", "needs encoding: angle", "amplitude", "set encoding: angle or remove reupload"],
+    ),
+    "noisy_reupload_too_large": (
+        lambda d: d["clients"][0].update(encoding="angle", reupload=True, qubits=10, noise={"depolarizing": 0.01}),
+        ["clients.0", "reupload", "1,024 MiB", "at most 8 qubits", "remove that noise"],
+    ),
     "unknown_top_level_field": (_set("federaton", {"rounds": 3}), ["federaton", "unknown field", "remove it"]),
     "unknown_nested_field": (_set("federation.lam", 0.5), ["federation.lam", "unknown field"]),
     "splits_do_not_sum_to_one": (_set("partition.train", 0.6), ["partition", "sum to 1", "1.1", "adjust"]),

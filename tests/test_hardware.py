@@ -79,6 +79,22 @@ def test_template_matches_fast_simulator_on_aer_statevector(encoding, pattern, q
     assert np.allclose(z_aer, np.asarray(fast_expvals(spec, X, theta)), atol=1e-10, rtol=0)
 
 
+def test_reuploading_template_matches_fast_simulator_on_aer_statevector():
+    """The qiskit template re-uploads each layer's features as RY gates before that layer."""
+    spec = CircuitSpec(3, 3, "angle", tuple(entangling_pairs("ring", 3)), reupload=True)
+    X, theta = _problem(spec, batch=3, seed=11)
+    template = build_template(spec)
+    assert len(template.enc) == 9
+    values = parameter_values(template, template.circuit, spec, X, theta)
+    bare = template.circuit.remove_final_measurements(inplace=False)
+    bare.save_statevector()
+    circuits = [bare.assign_parameters(dict(zip(bare.parameters, row))) for row in values]
+    result = AerSimulator(method="statevector").run(circuits).result()
+    signs = z_signs(3)[:, ::-1]
+    z_aer = np.stack([np.abs(np.asarray(result.get_statevector(i))) ** 2 @ signs for i in range(len(X))])
+    assert np.allclose(z_aer, np.asarray(fast_expvals(spec, X, theta)), atol=1e-10, rtol=0)
+
+
 def test_template_of_a_device_profile_uses_the_coupling_map():
     profile, spec = _device_spec("nairobi", encoding="angle", layers=2)
     ops = build_template(spec).circuit.count_ops()

@@ -14,9 +14,18 @@ import numpy as np
 import pennylane as qml
 
 
-def feature_dim(encoding: str, qubits: int) -> int:
-    """Number of classical features the encoding takes on ``qubits`` qubits."""
-    return 2**qubits if encoding == "amplitude" else qubits
+REUPLOADABLE = ("angle",)  # encodings that can be re-uploaded before every layer
+
+
+def feature_dim(encoding: str, qubits: int, layers: int = 1, reupload: bool = False) -> int:
+    """Number of classical features the encoding takes on ``qubits`` qubits.
+
+    With ``reupload`` (angle only) the encoding is applied again before every variational
+    layer, each time with the next ``qubits`` features: ``qubits * layers`` in all.
+    """
+    if encoding == "amplitude":
+        return 2**qubits
+    return qubits * layers if reupload else qubits
 
 
 def apply_encoding(encoding: str, x, wires) -> None:

@@ -5,7 +5,8 @@ tensor. Noisy: each measured observable Z_i is evolved backwards through the noi
 variational block once (Heisenberg picture, adjoint channels from PennyLane's Kraus
 operators); each sample then costs one quadratic form ψ† O_i ψ instead of a density
 matrix. Readout error is a classical confusion of each ⟨Z_i⟩: ⟨Z_i⟩ → (1 − 2p_i)⟨Z_i⟩.
-Noise may differ per qubit (a device calibration).
+Noise may differ per qubit (a device calibration). With data re-uploading (angle
+features before every layer) the noisy path evolves one density matrix per sample.
 Gate matrices come from PennyLane (Rot.compute_matrix); tests compare with
 default.qubit / default.mixed.
 """
@@ -140,11 +141,25 @@ def _permute_bwd(perm, axes, _, g):
 _permute.defvjp(_permute_fwd, _permute_bwd)
 
 
-def _expvals_statevector(spec: CircuitSpec, psi, theta):
+def _ry_batch(t, angles, wire: int, qubits: int):
+    """RY(angles[b]) on ``wire`` of row b of ``t`` (batch, 2**qubits): a per-sample gate,
+    for re-uploaded features. RY is real, so on a density matrix flattened to 2q wires the
+    same call acts on the row (wire w) and the column (wire q + w) side."""
+    c, s = jnp.cos(angles / 2), jnp.sin(angles / 2)
+    m = jnp.stack([jnp.stack([c, -s], axis=-1), jnp.stack([s, c], axis=-1)], axis=-2)  # (batch, 2, 2)
+    v = t.reshape(t.shape[0], 2**wire, 2, -1)
+    return jnp.einsum("bac,bhcl->bhal", m.astype(t.dtype), v).reshape(t.shape)
+
+
+def _expvals_statevector(spec: CircuitSpec, psi, theta, X=None):
+    """Noiseless ⟨Z_i⟩; with ``spec.reupload``, X's next q features enter before every layer."""
     q = spec.qubits
     perm = _cnot_permutation(spec.pairs, q)
     state = psi
     for layer in range(spec.layers):
+        if spec.reupload and layer > 0:
+            for wire in range(q):
+                state = _ry_batch(state, X[:, layer * q + wire], wire, q)
         for wire in range(q):
             state = _apply_1q(state, _rot(theta[layer, wire]), wire, q)
         if len(spec.pairs):
@@ -161,6 +176,48 @@ def adjoint_superoperator(kraus_sets) -> np.ndarray | None:
         # Channels compose as ρ -> C2(C1(ρ)); adjoints as O -> C1†(C2†(O)): C1† acts last.
         total = s if total is None else np.einsum("abij,ijkl->abkl", total, s)
     return total
+
+
+def channel_superoperator(kraus_sets) -> np.ndarray | None:
+    """The per-wire channel ρ -> Σ_k K_k ρ K_k† of the channels applied in order, as a
+    (2, 2, 2, 2) tensor S with ρ'[a, b] = Σ S[a, b, a', b'] ρ[a', b']."""
+    total = None
+    for kraus in kraus_sets:
+        s = sum(np.einsum("ac,bd->abcd", k, np.conj(k)) for k in kraus)
+        total = s if total is None else np.einsum("abij,ijcd->abcd", s, total)  # later channel outermost
+    return total
+
+
+def _expvals_density(spec: CircuitSpec, X, theta):
+    """Noisy ⟨Z_i⟩ with re-uploading: one density matrix per sample, (batch, 2**q, 2**q).
+
+    The Heisenberg shortcut of ``heisenberg_observables`` needs every data-dependent gate
+    before the noisy block; re-uploaded gates sit between its layers, so each sample's
+    state is evolved forwards instead (fine for the few qubits re-uploading is for).
+    """
+    q, dim = spec.qubits, 2**spec.qubits
+    perm = tuple(_cnot_permutation(spec.pairs, q).tolist())
+    channels = [
+        channel_superoperator(noise_kraus(spec.on_wire("depolarizing", w), spec.on_wire("amplitude_damping", w)))
+        for w in range(q)
+    ]
+    psi = encoded_states(spec.encoding, X[:, :q], q)
+    rho = psi[:, :, None] * jnp.conj(psi)[:, None, :]
+    for layer in range(spec.layers):
+        if layer > 0:
+            vec = rho.reshape(len(rho), dim * dim)
+            for wire in range(q):
+                vec = _ry_batch(_ry_batch(vec, X[:, layer * q + wire], wire, 2 * q), X[:, layer * q + wire], q + wire, 2 * q)
+            rho = vec.reshape(-1, dim, dim)
+        for wire in range(q):
+            r = _rot(theta[layer, wire])
+            rho = _apply_super(rho, jnp.einsum("ac,bd->abcd", r, jnp.conj(r)), wire, q)
+        if len(spec.pairs):
+            rho = _permute(rho, perm, (1, 2))
+        for wire in range(q):
+            if channels[wire] is not None:
+                rho = _apply_super(rho, jnp.asarray(channels[wire]), wire, q)
+    return jnp.real(jnp.diagonal(rho, axis1=1, axis2=2)) @ jnp.asarray(z_signs(q))
 
 
 def _rot_superoperator(r):
@@ -205,6 +262,13 @@ def heisenberg_observables(spec: CircuitSpec, theta):
 
 def fast_expvals(spec: CircuitSpec, X, theta):
     """⟨Z_i⟩ for a batch X, shape (batch, qubits), readout error included."""
+    if spec.reupload:
+        X = jnp.asarray(X, dtype=jnp.float64)
+        if spec.noisy:
+            z = _expvals_density(spec, X, theta)
+        else:
+            z = _expvals_statevector(spec, encoded_states(spec.encoding, X[:, : spec.qubits], spec.qubits), theta, X)
+        return (1.0 - 2.0 * jnp.asarray(spec.per_wire("readout"))) * z
     psi = encoded_states(spec.encoding, X, spec.qubits)
     if spec.noisy:
         obs = heisenberg_observables(spec, theta)

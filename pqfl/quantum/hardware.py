@@ -105,7 +105,7 @@ def build_template(spec: CircuitSpec) -> Template:
     not in the circuit: it comes from the backend (its noise model, or the hardware).
     """
     q = spec.qubits
-    n_enc = {"angle": q, "iqp": q + q * (q - 1) // 2, "amplitude": 2**q - 1}[spec.encoding]
+    n_enc = {"angle": spec.n_features, "iqp": q + q * (q - 1) // 2, "amplitude": 2**q - 1}[spec.encoding]
     enc = ParameterVector("enc", n_enc)
     theta = ParameterVector("theta", spec.layers * q * 3)
     qr, cr = QuantumRegister(q, "q"), ClassicalRegister(q, CREG)
@@ -127,6 +127,9 @@ def build_template(spec: CircuitSpec) -> Template:
     else:
         raise ValueError(f"unknown encoding {spec.encoding!r}")
     for layer in range(spec.layers):
+        if spec.reupload and layer > 0:  # angle re-uploading: the next q features before this layer
+            for w in range(q):
+                qc.ry(enc[layer * q + w], w)
         for w in range(q):
             phi, t, omega = (theta[(layer * q + w) * 3 + k] for k in range(3))
             qc.rz(phi, w)  # Rot(φ, θ, ω) = RZ(ω) RY(θ) RZ(φ)
@@ -142,7 +145,7 @@ def encoding_values(spec: CircuitSpec, X) -> np.ndarray:
     """Values of the encoding parameters per sample, shape (batch, n_enc)."""
     X = np.asarray(X, dtype=float)
     if spec.encoding == "angle":
-        return X[:, : spec.qubits]
+        return X[:, : spec.n_features]
     if spec.encoding == "iqp":
         prods = [X[:, a] * X[:, b] for a, b in combinations(range(spec.qubits), 2)]
         return np.column_stack([X[:, : spec.qubits], *prods]) if prods else X[:, : spec.qubits]

@@ -18,17 +18,21 @@ from pqfl.quantum.spec import CircuitSpec
 
 
 def circuit_function(spec: CircuitSpec, with_noise: bool = True):
-    """The quantum function: encoding, variational block, ⟨Z_i⟩ on every wire."""
+    """The quantum function: encoding, variational block, ⟨Z_i⟩ on every wire (with
+    ``reupload``, the encoding before every layer)."""
     wires = list(range(spec.qubits))
 
+    noise = (spec.depolarizing, spec.amplitude_damping) if with_noise else (0.0, 0.0)
+
     def circuit(x, theta):
-        apply_encoding(spec.encoding, x, wires)
-        apply_layers(
-            theta,
-            spec.pairs,
-            spec.depolarizing if with_noise else 0.0,
-            spec.amplitude_damping if with_noise else 0.0,
-        )
+        if spec.reupload:  # the encoding before every layer, with that layer's slice of x
+            q = spec.qubits
+            for layer in range(spec.layers):
+                apply_encoding(spec.encoding, x[..., layer * q : (layer + 1) * q], wires)
+                apply_layers(theta[layer : layer + 1], spec.pairs, *noise)
+        else:
+            apply_encoding(spec.encoding, x, wires)
+            apply_layers(theta, spec.pairs, *noise)
         if with_noise and spec.has_readout:
             # Readout error is a bit flip just before the Z measurement. (default.mixed's
             # own readout_prob option crashes in PennyLane 0.45, so it is written out.)

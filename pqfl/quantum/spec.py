@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pqfl.quantum.ansatz import entangling_pairs
-from pqfl.quantum.encodings import feature_dim
+from pqfl.quantum.encodings import REUPLOADABLE, feature_dim
 
 NOISE_FIELDS = ("depolarizing", "amplitude_damping", "readout")
 
@@ -41,8 +41,11 @@ class CircuitSpec:
     depolarizing: float | tuple[float, ...] = 0.0
     amplitude_damping: float | tuple[float, ...] = 0.0
     readout: float | tuple[float, ...] = 0.0
+    reupload: bool = False  # data re-uploading: the encoding before every layer, fresh features each time
 
     def __post_init__(self):
+        if self.reupload and self.encoding not in REUPLOADABLE:
+            raise ValueError(f"reupload: data re-uploading is implemented for {', '.join(REUPLOADABLE)} encoding, not {self.encoding!r}")
         for name in NOISE_FIELDS:
             object.__setattr__(self, name, _per_qubit_or_scalar(name, getattr(self, name), self.qubits))
         object.__setattr__(self, "pairs", tuple(tuple(int(w) for w in p) for p in self.pairs))
@@ -58,6 +61,7 @@ class CircuitSpec:
             depolarizing=noise.depolarizing,
             amplitude_damping=noise.amplitude_damping,
             readout=noise.readout,
+            reupload=profile.reupload,
         )
 
     def on_wire(self, name: str, wire: int) -> float:
@@ -80,4 +84,4 @@ class CircuitSpec:
 
     @property
     def n_features(self) -> int:
-        return feature_dim(self.encoding, self.qubits)
+        return feature_dim(self.encoding, self.qubits, self.layers, self.reupload)
