@@ -74,6 +74,9 @@ class DatasetConfig(_Strict):
     # clients with keep_norm (2^q − 2 PCA features + residual + constant, so the state
     # keeps the whole row's norm) and angle/IQP clients (q − 1 PCA scores + residual).
     keep_residual: bool = False
+    # Angle/IQP scores: `whiten` = each PCA score over its own std; `common` = all over the
+    # top component's std, so low-variance components stay small (for re-uploading clients).
+    angle_scale: Literal["whiten", "common"] = "whiten"
 
     @field_validator("source")
     @classmethod

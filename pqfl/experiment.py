@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from pqfl.config import ClientProfile, Config
+from pqfl.config import ClientProfile, Config, DatasetConfig
 from pqfl.data.partition import ClientData, partition
 from pqfl.data.preprocessing import GlobalStats, SufficientStats, feature_map
 from pqfl.data.sources import load_source
@@ -27,10 +27,10 @@ MAX_FEATURES = 4096
 
 
 def _setup(
-    index: int, profile: ClientProfile, stats: GlobalStats, data: ClientData, keep_norm: bool = False, keep_residual: bool = False
+    index: int, profile: ClientProfile, stats: GlobalStats, data: ClientData, dataset: DatasetConfig
 ) -> ClientSetup:
     spec = CircuitSpec.from_profile(profile)
-    fmap = feature_map(stats, profile.encoding, spec.n_features, keep_norm, keep_residual)
+    fmap = feature_map(stats, profile.encoding, spec.n_features, dataset.keep_norm, dataset.keep_residual, dataset.angle_scale)
     return ClientSetup(
         index=index,
         profile=profile,
@@ -74,7 +74,7 @@ def prepare(cfg: Config) -> tuple[list[ClientSetup], list[ClientData], GlobalSta
     datas = partition(ds, [c.name for c in cfg.clients], cfg.partition, cfg.dataset.normal_classes, cfg.federation.seed)
     # Each client shares only (n, Σx, Σxxᵀ) of its training rows.
     stats = GlobalStats.from_sums([SufficientStats.of(d.X_train) for d in datas])
-    setups = [_setup(i, prof, stats, d, cfg.dataset.keep_norm, cfg.dataset.keep_residual) for i, (prof, d) in enumerate(zip(cfg.clients, datas))]
+    setups = [_setup(i, prof, stats, d, cfg.dataset) for i, (prof, d) in enumerate(zip(cfg.clients, datas))]
     return setups, datas, stats
 
 
@@ -90,7 +90,6 @@ def pooled_setup(cfg: Config, datas: list[ClientData], stats: GlobalStats) -> tu
         np.concatenate([d.X_test for d in datas]),
         np.concatenate([d.y_test for d in datas]),
     )
-    keep = (cfg.dataset.keep_norm, cfg.dataset.keep_residual)
-    trainer = _setup(len(datas), profile, stats, pooled, *keep)
-    views = [_setup(len(datas), profile.model_copy(update={"name": d.name}), stats, d, *keep) for d in datas]
+    trainer = _setup(len(datas), profile, stats, pooled, cfg.dataset)
+    views = [_setup(len(datas), profile.model_copy(update={"name": d.name}), stats, d, cfg.dataset) for d in datas]
     return trainer, views

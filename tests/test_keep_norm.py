@@ -201,3 +201,29 @@ def test_angle_residual_not_needed_when_features_fit():
     X = _data(d=4)
     stats = GlobalStats.from_sums([SufficientStats.of(X)])
     assert np.array_equal(feature_map(stats, "angle", 4, keep_residual=True).transform(X), feature_map(stats, "angle", 4).transform(X))
+
+
+@pytest.mark.parametrize("keep_residual", [False, True])
+def test_common_angle_scale_divides_every_score_by_the_top_components_std(keep_residual):
+    """angle_scale: common — the scores of scikit-learn's PCA (up to sign), and the residual,
+    all over the first component's standard deviation: low-variance components stay small."""
+    from sklearn.decomposition import PCA
+
+    X = _data(d=10)
+    stats = GlobalStats.from_sums([SufficientStats.of(X)])
+    q = 6
+    out = feature_map(stats, "angle", q, keep_residual=keep_residual, angle_scale="common").transform(X)
+    Z = (X - stats.mean) / stats.scale
+    k = q - keep_residual
+    pca = PCA(n_components=k).fit(Z)
+    top_std = np.sqrt(pca.explained_variance_[0] * (len(X) - 1) / len(X))  # population variance, as the stats hold
+    expected = pca.transform(Z) / top_std
+    if keep_residual:
+        error = np.linalg.norm(Z - pca.inverse_transform(pca.transform(Z)), axis=1)
+        expected = np.column_stack([expected, error / top_std])
+    assert np.allclose(np.abs(out), np.abs(2.0 * np.arctan(expected)), atol=1e-6)
+    # Unlike whitening, the spread of the angles falls with the component's variance.
+    spread = out[:, :k].std(axis=0)
+    assert spread[0] > 1.2 * spread[k - 1]
+    whitened = feature_map(stats, "angle", q, keep_residual=keep_residual).transform(X)
+    assert whitened[:, k - 1].std() > 1.2 * spread[k - 1]

@@ -17,7 +17,8 @@ angle-encoded row at the mean sits too, and where the one_class objective's cent
 
 Angle and IQP encodings see only q whitened PCA scores; with ``keep_residual`` they see
 q − 1 of them and, on the last qubit, the norm of the residual the PCA drops (whitened by
-its RMS), which is what PCA-based detectors score.
+its RMS), which is what PCA-based detectors score. With ``angle_scale: common`` every
+score is divided by the top component's standard deviation instead of its own.
 """
 
 from __future__ import annotations
@@ -100,7 +101,12 @@ class FeatureMap:
 
 
 def feature_map(
-    stats: GlobalStats, encoding: str, out_dim: int, keep_norm: bool = False, keep_residual: bool = False
+    stats: GlobalStats,
+    encoding: str,
+    out_dim: int,
+    keep_norm: bool = False,
+    keep_residual: bool = False,
+    angle_scale: str = "whiten",
 ) -> FeatureMap:
     """The map for an encoding needing ``out_dim`` features, from the global statistics.
 
@@ -109,6 +115,11 @@ def feature_map(
     of the residual and the anchor, so the state keeps the whole row's norm. For angle and
     IQP encodings (with or without keep_norm, when PCA is needed): q − 1 whitened PCA
     scores plus the whitened norm of the residual. See the module docstring.
+
+    ``angle_scale`` (angle and IQP): ``whiten`` divides each score by its own standard
+    deviation; ``common`` divides every score (and the residual) by the top component's,
+    so low-variance components stay small angles — for re-uploading clients, which read
+    many components and would otherwise turn noise directions into full-size rotations.
     """
     d = len(stats.mean)
     if encoding == "amplitude" and keep_norm and out_dim >= 2:
@@ -131,11 +142,18 @@ def feature_map(
         # qubit away from |0⟩, as a row far out along them does.
         components = stats.eigvecs[:, : out_dim - 1]
         w = np.sqrt(np.r_[stats.eigvals[: out_dim - 1], stats.eigvals[out_dim - 1 :].sum()])
+        w = _common(w, stats) if angle_scale == "common" else w
         return FeatureMap(encoding, out_dim, stats.mean, stats.scale, components, np.where(w > 1e-12, w, 1.0), None, True)
     components = None if d <= out_dim and encoding == "amplitude" else stats.eigvecs[:, : min(out_dim, d)]
     whiten = None
     if encoding != "amplitude":
         k = min(out_dim, d)
         w = np.sqrt(stats.eigvals[:k]) if components is not None else np.ones(k)
+        w = _common(w, stats) if angle_scale == "common" else w
         whiten = np.pad(np.where(w > 1e-12, w, 1.0), (0, out_dim - k), constant_values=1.0)
     return FeatureMap(encoding, out_dim, stats.mean, stats.scale, components, whiten)
+
+
+def _common(w: np.ndarray, stats: GlobalStats) -> np.ndarray:
+    """One divisor for every angle: the top principal component's standard deviation."""
+    return np.full_like(w, np.sqrt(stats.eigvals[0]))
