@@ -181,11 +181,8 @@ def adjoint_superoperator(kraus_sets) -> np.ndarray | None:
 def channel_superoperator(kraus_sets) -> np.ndarray | None:
     """The per-wire channel ρ -> Σ_k K_k ρ K_k† of the channels applied in order, as a
     (2, 2, 2, 2) tensor S with ρ'[a, b] = Σ S[a, b, a', b'] ρ[a', b']."""
-    total = None
-    for kraus in kraus_sets:
-        s = sum(np.einsum("ac,bd->abcd", k, np.conj(k)) for k in kraus)
-        total = s if total is None else np.einsum("abij,ijcd->abcd", s, total)  # later channel outermost
-    return total
+    adjoint = adjoint_superoperator(kraus_sets)  # Tr(C(ρ) O) = Tr(ρ C†(O)): C's tensor is C†'s transposed, conjugated
+    return None if adjoint is None else np.conj(np.transpose(adjoint, (2, 3, 0, 1)))
 
 
 def _expvals_density(spec: CircuitSpec, X, theta):
