@@ -170,6 +170,9 @@ class ClientProfile(_Strict):
     # Data re-uploading (angle only): the encoding again before every layer, each time with
     # the next `qubits` features, so the circuit reads qubits x layers features.
     reupload: bool = False
+    # What the head reads: `z` = ⟨Z_i⟩ on every qubit (q values); `zz` adds ⟨Z_i Z_j⟩ for every
+    # pair (q(q+1)/2 values), from the same measurement in the Z basis.
+    measure: Literal["z", "zz"] = "z"
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     shots: int | None = Field(default=None, ge=1)
     # Device clients (README "Device clients and hardware evaluation").

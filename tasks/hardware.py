@@ -79,7 +79,7 @@ def execute_circuits(
 ) -> tuple[np.ndarray, int]:
     """Run every sample of ``job`` on ``backend`` in one sampler job.
 
-    Returns ⟨Z_i⟩ of shape (batch, qubits) and the number of retries it took.
+    Returns the measured expectation values, shape (batch, n_outputs), and the number of retries it took.
     """
     attempt = _attempt()
     faults.check("execute-circuits", client, 0, attempt)

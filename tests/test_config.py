@@ -114,6 +114,7 @@ BAD_CASES = {
         ["clients.0", "reupload", "1,024 MiB", "at most 8 qubits", "remove that noise"],
     ),
     "unknown_angle_scale": (_set("dataset.angle_scale", "minmax"), ["dataset.angle_scale", "'whiten'", "'common'", "minmax"]),
+    "unknown_measure": (_set("clients.1.measure", "xx"), ["clients.1.measure", "'z'", "'zz'", "xx"]),
     "unknown_top_level_field": (_set("federaton", {"rounds": 3}), ["federaton", "unknown field", "remove it"]),
     "unknown_nested_field": (_set("federation.lam", 0.5), ["federation.lam", "unknown field"]),
     "splits_do_not_sum_to_one": (_set("partition.train", 0.6), ["partition", "sum to 1", "1.1", "adjust"]),

@@ -124,6 +124,20 @@ def test_transpiled_device_job_on_ideal_aer_estimates_the_exact_values(encoding)
     assert np.sum((z - exact[:, ::-1]) ** 2 / var) > 20 * exact.size
 
 
+def test_correlators_from_the_same_shots_estimate_the_exact_values():
+    """measure: zz on ideal aer: ⟨Z_i Z_j⟩ estimated from the same shots as ⟨Z_i⟩, within
+    shot noise of the fast simulator's exact values."""
+    profile, spec = _device_spec("toronto", qubits=4, encoding="angle", layers=2, measure="zz")
+    assert spec.correlators and spec.n_outputs == 10
+    X, theta = _problem(spec, batch=5, seed=13)
+    shots = 8000
+    z = run_job(AerSimulator(), prepare_job(spec, X, theta, load_device("toronto"), profile.layout, seed=1), shots, seed=2)
+    exact = np.asarray(fast_expvals(CircuitSpec(spec.qubits, spec.layers, "angle", spec.pairs, correlators=True), X, theta))
+    assert z.shape == exact.shape == (5, 10)
+    assert np.all(np.abs(z - exact) <= Z_TOL * _sigma(exact, shots) + 1e-12), (z, exact)
+    assert np.abs(exact[:, 4:]).max() > 0.2  # the correlators are not all ~0
+
+
 def test_device_noise_on_aer_is_closer_to_the_calibrated_training_model_than_to_no_noise():
     """aer with NoiseModel.from_backend vs pqfl's per-qubit approximation of the same snapshot."""
     profile, spec = _device_spec("manila", encoding="angle", layers=1)

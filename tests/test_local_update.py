@@ -312,3 +312,28 @@ def test_head_l2_is_ignored_by_one_class():
     a, _ = train_local(SPEC, params=_params(), **kw)
     b, _ = train_local(SPEC, params=_params(), **dict(kw, head_l2=5.0))
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_correlator_head_reads_every_output_and_trains():
+    """A measure: zz client's head has q(q+1)/2 weights, and training fits a label that is a
+    correlation of two wires (XOR of the two features' signs), which no head over the
+    product-state ⟨Z_i⟩ alone can rank."""
+    spec = CircuitSpec(qubits=2, layers=1, encoding="angle", pairs=(), correlators=True)
+    rng = np.random.default_rng(5)
+    X = rng.uniform(-2.5, 2.5, size=(64, 2))
+    y = (np.sign(X[:, 0]) != np.sign(X[:, 1])).astype(float)
+    params = {"theta": np.zeros((1, 2, 3)), "w": rng.normal(0.0, 0.1, spec.n_outputs), "b": np.asarray(0.0)}
+    assert params["w"].shape == (3,)
+    kwargs = _train_kwargs(X, y, epochs=60)
+    trained, _ = train_local(spec, params=params, **kwargs)
+    scores = predict_scores(spec, objective="supervised", simulator="fast", shots=None, params=trained, center=None, X=X,
+                            seed=0, stream=("val", 0, 0))
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y, scores) > 0.95
+    plain = CircuitSpec(qubits=2, layers=1, encoding="angle", pairs=())
+    p0 = {"theta": np.zeros((1, 2, 3)), "w": rng.normal(0.0, 0.1, 2), "b": np.asarray(0.0)}
+    trained0, _ = train_local(plain, params=p0, **kwargs)
+    scores0 = predict_scores(plain, objective="supervised", simulator="fast", shots=None, params=trained0, center=None, X=X,
+                             seed=0, stream=("val", 0, 0))
+    assert roc_auc_score(y, scores0) < 0.8

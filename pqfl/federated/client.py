@@ -57,7 +57,7 @@ class ClientState:
 def init_state(setup: ClientSetup, theta_block: np.ndarray, seed: int) -> ClientState:
     """Start from the global block with a small random head (seeded per client)."""
     rng = derive_rng(seed, "head", setup.index)
-    return ClientState(theta=np.array(theta_block), w=rng.normal(0.0, 0.1, setup.spec.qubits), b=0.0)
+    return ClientState(theta=np.array(theta_block), w=rng.normal(0.0, 0.1, setup.spec.n_outputs), b=0.0)
 
 
 def _center(setup: ClientSetup, simulator: str, state: ClientState, kind: str = "zero_state") -> np.ndarray:
@@ -75,7 +75,7 @@ def _center(setup: ClientSetup, simulator: str, state: ClientState, kind: str = 
     rotating the measured axes towards directions real-amplitude states barely see.
     """
     if kind == "zero_state":
-        return np.ones(setup.spec.qubits)
+        return np.ones(setup.spec.n_outputs)
     z = np.asarray(SIMULATORS[simulator](setup.spec, setup.X_train, state.theta))
     return z.mean(axis=0)
 

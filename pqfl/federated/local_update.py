@@ -126,7 +126,7 @@ def train_local(
     # Without an anchor there is nothing to be pulled towards: λ is ignored.
     lam = jnp.asarray(lam if anchor is not None else 0.0, dtype=jnp.float64)
     anchor = jnp.asarray(anchor if anchor is not None else params["theta"])
-    center = jnp.asarray(center if center is not None else np.zeros(spec.qubits))
+    center = jnp.asarray(center if center is not None else np.zeros(spec.n_outputs))
     weights = class_weights(y) if objective == "supervised" else np.ones(len(y))
     opt_state = opt.init(params)
     rng = derive_rng(seed, *stream, "batches")
@@ -165,7 +165,7 @@ def predict_scores(spec, *, objective, simulator, shots, params, center, X, seed
     """Scores for any number of rows, in fixed-size padded chunks (one compile per circuit)."""
     fn = compiled_scores(spec, objective, simulator, shots)
     params = {k: jnp.asarray(v) for k, v in params.items()}
-    center = jnp.asarray(center if center is not None else np.zeros(spec.qubits))
+    center = jnp.asarray(center if center is not None else np.zeros(spec.n_outputs))
     key = jax.random.PRNGKey(derive_seed(seed, *stream, "eval-shots"))
     out = []
     for start in range(0, len(X), EVAL_CHUNK):

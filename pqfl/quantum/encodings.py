@@ -50,6 +50,16 @@ def z_signs(qubits: int) -> np.ndarray:
     return 1.0 - 2.0 * bits
 
 
+def measured_signs(qubits: int, correlators: bool = False) -> np.ndarray:
+    """(2**q, n_obs) eigenvalues of the measured observables on each basis state: Z_i on every
+    wire, then (with ``correlators``) Z_i Z_j for every pair i < j, in ``combinations`` order."""
+    signs = z_signs(qubits)
+    if not correlators:
+        return signs
+    pairs = [signs[:, i] * signs[:, j] for i, j in combinations(range(qubits), 2)]
+    return np.column_stack([signs, *pairs]) if pairs else signs
+
+
 def encoded_states(encoding: str, X, qubits: int):
     """Batched encoded states, shape (batch, 2**qubits), complex128 (JAX array)."""
     X = jnp.asarray(X, dtype=jnp.float64)

@@ -21,7 +21,7 @@ import numpy as np
 import pennylane as qml
 
 from pqfl.quantum.ansatz import noise_kraus
-from pqfl.quantum.encodings import encoded_states, z_signs
+from pqfl.quantum.encodings import encoded_states, measured_signs
 from pqfl.quantum.spec import CircuitSpec
 
 
@@ -164,7 +164,7 @@ def _expvals_statevector(spec: CircuitSpec, psi, theta, X=None):
             state = _apply_1q(state, _rot(theta[layer, wire]), wire, q)
         if len(spec.pairs):
             state = _permute(state, tuple(perm.tolist()), (1,))
-    return (jnp.abs(state) ** 2) @ jnp.asarray(z_signs(q))
+    return (jnp.abs(state) ** 2) @ jnp.asarray(measured_signs(q, spec.correlators))
 
 
 def adjoint_superoperator(kraus_sets) -> np.ndarray | None:
@@ -214,7 +214,7 @@ def _expvals_density(spec: CircuitSpec, X, theta):
         for wire in range(q):
             if channels[wire] is not None:
                 rho = _apply_super(rho, jnp.asarray(channels[wire]), wire, q)
-    return jnp.real(jnp.diagonal(rho, axis1=1, axis2=2)) @ jnp.asarray(z_signs(q))
+    return jnp.real(jnp.diagonal(rho, axis1=1, axis2=2)) @ jnp.asarray(measured_signs(q, spec.correlators))
 
 
 def _rot_superoperator(r):
@@ -223,7 +223,8 @@ def _rot_superoperator(r):
 
 
 def heisenberg_observables(spec: CircuitSpec, theta):
-    """Z_i evolved backwards through the noisy block: shape (qubits, 2**q, 2**q).
+    """The measured observables (Z_i, and Z_i Z_j with correlators) evolved backwards
+    through the noisy block: shape (n_outputs, 2**q, 2**q).
 
     Walking backwards, layer l contributes: adjoint noise channel, inverse CNOT
     permutation, adjoint rotations. The rotation of layer l and the channel of layer
@@ -236,8 +237,8 @@ def heisenberg_observables(spec: CircuitSpec, theta):
         adjoint_superoperator(noise_kraus(spec.on_wire("depolarizing", w), spec.on_wire("amplitude_damping", w)))
         for w in range(q)
     ]
-    signs = z_signs(q)
-    obs = jnp.asarray(np.stack([np.diag(signs[:, i]) for i in range(q)]).astype(np.complex128))
+    signs = measured_signs(q, spec.correlators)
+    obs = jnp.asarray(np.stack([np.diag(signs[:, i]) for i in range(signs.shape[1])]).astype(np.complex128))
     # Keep XLA from constant-folding the first (parameter-free) layer of a large array.
     obs = jax.lax.optimization_barrier(obs)
     pending = [None] * q  # rotation superoperators waiting to be merged with the next channel
@@ -254,18 +255,19 @@ def heisenberg_observables(spec: CircuitSpec, theta):
         pending = [_rot_superoperator(_rot(theta[layer, wire])) for wire in range(q)]
     for wire in range(q):
         obs = _apply_super(obs, pending[wire], wire, q)
-    return obs.reshape(q, dim, dim)
+    return obs.reshape(-1, dim, dim)
 
 
 def fast_expvals(spec: CircuitSpec, X, theta):
-    """⟨Z_i⟩ for a batch X, shape (batch, qubits), readout error included."""
+    """⟨Z_i⟩ (then ⟨Z_i Z_j⟩ with correlators) for a batch X, shape (batch, n_outputs),
+    readout error included."""
     if spec.reupload:
         X = jnp.asarray(X, dtype=jnp.float64)
         if spec.noisy:
             z = _expvals_density(spec, X, theta)
         else:
             z = _expvals_statevector(spec, encoded_states(spec.encoding, X[:, : spec.qubits], spec.qubits), theta, X)
-        return (1.0 - 2.0 * jnp.asarray(spec.per_wire("readout"))) * z
+        return jnp.asarray(spec.readout_factors()) * z
     psi = encoded_states(spec.encoding, X, spec.qubits)
     if spec.noisy:
         obs = heisenberg_observables(spec, theta)
@@ -277,4 +279,4 @@ def fast_expvals(spec: CircuitSpec, X, theta):
             z = jnp.real(jnp.einsum("bd,ide,be->bi", jnp.conj(psi), obs, psi))
     else:
         z = _expvals_statevector(spec, psi, theta)
-    return (1.0 - 2.0 * jnp.asarray(spec.per_wire("readout"))) * z
+    return jnp.asarray(spec.readout_factors()) * z

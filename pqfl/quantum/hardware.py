@@ -179,6 +179,7 @@ class CircuitJob:
     circuit: QuantumCircuit
     values: np.ndarray  # (batch, parameters)
     qubits: int  # logical qubits measured (clbits of register z)
+    correlators: bool = False  # also estimate ⟨Z_i Z_j⟩ from the same shots
 
 
 def prepare_job(spec: CircuitSpec, X, theta, target_backend=None, layout=None, seed: int | None = None) -> CircuitJob:
@@ -197,7 +198,7 @@ def prepare_job(spec: CircuitSpec, X, theta, target_backend=None, layout=None, s
             optimization_level=1,
             seed_transpiler=seed,
         )
-    return CircuitJob(circuit, parameter_values(template, circuit, spec, X, theta), spec.qubits)
+    return CircuitJob(circuit, parameter_values(template, circuit, spec, X, theta), spec.qubits, spec.correlators)
 
 
 def _is_aer(backend) -> bool:
@@ -228,18 +229,26 @@ def sampler_for(backend, seed: int | None = None):
     return sampler
 
 
-def expvals_from_bits(bits) -> np.ndarray:
-    """⟨Z_i⟩ per sample from a sampler's BitArray of shape (batch,): 1 − 2·P(bit i = 1)."""
-    ones = bits.to_bool_array(order="little")  # (batch, shots, bits); [..., i] is clbit i
-    return 1.0 - 2.0 * ones.mean(axis=-2)
+def expvals_from_bits(bits, qubits: int, correlators: bool = False) -> np.ndarray:
+    """Per sample from a sampler's BitArray of shape (batch,): ⟨Z_i⟩ = mean of (−1)^bit_i over
+    the shots for the first ``qubits`` clbits, then (with ``correlators``) ⟨Z_i Z_j⟩ = mean
+    of (−1)^(bit_i + bit_j) from the same shots."""
+    ones = bits.to_bool_array(order="little")[..., :qubits]  # (batch, shots, qubits); [..., i] is clbit i
+    signs = 1.0 - 2.0 * ones
+    z = signs.mean(axis=-2)
+    if not correlators:
+        return z
+    zz = [(signs[..., i] * signs[..., j]).mean(axis=-1) for i, j in combinations(range(qubits), 2)]
+    return np.column_stack([z, *zz]) if zz else z
 
 
 def run_job(backend, job: CircuitJob, shots: int, seed: int | None = None) -> np.ndarray:
-    """Run every sample of ``job`` as one sampler job on ``backend``; ⟨Z_i⟩ of shape (batch, qubits)."""
+    """Run every sample of ``job`` as one sampler job on ``backend``; ⟨Z_i⟩ (then ⟨Z_i Z_j⟩ with
+    correlators) of shape (batch, n_outputs)."""
     sampler = sampler_for(backend, seed)
     result = sampler.run([(job.circuit, job.values)], shots=shots).result()
     bits = getattr(result[0].data, CREG)
-    return expvals_from_bits(bits)[:, : job.qubits]
+    return expvals_from_bits(bits, job.qubits, job.correlators)
 
 
 def aer_device_backend(device, seed: int | None = None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
+from itertools import combinations
 
 import jax.numpy as jnp
 import pennylane as qml
@@ -39,7 +40,10 @@ def circuit_function(spec: CircuitSpec, with_noise: bool = True):
             for w in wires:
                 if spec.on_wire("readout", w) > 0:
                     qml.BitFlip(spec.on_wire("readout", w), wires=w)
-        return [qml.expval(qml.PauliZ(w)) for w in wires]
+        z = [qml.expval(qml.PauliZ(w)) for w in wires]
+        if spec.correlators:
+            z += [qml.expval(qml.PauliZ(i) @ qml.PauliZ(j)) for i, j in combinations(wires, 2)]
+        return z
 
     return circuit
 
@@ -62,7 +66,7 @@ def reference_qnode(spec: CircuitSpec):
 
 
 def reference_expvals(spec: CircuitSpec, X, theta):
-    """⟨Z_i⟩ for a batch X (broadcast over the batch), shape (batch, qubits)."""
+    """⟨Z_i⟩ (and ⟨Z_i Z_j⟩ with correlators) for a batch X (broadcast over the batch), shape (batch, n_outputs)."""
     with PENNYLANE_LOCK:
         out = reference_qnode(spec)(jnp.asarray(X), jnp.asarray(theta))
     return jnp.stack(out, axis=-1)

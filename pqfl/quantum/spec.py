@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pqfl.quantum.ansatz import entangling_pairs
+from itertools import combinations
+
+import numpy as np
+
 from pqfl.quantum.encodings import REUPLOADABLE, feature_dim
 
 NOISE_FIELDS = ("depolarizing", "amplitude_damping", "readout")
@@ -42,6 +46,7 @@ class CircuitSpec:
     amplitude_damping: float | tuple[float, ...] = 0.0
     readout: float | tuple[float, ...] = 0.0
     reupload: bool = False  # data re-uploading: the encoding before every layer, fresh features each time
+    correlators: bool = False  # measure Z_i Z_j for every pair too (the head reads q(q+1)/2 values)
 
     def __post_init__(self):
         if self.reupload and self.encoding not in REUPLOADABLE:
@@ -62,6 +67,7 @@ class CircuitSpec:
             amplitude_damping=noise.amplitude_damping,
             readout=noise.readout,
             reupload=profile.reupload,
+            correlators=profile.measure == "zz",
         )
 
     def on_wire(self, name: str, wire: int) -> float:
@@ -81,6 +87,19 @@ class CircuitSpec:
     @property
     def has_readout(self) -> bool:
         return any(p > 0 for p in self.per_wire("readout"))
+
+    @property
+    def n_outputs(self) -> int:
+        """How many expectation values the circuit gives the head: q, or q(q+1)/2 with correlators."""
+        return self.qubits * (self.qubits + 1) // 2 if self.correlators else self.qubits
+
+    def readout_factors(self) -> np.ndarray:
+        """Symmetric readout flips scale ⟨Z_i⟩ by (1 − 2p_i) and, being independent, ⟨Z_i Z_j⟩
+        by (1 − 2p_i)(1 − 2p_j); shape (n_outputs,)."""
+        f = 1.0 - 2.0 * np.asarray(self.per_wire("readout"))
+        if not self.correlators:
+            return f
+        return np.concatenate([f, [f[i] * f[j] for i, j in combinations(range(self.qubits), 2)]])
 
     @property
     def n_features(self) -> int:
