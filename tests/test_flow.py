@@ -108,6 +108,7 @@ def test_mlflow_layout(two_runs):
             if child.data.tags["pqfl.client"] == "angle-2q-noisy" and method != "centralized":
                 assert child.data.params["noise.depolarizing"] == "0.02"
                 assert child.data.params["encoding"] == "angle"
+                assert (child.data.params["reupload"], child.data.params["measure"]) == ("True", "zz")
             if method == "centralized":  # one pooled, noiseless model evaluated at every client
                 assert child.data.params["noise.depolarizing"] == "0.0"
 

@@ -28,6 +28,8 @@ TINY = {
             "layers": 2,
             "entangling": "linear",
             "encoding": "angle",
+            "reupload": True,  # reads 2 qubits x 2 layers = 4 features, on the density-matrix path
+            "measure": "zz",  # the head reads <Z0>, <Z1>, <Z0 Z1>
             "noise": {"depolarizing": 0.02, "amplitude_damping": 0.01, "readout": 0.02},
         },
         {"name": "iqp-2q-shots", "qubits": 2, "layers": 1, "encoding": "iqp", "shots": 256},

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from pqfl.quantum.ansatz import entangling_pairs
 from itertools import combinations
 
 import numpy as np
 
+from pqfl.quantum.ansatz import entangling_pairs
 from pqfl.quantum.encodings import REUPLOADABLE, feature_dim
 
 NOISE_FIELDS = ("depolarizing", "amplitude_damping", "readout")
