@@ -50,14 +50,19 @@ def z_signs(qubits: int) -> np.ndarray:
     return 1.0 - 2.0 * bits
 
 
+def with_pair_products(values: np.ndarray) -> np.ndarray:
+    """``values`` (..., q) followed by values[..., i] * values[..., j] for every pair i < j in
+    ``combinations`` order: the layout of the correlator readout (Z_i, then Z_i Z_j)."""
+    q = values.shape[-1]
+    pairs = [values[..., i] * values[..., j] for i, j in combinations(range(q), 2)]
+    return np.concatenate([values, np.stack(pairs, axis=-1)], axis=-1) if pairs else values
+
+
 def measured_signs(qubits: int, correlators: bool = False) -> np.ndarray:
     """(2**q, n_obs) eigenvalues of the measured observables on each basis state: Z_i on every
-    wire, then (with ``correlators``) Z_i Z_j for every pair i < j, in ``combinations`` order."""
+    wire, then (with ``correlators``) Z_i Z_j for every pair i < j."""
     signs = z_signs(qubits)
-    if not correlators:
-        return signs
-    pairs = [signs[:, i] * signs[:, j] for i, j in combinations(range(qubits), 2)]
-    return np.column_stack([signs, *pairs]) if pairs else signs
+    return with_pair_products(signs) if correlators else signs
 
 
 def encoded_states(encoding: str, X, qubits: int):

@@ -261,14 +261,10 @@ def heisenberg_observables(spec: CircuitSpec, theta):
 def fast_expvals(spec: CircuitSpec, X, theta):
     """⟨Z_i⟩ (then ⟨Z_i Z_j⟩ with correlators) for a batch X, shape (batch, n_outputs),
     readout error included."""
-    if spec.reupload:
-        X = jnp.asarray(X, dtype=jnp.float64)
-        if spec.noisy:
-            z = _expvals_density(spec, X, theta)
-        else:
-            z = _expvals_statevector(spec, encoded_states(spec.encoding, X[:, : spec.qubits], spec.qubits), theta, X)
-        return jnp.asarray(spec.readout_factors()) * z
-    psi = encoded_states(spec.encoding, X, spec.qubits)
+    X = jnp.asarray(X, dtype=jnp.float64)
+    if spec.reupload and spec.noisy:
+        return jnp.asarray(spec.readout_factors()) * _expvals_density(spec, X, theta)
+    psi = encoded_states(spec.encoding, X[:, : spec.qubits] if spec.reupload else X, spec.qubits)
     if spec.noisy:
         obs = heisenberg_observables(spec, theta)
         if spec.encoding in REAL_ENCODINGS:
@@ -278,5 +274,5 @@ def fast_expvals(spec: CircuitSpec, X, theta):
         else:
             z = jnp.real(jnp.einsum("bd,ide,be->bi", jnp.conj(psi), obs, psi))
     else:
-        z = _expvals_statevector(spec, psi, theta)
+        z = _expvals_statevector(spec, psi, theta, X)
     return jnp.asarray(spec.readout_factors()) * z

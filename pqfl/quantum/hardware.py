@@ -30,6 +30,7 @@ import numpy as np
 from qiskit import ClassicalRegister, QuantumCircuit, QuantumRegister, transpile
 from qiskit.circuit import ParameterVector
 
+from pqfl.quantum.encodings import with_pair_products
 from pqfl.quantum.spec import CircuitSpec
 
 CREG = "z"  # classical register holding one bit per logical qubit
@@ -147,8 +148,7 @@ def encoding_values(spec: CircuitSpec, X) -> np.ndarray:
     if spec.encoding == "angle":
         return X[:, : spec.n_features]
     if spec.encoding == "iqp":
-        prods = [X[:, a] * X[:, b] for a, b in combinations(range(spec.qubits), 2)]
-        return np.column_stack([X[:, : spec.qubits], *prods]) if prods else X[:, : spec.qubits]
+        return with_pair_products(X[:, : spec.qubits])  # RZ angles x_i, then RZZ angles x_i x_j
     if spec.encoding == "amplitude":
         return np.concatenate([_multiplexor_angles(a) for a in amplitude_tree_angles(X, spec.qubits)], axis=1)
     raise ValueError(f"unknown encoding {spec.encoding!r}")
@@ -235,11 +235,7 @@ def expvals_from_bits(bits, qubits: int, correlators: bool = False) -> np.ndarra
     of (−1)^(bit_i + bit_j) from the same shots."""
     ones = bits.to_bool_array(order="little")[..., :qubits]  # (batch, shots, qubits); [..., i] is clbit i
     signs = 1.0 - 2.0 * ones
-    z = signs.mean(axis=-2)
-    if not correlators:
-        return z
-    zz = [(signs[..., i] * signs[..., j]).mean(axis=-1) for i, j in combinations(range(qubits), 2)]
-    return np.column_stack([z, *zz]) if zz else z
+    return (with_pair_products(signs) if correlators else signs).mean(axis=-2)
 
 
 def run_job(backend, job: CircuitJob, shots: int, seed: int | None = None) -> np.ndarray:

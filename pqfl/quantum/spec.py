@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations
-
 import numpy as np
 
 from pqfl.quantum.ansatz import entangling_pairs
-from pqfl.quantum.encodings import REUPLOADABLE, feature_dim
+from pqfl.quantum.encodings import REUPLOADABLE, feature_dim, with_pair_products
 
 NOISE_FIELDS = ("depolarizing", "amplitude_damping", "readout")
 
@@ -96,9 +94,7 @@ class CircuitSpec:
         """Symmetric readout flips scale ⟨Z_i⟩ by (1 − 2p_i) and, being independent, ⟨Z_i Z_j⟩
         by (1 − 2p_i)(1 − 2p_j); shape (n_outputs,)."""
         f = 1.0 - 2.0 * np.asarray(self.per_wire("readout"))
-        if not self.correlators:
-            return f
-        return np.concatenate([f, [f[i] * f[j] for i, j in combinations(range(self.qubits), 2)]])
+        return with_pair_products(f) if self.correlators else f
 
     @property
     def n_features(self) -> int:
