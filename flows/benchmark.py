@@ -4,7 +4,8 @@ A suite (YAML, see ``Suite``) names datasets, objectives, quantum methods and se
 every dataset × objective × seed (× sweep value) a ``pqfl-benchmark-case`` subflow runs
 each quantum method through the training flow's ``pqfl-method`` subflow and the
 scikit-learn references (``pqfl.baselines``) on the same client splits. The flow then
-tabulates mean ± std over seeds, PQFL's relative change against every other method,
+tabulates mean ± std over seeds, PQFL's relative change and its per-seed paired difference
+(with a paired-t interval) against every other method,
 draws the plots, writes a markdown report and logs it all to one MLflow parent run of
 the benchmark's experiment; the method runs are nested under it.
 """
@@ -32,7 +33,7 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator  # noqa: E402
-from scipy.stats import rankdata  # noqa: E402
+from scipy.stats import rankdata, ttest_rel  # noqa: E402
 from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
 
 from flows.tracking import PARENT_TAG, Tracker  # noqa: E402
@@ -289,6 +290,34 @@ def relative_change(table: pd.DataFrame, metric: str = "mean_auroc") -> pd.DataF
     return pd.DataFrame({f"vs {c}": 100.0 * (wide[PROPOSED] - wide[c]) / wide[c] for c in others}, index=wide.index)
 
 
+def paired_difference(frame: pd.DataFrame, metric: str = "mean_auroc", confidence: float = 0.95) -> pd.DataFrame:
+    """PQFL minus every other method, paired by seed (same splits), per dataset × objective.
+
+    One row per comparison: the mean per-seed difference, its paired-t confidence interval
+    (scipy's ``ttest_rel``; NaN with one seed) and on how many seeds PQFL was ≥ the other.
+    With seed-to-seed spreads as large as the gaps, the interval says whether a gap is
+    more than the split's noise: an interval that holds 0 does not separate the two.
+    """
+    rows = []
+    for (dataset, objective), part in frame.groupby(["dataset", "objective"], sort=False):
+        wide = part.pivot(index="seed", columns="method", values=metric)  # raises on a repeated seed
+        if PROPOSED not in wide:
+            continue
+        for other in [c for c in wide.columns if c != PROPOSED]:
+            both = wide[[PROPOSED, other]].dropna()
+            diff = both[PROPOSED] - both[other]
+            low = high = float("nan")
+            if len(both) > 1 and diff.std(ddof=1) > 0:
+                ci = ttest_rel(both[PROPOSED], both[other]).confidence_interval(confidence)
+                low, high = float(ci.low), float(ci.high)
+            elif len(both) > 1:
+                low = high = float(diff.mean())
+            rows.append({"dataset": dataset, "objective": objective, "against": other, "seeds": len(both),
+                         "difference": float(diff.mean()), "ci_low": low, "ci_high": high,
+                         "pqfl >= it": int((diff >= 0).sum())})
+    return pd.DataFrame(rows)
+
+
 def pyod_reference(path: Path | None, datasets: dict[str, str]) -> pd.DataFrame:
     """PyOD's published ROC per dataset: the best detector and IForest (a reference, not a target)."""
     if path is None or not path.is_file():
@@ -435,7 +464,20 @@ def _sweep_plot(table_seeds: pd.DataFrame, sweep: Sweep, path: Path) -> None:
 # --- report ---------------------------------------------------------------------------
 
 
-def build_report(suite: Suite, table: pd.DataFrame, pyod: pd.DataFrame, wall_s: float, notes: list[str]) -> str:
+def paired_display(paired: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """The report's view of ``paired_difference``: against the other quantum methods and the
+    per-client references only, "difference [low, high]" per cell."""
+    keep = paired[paired["against"].isin(methods) | paired["against"].str.endswith("-client")]
+    if keep.empty:
+        return keep
+    cells = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] {n}/{k}" if not math.isnan(lo) else f"{d:+.3f} {n}/{k}"
+             for d, lo, hi, n, k in zip(keep["difference"], keep["ci_low"], keep["ci_high"], keep["pqfl >= it"], keep["seeds"])]
+    wide = keep.assign(cell=cells).pivot(index=["dataset", "objective"], columns="against", values="cell")
+    return wide.reindex(pd.unique(pd.MultiIndex.from_frame(keep[["dataset", "objective"]]))).fillna("")
+
+
+def build_report(suite: Suite, table: pd.DataFrame, pyod: pd.DataFrame, wall_s: float, notes: list[str],
+                 paired: pd.DataFrame | None = None) -> str:
     parts = [f"# Benchmark `{suite.name}`", ""]
     if suite.description:
         parts += [suite.description.strip(), ""]
@@ -460,6 +502,12 @@ def build_report(suite: Suite, table: pd.DataFrame, pyod: pd.DataFrame, wall_s: 
     wins = win_counts(table)
     if not wins.empty:
         parts += ["## Datasets where PQFL's mean-client AUROC ≥ the other method's", "", _markdown(wins), ""]
+    shown = paired_display(paired, list(suite.methods)) if paired is not None and not paired.empty else pd.DataFrame()
+    if not shown.empty:
+        parts += ["## PQFL minus the other method, paired by seed (mean-client AUROC)", "",
+                  "Mean per-seed difference, its 95% paired-t interval, and on how many seeds PQFL was ≥ the "
+                  "other method. An interval that holds 0 does not separate the two on these seeds.", "",
+                  _markdown(shown), ""]
     if not pyod.empty:
         parts += ["PyOD columns: PyOD's published unsupervised ROC-AUC on the whole file (60/40 split, "
                   "standardised), a reference point only: its split and its pooled detectors differ from the "
@@ -539,7 +587,8 @@ def pqfl_benchmark(suite: str, data_dir: str | None = None, json_out: str | None
         if ref_path is not None and pyod.empty:
             notes.append(f"PyOD reference {ref_path} not found or without matching rows: reference columns left out.")
         wall_s = time.perf_counter() - started
-        report = build_report(spec, table, pyod, wall_s, notes)
+        paired = paired_difference(frame)
+        report = build_report(spec, table, pyod, wall_s, notes, paired)
         rows = [
             {k: (r[k] if k in ("dataset", "method", "objective") else float(r[k])) for k in JSON_KEYS}
             for r in table.to_dict("records")
@@ -556,6 +605,7 @@ def pqfl_benchmark(suite: str, data_dir: str | None = None, json_out: str | None
                 for metric in ("mean_auroc", "mean_aupr", "mean_false_error")
             },
             "pyod_reference": [{"dataset": d, **r} for d, r in pyod.to_dict("index").items()],
+            "paired_difference": paired.to_dict("records"),
         }
         with tempfile.TemporaryDirectory() as tmp:
             plot_dir = Path(tmp)

@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.io
+from scipy import stats
 import yaml
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.benchmark import JSON_KEYS, check_suite, expand_cases, load_suite, pyod_reference, relative_change, summary_table
+from flows.benchmark import (JSON_KEYS, check_suite, expand_cases, load_suite, paired_difference, pyod_reference,
+                             relative_change, summary_table)
 from pqfl.baselines import DETECTORS, anomaly_scores, run_baseline, run_baselines
 from pqfl.config import parse_config
 from pqfl.data.partition import partition
@@ -251,6 +253,28 @@ def test_summary_and_relative_change_are_computed_from_the_seeds():
         assert row["vs fedavg"] == pytest.approx(100 * (p - f) / f)
 
 
+def test_paired_difference_pairs_seeds_and_matches_a_paired_t_interval():
+    rng = np.random.default_rng(5)
+    seeds = [3, 0, 7, 1, 4]
+    records = [{"dataset": "a", "objective": o, "method": m, "seed": s, "mean_auroc": float(rng.uniform(0.5, 1.0))}
+               for o in ("supervised", "one_class") for m in ("pqfl", "fedavg", "logreg-client") for s in seeds]
+    frame = pd.DataFrame(records).sample(frac=1.0, random_state=1)  # pairing must not rely on row order
+    paired = paired_difference(frame).set_index(["objective", "against"])
+    assert set(paired.index) == {(o, m) for o in ("supervised", "one_class") for m in ("fedavg", "logreg-client")}
+    for (o, other), row in paired.iterrows():
+        p = {r["seed"]: r["mean_auroc"] for r in records if r["objective"] == o and r["method"] == "pqfl"}
+        q = {r["seed"]: r["mean_auroc"] for r in records if r["objective"] == o and r["method"] == other}
+        d = np.array([p[s] - q[s] for s in seeds])
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        assert row["difference"] == pytest.approx(d.mean())
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+        assert row["pqfl >= it"] == int((d >= 0).sum()) and row["seeds"] == len(seeds)
+    one_seed = paired_difference(pd.DataFrame([r for r in records if r["seed"] == 3]))
+    assert one_seed["ci_low"].isna().all() and (one_seed["seeds"] == 1).all()
+    with pytest.raises(ValueError):  # a seed twice (e.g. two sweep values under one label) cannot be paired
+        paired_difference(pd.concat([frame, frame.head(1)]))
+
+
 def test_pyod_reference_skips_detectors_that_did_not_run(tmp_path):
     path = tmp_path / "ref.csv"
     pd.DataFrame({"Data": ["cardio", "wbc"], "#Samples": [10, 20], "IForest": [0.9, 0.8], "LOF": [0.0, 0.95],
@@ -311,6 +335,13 @@ def test_benchmark_rows(benchmark_run):
         100 * (by[("pqfl", "one_class")] - by[("iforest-client", "one_class")]) / by[("iforest-client", "one_class")]
     )
     assert result["pyod_reference"] == [{"dataset": "toy", "pyod_best_roc": 0.86, "pyod_best_detector": "KNN", "pyod_iforest_roc": 0.81}]
+    # PQFL minus each reference, paired by seed, from the same per-seed table.
+    paired = {(x["objective"], x["against"]): x for x in result["paired_difference"]}
+    for objective, ref in (("one_class", "iforest-client"), ("supervised", "logreg-client")):
+        part = per_seed[per_seed.objective == objective].pivot(index="seed", columns="method", values="mean_auroc")
+        diff = part["pqfl"] - part[ref]
+        assert paired[(objective, ref)]["difference"] == pytest.approx(diff.mean())
+        assert paired[(objective, ref)]["pqfl >= it"] == int((diff >= 0).sum())
 
 
 @pytest.mark.timeout(600)
@@ -320,6 +351,9 @@ def test_benchmark_report_and_mlflow(benchmark_run):
     for r in result["rows"]:
         assert f"| {r['dataset']} | {r['objective']} | {r['method']} | {r['mean_auroc']:.3f} ± {r['mean_auroc_std']:.3f} |" in report
     assert "relative change" in report and "0.860 | KNN | 0.810" in report
+    paired = next(x for x in result["paired_difference"] if x["objective"] == "one_class" and x["against"] == "iforest-client")
+    assert "paired by seed" in report and f"| toy | one_class |" in report
+    assert f"{paired['difference']:+.3f} [{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}] {paired['pqfl >= it']}/2" in report
     run = client.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["pqfl.role"] == "benchmark"
     assert run.data.tags["prefect.flow_run_id"] not in ("", "none")
