@@ -11,7 +11,7 @@ computed by ``evaluate`` but never printed.
     .venv/bin/python -m benchmarks.tune_odds_val benchmarks/suites/odds.yaml /work/shared/data/odds \\
         supervised benchmarks/tuning/supervised.json --seeds 100,101,102,103
 
-Tuning seeds are separate from the suite's reporting seeds (0, 1, 2): each seed is a
+Tuning seeds must be apart from the suite's reporting seeds (the tool refuses an overlap): each seed is a
 different subsample, partition and initialisation, and validation splits hold only a
 handful of anomalies per client, so one seed's validation AUROC is a noisy guide.
 
@@ -76,7 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     wanted = [d for d in args.datasets.split(",") if d]
     ref = REFERENCE[args.objective]
-    cases = [c for c in expand_cases(load_suite(args.suite), args.data_dir)
+    suite = load_suite(args.suite)
+    reporting = set(suite.seeds) | {s for d in suite.datasets for s in (d.seeds or [])}
+    if reporting & set(seeds):
+        raise SystemExit(f"tuning seeds {sorted(reporting & set(seeds))} are reporting seeds of {args.suite}: "
+                         "choose settings on other seeds (e.g. --seeds 100,101,102), or the report tunes on its own splits")
+    cases = [c for c in expand_cases(suite, args.data_dir)
              if c.objective == args.objective and (not wanted or c.dataset in wanted)]
     seen, table = set(), defaultdict(list)
     for case in cases:

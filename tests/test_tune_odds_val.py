@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import yaml
 
 from benchmarks.tune_odds_val import main
@@ -36,3 +37,11 @@ def test_tuning_prints_validation_only_and_averages_the_tuning_seeds(tmp_path, c
         assert abs(table[name] - np.mean(seeds)) < 2e-3
     # The variant was applied: a strong proximal pull changes PQFL's validation scores.
     assert [r["per_client"] for r in rows if r["variant"] == "as is"] != [r["per_client"] for r in rows if r["variant"] == "lambda 1"]
+
+
+def test_tuning_refuses_the_suites_reporting_seeds(tmp_path):
+    suite = {**TINY_SUITE, "methods": ["pqfl"]}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    (tmp_path / "v.json").write_text(json.dumps({"as is": {}}))
+    with pytest.raises(SystemExit, match=r"tuning seeds \[1\] are reporting seeds"):
+        main([str(tmp_path / "suite.yaml"), str(tmp_path), "supervised", str(tmp_path / "v.json"), "--seeds", "7,1"])
