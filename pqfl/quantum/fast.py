@@ -6,7 +6,8 @@ variational block once (Heisenberg picture, adjoint channels from PennyLane's Kr
 operators); each sample then costs one quadratic form ψ† O_i ψ instead of a density
 matrix. Readout error is a classical confusion of each ⟨Z_i⟩: ⟨Z_i⟩ → (1 − 2p_i)⟨Z_i⟩.
 Noise may differ per qubit (a device calibration). With data re-uploading (angle
-features before every layer) the noisy path evolves one density matrix per sample.
+features before every layer) the noisy path evolves each sample's state forwards, as a
+real vector of Pauli coefficients through real Pauli transfer matrices.
 Gate matrices come from PennyLane (Rot.compute_matrix); tests compare with
 default.qubit / default.mixed.
 """
@@ -185,36 +186,125 @@ def channel_superoperator(kraus_sets) -> np.ndarray | None:
     return None if adjoint is None else np.conj(np.transpose(adjoint, (2, 3, 0, 1)))
 
 
+# Noisy re-uploading works in the Pauli basis: a state is its real vector of Pauli
+# coefficients r_P = Tr(ρ P), P a Pauli string (I, X, Y, Z per wire, wire 0 most
+# significant), and a channel is its real Pauli transfer matrix (PTM),
+# T[P, Q] = Tr(P E(Q)) / 2**q. One-wire gates and channels are 4x4 PTMs, and a CNOT maps
+# Pauli strings to Pauli strings up to a sign: a signed permutation.
+
+_PAULIS = np.array([[[1, 0], [0, 1]], [[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]])
+
+
+def _unitary_ptm(u):
+    """PTMs (.., 4, 4) of one-wire unitaries u (.., 2, 2): T[p, q] = Tr(P u Q u†) / 2."""
+    return 0.5 * jnp.real(jnp.einsum("pij,...jk,qkl,...il->...pq", _PAULIS, u, _PAULIS, jnp.conj(u)))
+
+
+def _channel_ptm(kraus_sets) -> np.ndarray:
+    """PTM (4, 4) of the one-wire channels applied in order (the identity for none)."""
+    s = channel_superoperator(kraus_sets)
+    if s is None:
+        return np.eye(4)
+    return 0.5 * np.real(np.einsum("pba,abcd,qcd->pq", _PAULIS, s, _PAULIS))
+
+
+def _cnot_pauli_map(pairs, qubits: int):
+    """The CNOT block on Pauli coefficients as a signed gather: r'[k] = sign[k] · r[src[k]]."""
+    cnot = np.eye(4)[[0, 1, 3, 2]]
+    two = np.array([np.kron(_PAULIS[a], _PAULIS[b]) for a in range(4) for b in range(4)])
+    # C Q C† = s · P: the image of each two-wire Pauli string Q, and its sign.
+    coeff = np.real(np.einsum("pij,jk,qkl,li->qp", two, cnot, two, cnot.T)) / 4
+    image = np.argmax(np.abs(coeff), axis=1)
+    sgn = coeff[np.arange(16), image]
+    preimage = np.argsort(image)
+    k = np.arange(4**qubits)
+    src, sign = k.copy(), np.ones(4**qubits)
+    for control, target in pairs:
+        cw, tw = 4 ** (qubits - 1 - control), 4 ** (qubits - 1 - target)
+        dc, dt = k // cw % 4, k // tw % 4
+        a = preimage[4 * dc + dt]
+        step = k + (a // 4 - dc) * cw + (a % 4 - dt) * tw
+        src, sign = src[step], sgn[a] * sign[step]
+    return src, sign
+
+
+def _readout_ptm_vectors(spec: CircuitSpec, noise) -> np.ndarray:
+    """(4**q, n_outputs): ⟨O_i⟩ = r · v_i for r the Pauli vector before the last noise."""
+    q = spec.qubits
+    signs = measured_signs(q, spec.correlators)  # the diagonals of the measured observables
+    diag_to_pauli = np.array([[1, 1], [0, 0], [0, 0], [1, -1]]) / 2  # Tr(P diag(d)) / 2 per wire
+    v = signs.reshape((2,) * q + (-1,))
+    for wire in range(q):  # Tr(T(ρ) O) = r · Tᵀ c, one wire at a time
+        v = np.moveaxis(np.tensordot(noise[wire].T @ diag_to_pauli, v, axes=(1, wire)), 0, wire)
+    return v.reshape(4**q, -1)
+
+
+def _mix4(v, g):
+    """Σ_r g[p, r] v[:, r] for every p: v (h, 4, l, batch), g (4, 4, batch), one fused pass."""
+    return jnp.stack([sum(g[p, r] * v[:, r] for r in range(4)) for p in range(4)], axis=1)
+
+
+def _pauli_view(t, wire: int):
+    return t.reshape(4**wire, 4, -1, t.shape[-1])
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _apply_ptm(vec, g, wire: int):
+    """Per-sample 4x4 PTMs g (4, 4, batch) on ``wire`` of Pauli vectors (4**q, batch)."""
+    return jax.lax.optimization_barrier(_mix4(_pauli_view(vec, wire), g).reshape(vec.shape))
+
+
+def _apply_ptm_fwd(vec, g, wire):
+    return _apply_ptm(vec, g, wire), (vec, g)
+
+
+def _apply_ptm_bwd(wire, res, out_bar):
+    vec, g = res
+    o, v = _pauli_view(out_bar, wire), _pauli_view(vec, wire)
+    vec_bar = jax.lax.optimization_barrier(_mix4(o, jnp.swapaxes(g, 0, 1)).reshape(vec.shape))
+    return vec_bar, jnp.sum(o[:, :, None] * v[:, None, :], axis=(0, 3))
+
+
+_apply_ptm.defvjp(_apply_ptm_fwd, _apply_ptm_bwd)
+
+
 def _expvals_density(spec: CircuitSpec, X, theta):
-    """Noisy ⟨Z_i⟩ with re-uploading: one density matrix per sample, (batch, 2**q, 2**q).
+    """Noisy ⟨Z_i⟩ with re-uploading, evolving each sample's state forwards.
 
     The Heisenberg shortcut of ``heisenberg_observables`` needs every data-dependent gate
-    before the noisy block; re-uploaded gates sit between its layers, so each sample's
-    state is evolved forwards instead (fine for the few qubits re-uploading is for).
+    before the noisy block; re-uploaded gates sit between its layers. Instead each sample
+    is a real Pauli vector, (4**q, batch). Everything but the CNOTs acts wire by wire,
+    so the noise of layer l − 1, the uploaded RY(x) and the Rot of layer l merge into one
+    4x4 PTM per sample and wire; a layer is then q fused passes and a signed gather.
     """
-    q, dim = spec.qubits, 2**spec.qubits
-    perm = tuple(_cnot_permutation(spec.pairs, q).tolist())
-    channels = [
-        channel_superoperator(noise_kraus(spec.on_wire("depolarizing", w), spec.on_wire("amplitude_damping", w)))
+    q, batch = spec.qubits, X.shape[0]
+    src, sign = _cnot_pauli_map(spec.pairs, q)
+    noise = [
+        _channel_ptm(noise_kraus(spec.on_wire("depolarizing", w), spec.on_wire("amplitude_damping", w)))
         for w in range(q)
     ]
-    psi = encoded_states(spec.encoding, X[:, :q], q)
-    rho = psi[:, :, None] * jnp.conj(psi)[:, None, :]
+    rot = _unitary_ptm(_rot(theta.reshape(-1, 3).T)).reshape(spec.layers, q, 4, 4)
+    x = X[:, : spec.layers * q].reshape(batch, spec.layers, q)
+    c, s = jnp.cos(x), jnp.sin(x)
+    zero, one = jnp.zeros_like(c), jnp.ones_like(c)
+    # RY(x) on Pauli coefficients (I, X, Y, Z): r_X → cos x r_X + sin x r_Z, r_Z → cos x r_Z − sin x r_X.
+    ry = jnp.stack([jnp.stack(row, -1) for row in (
+        [one, zero, zero, zero], [zero, c, zero, s], [zero, zero, one, zero], [zero, -s, zero, c]
+    )], -2)  # (batch, layers, q, 4, 4)
+    # Layer 0: the angle-encoded product state RY(x)|0⟩ (re-uploading is angle-only), per
+    # wire the Pauli vector (1, sin x, 0, cos x), then Rot.
+    wires = jnp.einsum("wpr,bwr->wpb", rot[0], ry[:, 0, :, :, 0] + ry[:, 0, :, :, 3])
+    vec = wires[0]
+    for wire in range(1, q):
+        vec = (vec[:, None, :] * wires[wire, None, :, :]).reshape(-1, batch)
+    gates = jnp.einsum("lwpr,blwrs,wsu->lwpub", rot[1:], ry[:, 1:], jnp.asarray(np.stack(noise)))
     for layer in range(spec.layers):
         if layer > 0:
-            vec = rho.reshape(len(rho), dim * dim)
             for wire in range(q):
-                vec = _ry_batch(_ry_batch(vec, X[:, layer * q + wire], wire, 2 * q), X[:, layer * q + wire], q + wire, 2 * q)
-            rho = vec.reshape(-1, dim, dim)
-        for wire in range(q):
-            r = _rot(theta[layer, wire])
-            rho = _apply_super(rho, jnp.einsum("ac,bd->abcd", r, jnp.conj(r)), wire, q)
+                vec = _apply_ptm(vec, gates[layer - 1, wire], wire)
         if len(spec.pairs):
-            rho = _permute(rho, perm, (1, 2))
-        for wire in range(q):
-            if channels[wire] is not None:
-                rho = _apply_super(rho, jnp.asarray(channels[wire]), wire, q)
-    return jnp.real(jnp.diagonal(rho, axis1=1, axis2=2)) @ jnp.asarray(measured_signs(q, spec.correlators))
+            vec = _permute(vec, tuple(src.tolist()), (0,)) * sign[:, None]
+    return vec.T @ jnp.asarray(_readout_ptm_vectors(spec, noise))
 
 
 def _rot_superoperator(r):
