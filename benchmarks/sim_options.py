@@ -1,7 +1,7 @@
 """What the circuit options cost: one jitted value-and-gradient step, side by side.
 
 Batch 64, 5 layers, ring entangler; median of 30 calls after a warm-up (compilation).
-Re-uploading on a noisy client leaves the Heisenberg shortcut for one density matrix per
+Re-uploading on a noisy client leaves the Heisenberg shortcut for one forward-evolved state per
 sample; the correlator readout adds q(q-1)/2 observables.
 
     .venv/bin/python -m benchmarks.sim_options

@@ -28,7 +28,7 @@ METHODS = ("local", "fedavg", "fedprox", "pqfl", "centralized")
 # Dense state-vector / density-matrix simulation of more qubits than this does not fit
 # comfortably in this machine's memory for a batch of samples.
 MAX_QUBITS = 16
-MAX_REUPLOAD_NOISY_QUBITS = 8  # noisy re-uploading keeps a density matrix per sample (pqfl.quantum.fast)
+MAX_REUPLOAD_NOISY_QUBITS = 8  # noisy re-uploading keeps 4^q Pauli coefficients per sample (pqfl.quantum.fast)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -217,10 +217,11 @@ class ClientProfile(_Strict):
                 "set encoding: angle or remove reupload"
             )
         if self.reupload and self.noise.is_noisy and self.qubits > MAX_REUPLOAD_NOISY_QUBITS:
-            mib = 64 * 16 * 4**self.qubits / 2**20
+            mib = 64 * 8 * 4**self.qubits / 2**20
             raise ValueError(
-                f"reupload: with depolarizing or amplitude_damping noise, re-uploading evolves one 2^q x 2^q density "
-                f"matrix per sample ({mib:,.0f} MiB for a batch of 64 on {self.qubits} qubits); use at most "
+                f"reupload: with depolarizing or amplitude_damping noise, re-uploading evolves 4^q real Pauli "
+                f"coefficients per sample, a density matrix's worth ({mib:,.0f} MiB per copy for a batch of 64 on "
+                f"{self.qubits} qubits, and training keeps one per gate); use at most "
                 f"{MAX_REUPLOAD_NOISY_QUBITS} qubits, or remove that noise"
             )
         return self

@@ -111,7 +111,7 @@ BAD_CASES = {
     ),
     "noisy_reupload_too_large": (
         lambda d: d["clients"][0].update(encoding="angle", reupload=True, qubits=10, noise={"depolarizing": 0.01}),
-        ["clients.0", "reupload", "1,024 MiB", "at most 8 qubits", "remove that noise"],
+        ["clients.0", "reupload", "512 MiB per copy", "at most 8 qubits", "remove that noise"],
     ),
     "unknown_angle_scale": (_set("dataset.angle_scale", "minmax"), ["dataset.angle_scale", "'whiten'", "'common'", "minmax"]),
     "unknown_measure": (_set("clients.1.measure", "xx"), ["clients.1.measure", "'z'", "'zz'", "xx"]),
