@@ -144,8 +144,7 @@ _permute.defvjp(_permute_fwd, _permute_bwd)
 
 def _ry_batch(t, angles, wire: int, qubits: int):
     """RY(angles[b]) on ``wire`` of row b of ``t`` (batch, 2**qubits): a per-sample gate,
-    for re-uploaded features. RY is real, so on a density matrix flattened to 2q wires the
-    same call acts on the row (wire w) and the column (wire q + w) side."""
+    for re-uploaded features on the noiseless state-vector path."""
     c, s = jnp.cos(angles / 2), jnp.sin(angles / 2)
     m = jnp.stack([jnp.stack([c, -s], axis=-1), jnp.stack([s, c], axis=-1)], axis=-2)  # (batch, 2, 2)
     v = t.reshape(t.shape[0], 2**wire, 2, -1)
