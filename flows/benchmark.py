@@ -41,7 +41,7 @@ from flows.train import task_runner_for, train_method  # noqa: E402
 from pqfl.baselines import DETECTORS, detectors_for, run_baselines  # noqa: E402
 from pqfl.config import METHODS, Config, parse_config  # noqa: E402
 from pqfl.errors import PQFLInputError  # noqa: E402
-from pqfl.experiment import prepare  # noqa: E402
+from pqfl.experiment import load_and_partition, prepare  # noqa: E402
 
 log = logging.getLogger("pqfl.progress")
 
@@ -653,8 +653,10 @@ def _plots(spec: Suite, records, y_tests, frame: pd.DataFrame, plot_dir: Path, t
 
 
 def check_suite(suite_path: str, data_dir: str | None) -> tuple[Suite, list[Case]]:
-    """Validate a suite before anything starts: fields, every case's config, and each
-    dataset's files and partition (prepared once per dataset). Raises PQFLInputError."""
+    """Validate a suite before anything starts: fields, every case's config, each dataset's
+    files and feature maps (prepared once per dataset) and every case's partition (each
+    seed draws its own), so no case fails on its data after hours of others. Raises
+    PQFLInputError naming the case."""
     spec = load_suite(suite_path)
     if data_dir is not None and not Path(data_dir).is_dir():
         raise PQFLInputError(f"--data-dir: directory {data_dir} not found; pass the folder the suite's files are in")
@@ -663,7 +665,13 @@ def check_suite(suite_path: str, data_dir: str | None) -> tuple[Suite, list[Case
         detectors_for(objective, spec.baselines)
     seen = set()
     for case in cases:
-        if case.dataset not in seen:
-            seen.add(case.dataset)
-            prepare(parse_config(case.config))
+        cfg = parse_config(case.config)
+        try:
+            if case.dataset not in seen:
+                seen.add(case.dataset)
+                prepare(cfg)
+            else:
+                load_and_partition(cfg)
+        except PQFLInputError as err:
+            raise PQFLInputError(f"dataset {case.dataset!r}, objective {case.objective}, seed {case.seed}: {err}") from err
     return spec, cases

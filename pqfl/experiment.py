@@ -54,6 +54,15 @@ def centralized_profile(cfg: Config) -> ClientProfile:
 
 def prepare(cfg: Config) -> tuple[list[ClientSetup], list[ClientData], GlobalStats]:
     """Load and partition the data, then fit every client's feature map from summed statistics."""
+    datas = load_and_partition(cfg)
+    # Each client shares only (n, Σx, Σxxᵀ) of its training rows.
+    stats = GlobalStats.from_sums([SufficientStats.of(d.X_train) for d in datas])
+    setups = [_setup(i, prof, stats, d, cfg.dataset) for i, (prof, d) in enumerate(zip(cfg.clients, datas))]
+    return setups, datas, stats
+
+
+def load_and_partition(cfg: Config) -> list[ClientData]:
+    """The clients' private splits: load, subsample, check the features, partition (no feature map)."""
     ds = load_source(cfg.dataset.source)
     if cfg.dataset.max_samples and len(ds.y) > cfg.dataset.max_samples:
         keep = np.sort(derive_rng(cfg.federation.seed, "subsample").choice(len(ds.y), cfg.dataset.max_samples, replace=False))
@@ -71,11 +80,7 @@ def prepare(cfg: Config) -> tuple[list[ClientSetup], list[ClientData], GlobalSta
                 f"clients.{c.name}.qubits: {c.encoding} encoding on {c.qubits} qubits needs {c.qubits} features but "
                 f"{ds.name} has {ds.X.shape[1]}; use at most {ds.X.shape[1]} qubits or amplitude encoding"
             )
-    datas = partition(ds, [c.name for c in cfg.clients], cfg.partition, cfg.dataset.normal_classes, cfg.federation.seed)
-    # Each client shares only (n, Σx, Σxxᵀ) of its training rows.
-    stats = GlobalStats.from_sums([SufficientStats.of(d.X_train) for d in datas])
-    setups = [_setup(i, prof, stats, d, cfg.dataset) for i, (prof, d) in enumerate(zip(cfg.clients, datas))]
-    return setups, datas, stats
+    return partition(ds, [c.name for c in cfg.clients], cfg.partition, cfg.dataset.normal_classes, cfg.federation.seed)
 
 
 def pooled_setup(cfg: Config, datas: list[ClientData], stats: GlobalStats) -> tuple[ClientSetup, list[ClientSetup]]:

@@ -122,6 +122,18 @@ def test_paper_suite_reads_cifar10_and_svhn_fixtures(tmp_path):
     assert {c.entry for c in cases} == {d.name for d in suite.datasets}
 
 
+def test_check_suite_partitions_every_case_before_anything_runs(tmp_path):
+    """The first case of each dataset is fully prepared; every other case (each seed and
+    objective draws its own partition) is partitioned too, so an infeasible one fails now."""
+    _odds_like(tmp_path / "toy.mat")
+    entry = {**TINY_SUITE["datasets"][0], "objective_overrides": {"one_class": {"partition.min_anomalies": 200}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({**TINY_SUITE, "datasets": [entry]}))
+    with pytest.raises(PQFLInputError, match=r"dataset 'toy', objective one_class, seed 0: partition: could not give"):
+        check_suite(str(tmp_path / "s.yaml"), str(tmp_path))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(TINY_SUITE))
+    assert len(check_suite(str(tmp_path / "s.yaml"), str(tmp_path))[1]) == 4
+
+
 @pytest.mark.parametrize(
     "change, needle",
     [

@@ -147,6 +147,34 @@ def test_impossible_partition_raises_input_error(tagged):
     assert "partition" in msg and "min_anomalies" in msg
 
 
+def test_partition_redraws_until_every_client_has_its_anomalies():
+    """Few anomalies over four clients (like ODDS wbc): some seeds need many draws. A seed
+    that succeeds keeps its partition whatever the attempt budget, and the default budget
+    reaches seeds that 25 draws could not."""
+    rng = np.random.default_rng(0)
+    y = np.zeros(400, dtype=np.int64)
+    y[rng.choice(400, 20, replace=False)] = 1
+    ds = Dataset(rng.normal(size=(400, 3)), y, True, "few-anomalies")
+    cfg = PartitionConfig(alpha=1.0, quantity_skew=0.5, min_anomalies=3)
+
+    def draw(seed, attempts=None):
+        try:
+            return partition(ds, NAMES, cfg, [0], seed=seed, **({} if attempts is None else {"attempts": attempts}))
+        except PQFLInputError:
+            return None
+
+    rescued = 0
+    for seed in range(40):
+        short, default = draw(seed, attempts=25), draw(seed)
+        assert default is not None, seed
+        assert all(c.y_train.sum() + c.y_val.sum() + c.y_test.sum() >= 3 for c in default)
+        if short is None:
+            rescued += 1
+        else:
+            assert all(np.array_equal(a.X_train, b.X_train) and np.array_equal(a.y_test, b.y_test) for a, b in zip(short, default))
+    assert rescued > 0
+
+
 def test_unknown_global_normal_class_raises_input_error(tagged):
     with pytest.raises(PQFLInputError, match="normal_classes"):
         partition(tagged, NAMES, PartitionConfig(normal="global"), [42], seed=0)
