@@ -40,6 +40,7 @@ from flows.tracking import PARENT_TAG, Tracker  # noqa: E402
 from flows.train import task_runner_for, train_method  # noqa: E402
 from pqfl.baselines import DETECTORS, detectors_for, run_baselines  # noqa: E402
 from pqfl.config import METHODS, Config, parse_config  # noqa: E402
+from pqfl.data.sources import load_source  # noqa: E402
 from pqfl.errors import PQFLInputError  # noqa: E402
 from pqfl.experiment import load_and_partition, prepare  # noqa: E402
 
@@ -663,15 +664,17 @@ def check_suite(suite_path: str, data_dir: str | None) -> tuple[Suite, list[Case
     cases = expand_cases(spec, data_dir)
     for objective in spec.objectives:
         detectors_for(objective, spec.baselines)
-    seen = set()
+    seen, loaded = set(), {}
     for case in cases:
         cfg = parse_config(case.config)
         try:
             if case.dataset not in seen:
                 seen.add(case.dataset)
                 prepare(cfg)
-            else:
-                load_and_partition(cfg)
+            else:  # an image set is read once, not once per seed and objective
+                source = cfg.dataset.source
+                loaded[source] = loaded[source] if source in loaded else load_source(source)
+                load_and_partition(cfg, loaded[source])
         except PQFLInputError as err:
             raise PQFLInputError(f"dataset {case.dataset!r}, objective {case.objective}, seed {case.seed}: {err}") from err
     return spec, cases

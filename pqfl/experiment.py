@@ -14,7 +14,7 @@ import numpy as np
 from pqfl.config import ClientProfile, Config, DatasetConfig
 from pqfl.data.partition import ClientData, partition
 from pqfl.data.preprocessing import GlobalStats, SufficientStats, feature_map
-from pqfl.data.sources import load_source
+from pqfl.data.sources import Dataset, load_source
 from pqfl.errors import PQFLInputError
 from pqfl.federated.client import ClientSetup
 from pqfl.quantum.spec import CircuitSpec
@@ -61,9 +61,10 @@ def prepare(cfg: Config) -> tuple[list[ClientSetup], list[ClientData], GlobalSta
     return setups, datas, stats
 
 
-def load_and_partition(cfg: Config) -> list[ClientData]:
-    """The clients' private splits: load, subsample, check the features, partition (no feature map)."""
-    ds = load_source(cfg.dataset.source)
+def load_and_partition(cfg: Config, loaded: Dataset | None = None) -> list[ClientData]:
+    """The clients' private splits: load (unless ``loaded``, the source already read),
+    subsample, check the features, partition (no feature map)."""
+    ds = load_source(cfg.dataset.source) if loaded is None else loaded
     if cfg.dataset.max_samples and len(ds.y) > cfg.dataset.max_samples:
         keep = np.sort(derive_rng(cfg.federation.seed, "subsample").choice(len(ds.y), cfg.dataset.max_samples, replace=False))
         ds = type(ds)(ds.X[keep], ds.y[keep], ds.anomaly_labels, ds.name)
