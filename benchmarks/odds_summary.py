@@ -15,7 +15,7 @@ import json
 
 import pandas as pd
 
-from flows.benchmark import _markdown
+from flows.benchmark import markdown_table
 
 # (objective, the method PQFL is compared with, at least this many datasets)
 TARGETS = (("supervised", "fedavg", 4), ("supervised", "logreg-client", 4), ("one_class", "iforest-client", 3))
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = json.loads(open(ap.parse_args(argv).json).read())
     tables = [target_counts(payload), main_table(payload)]
     tables += [paired_table(payload)] if payload.get("paired_difference") else []
-    print("\n\n".join(_markdown(t) for t in tables))
+    print("\n\n".join(markdown_table(t) for t in tables))
 
 
 if __name__ == "__main__":

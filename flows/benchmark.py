@@ -337,7 +337,7 @@ def pyod_reference(path: Path | None, datasets: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def _markdown(frame: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
+def markdown_table(frame: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
     frame = frame.reset_index() if not isinstance(frame.index, pd.RangeIndex) else frame
     cols = [str(c) for c in frame.columns]
 
@@ -493,22 +493,22 @@ def build_report(suite: Suite, table: pd.DataFrame, pyod: pd.DataFrame, wall_s: 
         "",
         "## Results",
         "",
-        _markdown(display_table(table, pyod)),
+        markdown_table(display_table(table, pyod)),
         "",
     ]
     for metric, label in (("mean_auroc", "AUROC"), ("mean_aupr", "AUPR")):
         rel = relative_change(table, metric)
         if not rel.empty:
-            parts += [f"## PQFL's relative change in mean-client {label} (%)", "", _markdown(rel, "{:+.1f}"), ""]
+            parts += [f"## PQFL's relative change in mean-client {label} (%)", "", markdown_table(rel, "{:+.1f}"), ""]
     wins = win_counts(table)
     if not wins.empty:
-        parts += ["## Datasets where PQFL's mean-client AUROC ≥ the other method's", "", _markdown(wins), ""]
+        parts += ["## Datasets where PQFL's mean-client AUROC ≥ the other method's", "", markdown_table(wins), ""]
     shown = paired_display(paired, list(suite.methods)) if paired is not None and not paired.empty else pd.DataFrame()
     if not shown.empty:
         parts += ["## PQFL minus the other method, paired by seed (mean-client AUROC)", "",
                   "Mean per-seed difference, its 95% paired-t interval, and on how many seeds PQFL was ≥ the "
                   "other method. An interval that holds 0 does not separate the two on these seeds.", "",
-                  _markdown(shown), ""]
+                  markdown_table(shown), ""]
     if not pyod.empty:
         parts += ["PyOD columns: PyOD's published unsupervised ROC-AUC on the whole file (60/40 split, "
                   "standardised), a reference point only: its split and its pooled detectors differ from the "
