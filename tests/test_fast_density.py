@@ -5,14 +5,13 @@ the correlator readout."""
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from pqfl.quantum.ansatz import entangling_pairs, shape
 from pqfl.quantum.fast import fast_expvals
 from pqfl.quantum.reference import reference_expvals
 from pqfl.quantum.spec import CircuitSpec
+from tests.test_quantum import simulated_value_and_grad
 
 
 def test_reupload_density_path_matches_pennylane_on_mixed_noise_correlators():
@@ -27,12 +26,8 @@ def test_reupload_density_path_matches_pennylane_on_mixed_noise_correlators():
     theta = rng.uniform(-np.pi, np.pi, shape(layers, qubits))
     cotangent = rng.normal(size=(3, spec.n_outputs))
 
-    def value_and_grad(simulate):
-        (_, z), g = jax.value_and_grad(lambda th: (jnp.sum(simulate(spec, X, th) * cotangent), simulate(spec, X, th)), has_aux=True)(theta)
-        return np.asarray(z), np.asarray(g)
-
-    z_fast, g_fast = value_and_grad(fast_expvals)
-    z_ref, g_ref = value_and_grad(reference_expvals)
+    z_fast, g_fast = simulated_value_and_grad(fast_expvals, spec, X, theta, cotangent)
+    z_ref, g_ref = simulated_value_and_grad(reference_expvals, spec, X, theta, cotangent)
     assert z_fast.shape == (3, 10)
     assert np.allclose(z_fast, z_ref, atol=1e-10, rtol=0)
     assert np.allclose(g_fast, g_ref, atol=1e-10, rtol=0)
