@@ -32,7 +32,7 @@ from flows.benchmark import expand_cases, load_suite
 from pqfl.baselines import run_baseline
 from pqfl.config import parse_config
 from pqfl.experiment import prepare
-from pqfl.federated.aggregation import block_of, masked_average
+from pqfl.federated.aggregation import block_of, grouped_average, share_groups
 from pqfl.federated.client import evaluate, init_state, local_round
 from pqfl.federated.methods import RULES, prox_weight
 from pqfl.federated.server import init_global
@@ -45,20 +45,21 @@ def validation_aurocs(cfg, method: str = "pqfl") -> tuple[list[float], list, obj
     the prepared client data and statistics (for the classical reference)."""
     fed, sim = cfg.federation, cfg.simulator
     setups, datas, stats = prepare(cfg)
-    G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale)
-    states = [init_state(s, block_of(G, s.spec.layers, s.spec.qubits), fed.seed) for s in setups]
+    groups = share_groups([s.profile.encoding for s in setups], fed.share)
+    G = np.stack([init_global(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale)] * (max(groups) + 1))
+    states = [init_state(s, block_of(G[g], s.spec.layers, s.spec.qubits), fed.seed) for s, g in zip(setups, groups)]
     rule, prox = RULES[method], prox_weight(method, fed.lam, fed.mu)
     for k in range(1, fed.rounds + 1):
-        blocks = [block_of(G, s.spec.layers, s.spec.qubits) for s in setups]
+        blocks = [block_of(G[g], s.spec.layers, s.spec.qubits) for s, g in zip(setups, groups)]
         starts = blocks if rule.start_from_global else [st.theta for st in states]
         anchors = blocks if rule.prox else [None] * len(setups)
         for i, s in enumerate(setups):
             states[i], _ = local_round(s, states[i], start_theta=starts[i], anchor=anchors[i], prox=prox, fed=fed,
                                        simulator=sim, round_index=k)
         if rule.uploads:
-            G = masked_average(G, [st.theta for st in states], [s.n_train for s in setups])
-    evs = [evaluate(s, st, st.theta if rule.evaluate_personal else block_of(G, s.spec.layers, s.spec.qubits), fed=fed,
-                    simulator=sim, round_index=fed.rounds) for s, st in zip(setups, states)]
+            G = grouped_average(G, [st.theta for st in states], [s.n_train for s in setups], groups)
+    evs = [evaluate(s, st, st.theta if rule.evaluate_personal else block_of(G[g], s.spec.layers, s.spec.qubits), fed=fed,
+                    simulator=sim, round_index=fed.rounds) for s, st, g in zip(setups, states, groups)]
     return [float(e["val_auroc"]) for e in evs], datas, stats
 
 

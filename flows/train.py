@@ -26,7 +26,7 @@ from flows.tracking import MethodRun, Tracker, tracking_uri
 from pqfl.config import Config, RunnerConfig, load_config, parse_config
 from pqfl.errors import PQFLRunError
 from pqfl.experiment import pooled_setup, prepare
-from pqfl.federated.aggregation import block_of
+from pqfl.federated.aggregation import block_of, share_groups
 from pqfl.federated.client import init_state
 from pqfl.federated.methods import RULES, prox_weight
 from pqfl.federated.server import init_global, sample_clients
@@ -65,12 +65,14 @@ def _client_row(ev: dict, loss: float | None) -> dict:
     return row
 
 
-def _eval_models(method: str, setups, states, G) -> tuple[list, list]:
-    """The (state, θ) each client is evaluated with: its own v_n, the global w, or the pooled model."""
+def _eval_models(method: str, setups, states, G, groups: list[int]) -> tuple[list, list]:
+    """The (state, θ) each client is evaluated with: its own v_n, its group's global w, or the pooled model."""
     if method == "centralized":
         return [states[0]] * len(setups), [states[0].theta] * len(setups)
     personal = RULES[method].evaluate_personal
-    return list(states), [st.theta if personal else block_of(G, s.spec.layers, s.spec.qubits) for s, st in zip(setups, states)]
+    return list(states), [
+        st.theta if personal else block_of(G[g], s.spec.layers, s.spec.qubits) for s, st, g in zip(setups, states, groups)
+    ]
 
 
 def _reason(err: BaseException) -> str:
@@ -88,7 +90,7 @@ def _mark_crashed(flow_run_id: str, by: str) -> None:
         pass
 
 
-def _start(cfg: Config, method: str, tracker: Tracker, store: CheckpointStore, eval_setups, train_setups):
+def _start(cfg: Config, method: str, tracker: Tracker, store: CheckpointStore, eval_setups, train_setups, groups):
     """A new method run and its round-0 checkpoint, or the runs and last round of a crashed one."""
     ckpt = store.load(method)
     if ckpt is not None and ckpt.finished:
@@ -101,12 +103,13 @@ def _start(cfg: Config, method: str, tracker: Tracker, store: CheckpointStore, e
     tracker.fail_orphans(store.invocation, method, "crashed before its first checkpoint; started again")
     tags = {"pqfl.invocation": store.invocation, "pqfl.checkpoint": str(store.path(method))}
     run = tracker.start_method(method, eval_setups, tags=tags)
-    G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale)
+    # One global tensor per sharing group, all starting from the same draw.
+    G = np.stack([init_global(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale)] * (max(groups) + 1))
     ckpt = MethodCheckpoint(
         method=method,
         round=0,
         global_theta=G,
-        states=[init_state(s, block_of(G, s.spec.layers, s.spec.qubits), fed.seed) for s in train_setups],
+        states=[init_state(s, block_of(G[g], s.spec.layers, s.spec.qubits), fed.seed) for s, g in zip(train_setups, groups)],
         history=[],
         per_client=[],
         final=[],
@@ -140,12 +143,13 @@ def train_method(
     started = time.perf_counter()
     setups, datas, stats = prepare(cfg)
     eval_setups, train_setups = setups, setups
+    groups = share_groups([s.profile.encoding for s in setups], fed.share)
     if method == "centralized":
         trainer, eval_setups = pooled_setup(cfg, datas, stats)
-        train_setups = [trainer]
+        train_setups, groups = [trainer], [0] * len(setups)
     tracker = Tracker(cfg, parent_flow_run_id or str(flow_run.id))
     store = CheckpointStore(checkpoint_root(tracker.uri), invocation or parent_flow_run_id or str(flow_run.id))
-    run, ckpt, resumed = _start(cfg, method, tracker, store, eval_setups, train_setups)
+    run, ckpt, resumed = _start(cfg, method, tracker, store, eval_setups, train_setups, groups)
     if ckpt.finished:  # this method completed before the crash (its end may not have been recorded)
         run.finish("FINISHED")
         log.info("%-11s finished before the resume; MLflow run %s", method, run.parent_id)
@@ -171,7 +175,7 @@ def train_method(
                 rule = RULES[method]
                 participants = sample_clients(len(setups), fed.client_fraction, fed.min_clients, fed.seed, k)
                 prox = prox_weight(method, fed.lam, fed.mu)
-                global_blocks = [block_of(G, setups[i].spec.layers, setups[i].spec.qubits) for i in participants]
+                global_blocks = [block_of(G[groups[i]], setups[i].spec.layers, setups[i].spec.qubits) for i in participants]
                 starts = global_blocks if rule.start_from_global else [states[i].theta for i in participants]
                 anchors = global_blocks if rule.prox else [None] * len(participants)
             futures = train_task.map(
@@ -217,8 +221,11 @@ def train_method(
             if method == "centralized":
                 losses = {i: losses[0] for i in range(len(eval_setups))}
             elif RULES[method].uploads:  # join: masked FedAvg over the clients that finished
-                G = aggregate(G, [states[i].theta for i in survivors], [float(setups[i].n_train) for i in survivors])
-            eval_states, eval_thetas = _eval_models(method, eval_setups, states, G)
+                G = aggregate(
+                    G, [states[i].theta for i in survivors], [float(setups[i].n_train) for i in survivors],
+                    [groups[i] for i in survivors],
+                )
+            eval_states, eval_thetas = _eval_models(method, eval_setups, states, G, groups)
             evals = eval_task.map(
                 eval_setups, eval_states, eval_thetas, unmapped(fed), unmapped(sim), unmapped(k), unmapped(plan)
             )
@@ -271,7 +278,7 @@ def train_method(
                 "%-11s round %2d/%d  mean AUROC %.3f  worst %.3f  (%.1f s)",
                 method, k, fed.rounds, summary["mean_auroc"], summary["worst_auroc"], ckpt.elapsed_s,
             )
-        eval_states, eval_thetas = _eval_models(method, eval_setups, states, G)
+        eval_states, eval_thetas = _eval_models(method, eval_setups, states, G, groups)
         run.log_artifacts(cfg, method, history, final, eval_setups, eval_thetas)
         run.log_models(cfg, method, eval_setups, eval_states, eval_thetas, final)
         evaluate_on_hardware(run, cfg, method, eval_setups, eval_states, eval_thetas, final)  # device clients only

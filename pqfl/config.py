@@ -272,6 +272,10 @@ class FederationConfig(_Strict):
     init_scale: float = Field(default=0.3, ge=0)
     # supervised: L2 penalty (α/2)‖w‖² on each client's classical head (0 = none).
     head_l2: float = Field(default=0.0, ge=0)
+    # Which clients share θ: the whole fleet (the paper's masked average over every client
+    # holding an entry), or only clients with the same data encoding, whose layers act on
+    # the same kind of input state (pqfl.federated.aggregation.share_groups).
+    share: Literal["fleet", "encoding"] = "fleet"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -19,7 +19,7 @@ from pqfl.compile_cache import enable_persistent_cache
 from pqfl.config import Config, FederationConfig
 from pqfl.experiment import prepare
 from pqfl.federated import client as client_lib
-from pqfl.federated.aggregation import masked_average
+from pqfl.federated.aggregation import grouped_average
 from tasks.retry import NO_FAULTS, FaultPlan
 
 # Worker processes import this module too: they share the on-disk compilation cache.
@@ -54,9 +54,9 @@ def local_train(
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
-def aggregate(previous: np.ndarray, blocks: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    """Masked, size-weighted average of the uploaded blocks (join)."""
-    return masked_average(previous, blocks, weights)
+def aggregate(previous: np.ndarray, blocks: list[np.ndarray], weights: list[float], groups: list[int]) -> np.ndarray:
+    """Masked, size-weighted average of the uploaded blocks within each sharing group (join)."""
+    return grouped_average(previous, blocks, weights, groups)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-{setup.profile.name}-r{round_index}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pqfl.federated.aggregation import block_of, masked_average
+from pqfl.federated.aggregation import block_of, grouped_average, masked_average, share_groups
 
 
 def _blocks():
@@ -128,3 +128,28 @@ def test_init_scale_is_validated():
     assert parse_config({"clients": clients, "federation": {"init_scale": 0.0}}).federation.init_scale == 0.0
     with pytest.raises(PQFLInputError, match="federation.init_scale"):
         parse_config({"clients": clients, "federation": {"init_scale": -0.1}})
+
+
+def test_share_groups_fleet_and_by_encoding():
+    encodings = ["amplitude", "angle", "amplitude", "iqp", "angle"]
+    assert share_groups(encodings, "fleet") == [0, 0, 0, 0, 0]
+    assert share_groups(encodings, "encoding") == [0, 1, 0, 2, 1]
+    with pytest.raises(ValueError, match="fleet or encoding"):
+        share_groups(encodings, "qubits")
+
+
+def test_grouped_average_keeps_groups_apart():
+    rng = np.random.default_rng(3)
+    previous = rng.normal(size=(3, 2, 3, 3))
+    blocks = [rng.normal(size=shape) for shape in [(2, 3, 3), (1, 2, 3), (2, 2, 3), (1, 3, 3)]]
+    weights, groups = [2.0, 1.0, 5.0, 3.0], [0, 1, 0, 1]
+    out = grouped_average(previous, blocks, weights, groups)
+    for g in range(2):  # each group is the plain masked average of its own members
+        idx = [n for n, gn in enumerate(groups) if gn == g]
+        assert np.array_equal(out[g], masked_average(previous[g], [blocks[n] for n in idx], [weights[n] for n in idx]))
+    assert np.array_equal(out[2], previous[2])  # nobody in group 2 uploaded
+    assert not np.allclose(out[0], masked_average(previous[0], blocks, weights))  # mixing groups would differ
+    # One group is exactly the fleet-wide average.
+    assert np.array_equal(grouped_average(previous[:1], blocks, weights, [0] * 4)[0], masked_average(previous[0], blocks, weights))
+    with pytest.raises(ValueError, match="one weight and one group per block"):
+        grouped_average(previous, blocks, weights, groups[:3])

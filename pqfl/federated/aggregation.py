@@ -1,4 +1,9 @@
-"""Masked weighted averaging over heterogeneous parameter blocks (HeteroFL-style FedAvg)."""
+"""Masked weighted averaging over heterogeneous parameter blocks (HeteroFL-style FedAvg).
+
+The server holds one global tensor per sharing group, stacked as (groups, L_max, Q_max, 3):
+with ``federation.share: fleet`` one group holds every client (the paper); with
+``encoding`` clients share θ only with clients of the same data encoding.
+"""
 
 from __future__ import annotations
 
@@ -26,3 +31,26 @@ def masked_average(previous: np.ndarray, blocks: list[np.ndarray], weights: list
 def block_of(global_theta: np.ndarray, layers: int, qubits: int) -> np.ndarray:
     """A client's (layers, qubits, 3) view of the global tensor, copied."""
     return np.array(global_theta[:layers, :qubits, :], dtype=np.float64)
+
+
+def share_groups(encodings: list[str], share: str) -> list[int]:
+    """Each client's sharing group: 0 for all with ``fleet``; with ``encoding`` one group per
+    distinct encoding, numbered in order of first appearance."""
+    if share == "fleet":
+        return [0] * len(encodings)
+    if share == "encoding":
+        order = list(dict.fromkeys(encodings))
+        return [order.index(e) for e in encodings]
+    raise ValueError(f"unknown share {share!r}; use fleet or encoding")
+
+
+def grouped_average(previous: np.ndarray, blocks: list[np.ndarray], weights: list[float], groups: list[int]) -> np.ndarray:
+    """``masked_average`` within each group: ``previous`` is (groups, L_max, Q_max, 3) and
+    ``groups[n]`` is block n's group; a group that uploads nothing keeps its tensor."""
+    if not (len(blocks) == len(weights) == len(groups)):
+        raise ValueError("grouped_average needs one weight and one group per block")
+    out = np.array(previous, dtype=np.float64)
+    for g in range(len(out)):
+        idx = [n for n, gn in enumerate(groups) if gn == g]
+        out[g] = masked_average(previous[g], [blocks[n] for n in idx], [weights[n] for n in idx])
+    return out
