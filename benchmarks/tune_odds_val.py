@@ -1,7 +1,7 @@
 """Per-dataset settings of the ODDS suite, chosen on validation AUROC only, without Prefect.
 
 Runs PQFL through the library's own round loop (the same steps as ``flows/train.py``:
-``init_global`` → per client ``local_round`` → ``masked_average`` weighted by training
+``init_shared`` → per client ``local_round`` → ``grouped_average`` weighted by training
 size → ``evaluate``; no MLflow, no Prefect server, so a grid over six datasets takes
 minutes on two cores) and prints the mean-client **validation** AUROC after the last
 round for each variant, next to the objective's per-client scikit-learn reference
@@ -35,7 +35,7 @@ from pqfl.experiment import prepare
 from pqfl.federated.aggregation import block_of, grouped_average, share_groups
 from pqfl.federated.client import evaluate, init_state, local_round
 from pqfl.federated.methods import RULES, prox_weight
-from pqfl.federated.server import init_global
+from pqfl.federated.server import init_shared
 
 REFERENCE = {"supervised": "logreg", "one_class": "iforest"}
 
@@ -46,7 +46,7 @@ def validation_aurocs(cfg, method: str = "pqfl") -> tuple[list[float], list, obj
     fed, sim = cfg.federation, cfg.simulator
     setups, datas, stats = prepare(cfg)
     groups = share_groups([s.profile.encoding for s in setups], fed.share)
-    G = np.stack([init_global(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale)] * (max(groups) + 1))
+    G = init_shared(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale, groups)
     states = [init_state(s, block_of(G[g], s.spec.layers, s.spec.qubits), fed.seed) for s, g in zip(setups, groups)]
     rule, prox = RULES[method], prox_weight(method, fed.lam, fed.mu)
     for k in range(1, fed.rounds + 1):

@@ -37,7 +37,7 @@ from pqfl.errors import PQFLInputError
 from pqfl.federated.client import ClientState
 
 CHECKPOINT_ENV = "PQFL_CHECKPOINT_DIR"
-FORMAT = 1
+FORMAT = 2  # 2: global_theta has a leading sharing-group axis (federation.share)
 
 
 def checkpoint_root(uri: str) -> Path:
@@ -81,7 +81,7 @@ class MethodCheckpoint:
 
     method: str
     round: int
-    global_theta: np.ndarray
+    global_theta: np.ndarray  # (sharing groups, L_max, Q_max, 3)
     states: list[ClientState]
     history: list[dict]
     per_client: list[dict]  # the last round's rows, as logged

@@ -29,7 +29,7 @@ from pqfl.experiment import pooled_setup, prepare
 from pqfl.federated.aggregation import block_of, share_groups
 from pqfl.federated.client import init_state
 from pqfl.federated.methods import RULES, prox_weight
-from pqfl.federated.server import init_global, sample_clients
+from pqfl.federated.server import init_shared, sample_clients
 from pqfl.metrics import summarize
 from tasks.federated import aggregate, evaluate, local_train
 from tasks.retry import FaultPlan, retries_used, retry_options, with_fault_env
@@ -103,8 +103,7 @@ def _start(cfg: Config, method: str, tracker: Tracker, store: CheckpointStore, e
     tracker.fail_orphans(store.invocation, method, "crashed before its first checkpoint; started again")
     tags = {"pqfl.invocation": store.invocation, "pqfl.checkpoint": str(store.path(method))}
     run = tracker.start_method(method, eval_setups, tags=tags)
-    # One global tensor per sharing group, all starting from the same draw.
-    G = np.stack([init_global(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale)] * (max(groups) + 1))
+    G = init_shared(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale, groups)
     ckpt = MethodCheckpoint(
         method=method,
         round=0,

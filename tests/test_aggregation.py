@@ -153,3 +153,13 @@ def test_grouped_average_keeps_groups_apart():
     assert np.array_equal(grouped_average(previous[:1], blocks, weights, [0] * 4)[0], masked_average(previous[0], blocks, weights))
     with pytest.raises(ValueError, match="one weight and one group per block"):
         grouped_average(previous, blocks, weights, groups[:3])
+
+
+def test_init_shared_gives_every_group_the_same_start():
+    from pqfl.federated.server import init_global, init_shared
+
+    G = init_shared(3, 4, seed=7, scale=0.3, groups=[0, 1, 0, 2])
+    assert G.shape == (3, 3, 4, 3)
+    for g in range(3):
+        assert np.array_equal(G[g], init_global(3, 4, seed=7, scale=0.3))
+    assert init_shared(3, 4, seed=7, scale=0.3, groups=[0, 0]).shape == (1, 3, 4, 3)

@@ -206,3 +206,19 @@ def test_relogging_a_round_adds_no_duplicate_steps(tmp_path):
     run.log_final({"wall_s": 3.0}, step=2)
     run.log_final({"wall_s": 4.0}, step=2, only_missing=True)
     assert [m.value for m in client.get_metric_history(parent, "wall_s")] == [3.0]
+
+
+def test_a_checkpoint_of_another_format_is_refused_by_name(tmp_path):
+    """Format 1 held one (L, Q, 3) global tensor; format 2 has a sharing-group axis. An old
+    checkpoint is refused with the file and the fix, not resumed into a wrong shape."""
+    from types import SimpleNamespace
+
+    from flows.checkpoint import FORMAT, CheckpointStore
+    from pqfl.errors import PQFLInputError
+
+    store = CheckpointStore(tmp_path, "inv")
+    store.folder.mkdir(parents=True)
+    store.path("pqfl").write_bytes(pickle.dumps(SimpleNamespace(method="pqfl", format=FORMAT - 1)))
+    with pytest.raises(PQFLInputError, match=r"pqfl\.ckpt was written by another pqfl version; start a new run"):
+        store.load("pqfl")
+    assert store.load("fedavg") is None

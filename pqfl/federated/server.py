@@ -15,6 +15,12 @@ def init_global(layers: int, qubits: int, seed: int, scale: float = 0.3) -> np.n
     return derive_rng(seed, "init-global").normal(0.0, 1.0, size=(layers, qubits, 3)) * scale
 
 
+def init_shared(layers: int, qubits: int, seed: int, scale: float, groups: list[int]) -> np.ndarray:
+    """The server's initial state, (n_groups, L_max, Q_max, 3): one ``init_global`` tensor per
+    sharing group (``groups[n]`` = client n's group), every group from the same draw."""
+    return np.stack([init_global(layers, qubits, seed, scale)] * (max(groups, default=0) + 1))
+
+
 def sample_clients(n_clients: int, fraction: float, min_clients: int, seed: int, round_index: int) -> list[int]:
     """Indices of the clients taking part in a round: ⌈fraction·N⌉, at least ``min_clients``."""
     k = min(n_clients, max(min_clients, math.ceil(fraction * n_clients)))
