@@ -11,6 +11,8 @@ MLflow: ``hw_auroc``, ``hw_aupr``, ``hw_false_error``, ``hw_missing_error``, ``h
 ``hw_threshold``, ``hw_retries`` in the client's nested run; ``hw_mean_*``,
 ``hw_worst_auroc`` and ``sim_device_mean_auroc`` (the simulated AUROC of the same
 clients) in the method's parent run, all at step = last round; ``hardware.csv`` artifact.
+The method's result (and so ``pqfl run --json``) carries the same summary and rows under
+``hardware``.
 """
 
 from __future__ import annotations
@@ -95,6 +97,15 @@ def evaluate_on_hardware(run, cfg: Config, method: str, setups, states, thetas, 
     return rows
 
 
+def hardware_summary(rows: list[dict]) -> dict:
+    """Mean hardware metrics over the device clients, the worst hardware AUROC, and the mean
+    simulated AUROC of the same clients (the parent run's ``hw_*`` metrics)."""
+    summary = {f"hw_mean_{k}": float(np.mean([r[f"hw_{k}"] for r in rows])) for k in HW_METRICS}
+    summary["hw_worst_auroc"] = float(min(r["hw_auroc"] for r in rows))
+    summary["sim_device_mean_auroc"] = float(np.mean([r["sim_auroc"] for r in rows]))
+    return summary
+
+
 def _log(run, step: int, method: str, rows: list[dict]) -> None:
     ts = int(time.time() * 1000)
     client_keys = [f"hw_{k}" for k in (*HW_METRICS, "threshold")] + ["hw_retries", "hw_depth", "hw_two_qubit_gates", "hw_wall_s"]
@@ -103,9 +114,7 @@ def _log(run, step: int, method: str, rows: list[dict]) -> None:
         if run.has_step(run_id, "hw_auroc", step):  # a resumed run already logged it
             continue
         run.client.log_batch(run_id, metrics=[Metric(k, float(row[k]), ts, step) for k in client_keys])
-    summary = {f"hw_mean_{k}": float(np.mean([r[f"hw_{k}"] for r in rows])) for k in HW_METRICS}
-    summary["hw_worst_auroc"] = float(min(r["hw_auroc"] for r in rows))
-    summary["sim_device_mean_auroc"] = float(np.mean([r["sim_auroc"] for r in rows]))
+    summary = hardware_summary(rows)
     if not run.has_step(run.parent_id, "hw_mean_auroc", step):
         run.client.log_batch(run.parent_id, metrics=[Metric(k, v, ts, step) for k, v in summary.items()])
     with tempfile.TemporaryDirectory() as tmp:

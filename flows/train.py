@@ -21,7 +21,7 @@ from prefect.states import Crashed
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from flows.checkpoint import CheckpointStore, MethodCheckpoint, checkpoint_root, resume_target
-from flows.hardware import evaluate_on_hardware
+from flows.hardware import evaluate_on_hardware, hardware_summary
 from flows.tracking import MethodRun, Tracker, tracking_uri
 from pqfl.config import Config, RunnerConfig, load_config, parse_config
 from pqfl.errors import PQFLRunError
@@ -280,7 +280,7 @@ def train_method(
         eval_states, eval_thetas = _eval_models(method, eval_setups, states, G, groups)
         run.log_artifacts(cfg, method, history, final, eval_setups, eval_thetas)
         run.log_models(cfg, method, eval_setups, eval_states, eval_thetas, final)
-        evaluate_on_hardware(run, cfg, method, eval_setups, eval_states, eval_thetas, final)  # device clients only
+        hw_rows = evaluate_on_hardware(run, cfg, method, eval_setups, eval_states, eval_thetas, final)  # device clients only
         wall_s = ckpt.elapsed_s + (time.perf_counter() - started)
         run.log_final({"wall_s": wall_s, "retries_total": retries_total}, step=fed.rounds, only_missing=resumed)
         summary = history[-1]
@@ -297,6 +297,8 @@ def train_method(
                 for r in per_client
             ],
         }
+        if hw_rows:  # the device clients' hardware evaluation, as logged to MLflow
+            result["hardware"] = {**hardware_summary(hw_rows), "per_client": hw_rows}
         store.save(replace(ckpt, finished=True, result=result, elapsed_s=wall_s))
         run.finish("FINISHED")
     except BaseException as err:

@@ -8,6 +8,7 @@ logs or the MLflow store.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 from pathlib import Path
@@ -283,6 +284,15 @@ def test_tiny_flow_evaluates_device_clients_on_hardware_without_leaking_the_toke
     assert pm["hw_worst_auroc"] == pytest.approx(min(hw_aurocs))
     assert pm["sim_device_mean_auroc"] == pytest.approx(np.mean([sim["aer-manila"], sim["ibm-client"]]))
     assert "hardware.csv" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    # The result (what `pqfl run --json` writes) carries the same figures as MLflow.
+    hw = json.loads(json.dumps(result["methods"]["pqfl"]["hardware"]))
+    assert [r["client"] for r in hw["per_client"]] == ["aer-manila", "ibm-client"]
+    for r in hw["per_client"]:
+        for key in ("hw_auroc", "hw_aupr", "hw_two_qubit_gates"):
+            assert r[key] == pytest.approx(by_name[r["client"]].data.metrics[key])
+        assert r["sim_auroc"] == sim[r["client"]]
+    for key in ("hw_mean_auroc", "hw_worst_auroc", "sim_device_mean_auroc"):
+        assert hw[key] == pytest.approx(pm[key])
 
     # The token is nowhere: not in any file of the MLflow store, not in any log record, not in
     # the process output, not in the Prefect API's logs. The searches are not vacuous: the
