@@ -157,19 +157,14 @@ def test_one_class_objective_runs_without_labels(harness, tmp_path):
     assert result["methods"]["pqfl"]["per_client"] != result["methods"]["local"]["per_client"]
 
 
-def test_share_by_encoding_keeps_encodings_apart(harness, tmp_path):
+def test_share_by_encoding_keeps_encodings_apart(harness, tmp_path, monkeypatch):
     """With federation.share: encoding a client whose encoding no other client has shares θ
     with nobody, so FedAvg trains it exactly as local training does; the two amplitude
     clients still share theirs, so their FedAvg models are not their local ones."""
     clients = TINY["clients"] + [{"name": "amp-2q", "qubits": 2, "layers": 1, "encoding": "amplitude"}]
     fed = {**TINY["federation"], "share": "encoding", "methods": ["local", "fedavg"]}
-    cfg = write_config(tmp_path, federation=fed, clients=clients)
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    try:
-        result = pqfl_train(str(cfg))
-    finally:
-        os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = pqfl_train(str(write_config(tmp_path, federation=fed, clients=clients)))
     local = {c["client"]: c for c in result["methods"]["local"]["per_client"]}
     fedavg = {c["client"]: c for c in result["methods"]["fedavg"]["per_client"]}
     for alone in ("angle-2q-noisy", "iqp-2q-shots"):
