@@ -13,7 +13,6 @@ import time
 from dataclasses import replace
 from uuid import UUID
 
-import numpy as np
 from prefect import flow, get_client, unmapped
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
