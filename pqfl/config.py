@@ -77,6 +77,11 @@ class DatasetConfig(_Strict):
     # Angle/IQP scores: `whiten` = each PCA score over its own std; `common` = all over the
     # top component's std, so low-variance components stay small (for re-uploading clients).
     angle_scale: Literal["whiten", "common"] = "whiten"
+    # Which directions a client keeps when its encoding needs fewer features than the data
+    # has: `pca` = the top principal components; `fisher` (supervised only) = the Fisher
+    # discriminant direction of the labelled training rows first (clients also share the
+    # sums over their anomalous rows), then the principal components of what it leaves.
+    projection: Literal["pca", "fisher"] = "pca"
 
     @field_validator("source")
     @classmethod
@@ -391,6 +396,11 @@ class Config(_Strict):
             raise ValueError(
                 f"federation.min_clients: {self.federation.min_clients} exceeds the {len(self.clients)} "
                 "clients configured; lower min_clients or add clients"
+            )
+        if self.dataset.projection == "fisher" and self.federation.objective != "supervised":
+            raise ValueError(
+                f"dataset.projection: fisher is fitted on labelled anomalies, but federation.objective is "
+                f"{self.federation.objective} (labels unused in training); use projection: pca or objective: supervised"
             )
         for kind, plan in (("outage", self.faults.outage), ("permanent", self.faults.permanent)):
             for client, rounds in plan.items():

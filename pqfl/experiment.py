@@ -55,8 +55,10 @@ def centralized_profile(cfg: Config) -> ClientProfile:
 def prepare(cfg: Config) -> tuple[list[ClientSetup], list[ClientData], GlobalStats]:
     """Load and partition the data, then fit every client's feature map from summed statistics."""
     datas = load_and_partition(cfg)
-    # Each client shares only (n, Σx, Σxxᵀ) of its training rows.
-    stats = GlobalStats.from_sums([SufficientStats.of(d.X_train) for d in datas])
+    # Each client shares only (n, Σx, Σxxᵀ) of its training rows (and, for the Fisher
+    # projection, the same sums over its labelled anomalous training rows).
+    anomalies = [SufficientStats.of(d.X_train[d.y_train == 1]) for d in datas] if cfg.dataset.projection == "fisher" else None
+    stats = GlobalStats.from_sums([SufficientStats.of(d.X_train) for d in datas], anomalies)
     setups = [_setup(i, prof, stats, d, cfg.dataset) for i, (prof, d) in enumerate(zip(cfg.clients, datas))]
     return setups, datas, stats
 

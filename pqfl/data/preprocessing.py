@@ -19,6 +19,12 @@ Angle and IQP encodings see only q whitened PCA scores; with ``keep_residual`` t
 q − 1 of them and, on the last qubit, the norm of the residual the PCA drops (whitened by
 its RMS), which is what PCA-based detectors score. With ``angle_scale: common`` every
 score is divided by the top component's standard deviation instead of its own.
+
+With ``projection: fisher`` (supervised only) clients also report the sums over their
+labelled anomalous training rows, and the first basis vector becomes the Fisher
+discriminant direction of the summed classes, the rest the principal components of what
+it leaves: a client that keeps k directions then reads the one that best separates the
+classes linearly, plus k − 1 principal components.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from pqfl.errors import PQFLInputError
 
 
 @dataclass(frozen=True)
@@ -53,19 +61,74 @@ class GlobalStats:
     eigvecs: np.ndarray  # columns, matching eigvals
 
     @classmethod
-    def from_sums(cls, stats: list[SufficientStats]) -> "GlobalStats":
+    def from_sums(
+        cls, stats: list[SufficientStats], anomalies: list[SufficientStats] | None = None, ridge: float = 1e-3
+    ) -> "GlobalStats":
+        """The statistics of all training rows, summed over clients.
+
+        With ``anomalies`` (each client's sums over its labelled anomalous training rows),
+        the first basis vector is the Fisher discriminant direction — S_w⁻¹(μ₁ − μ₀) in
+        standardised coordinates, with S_w the pooled within-class covariance plus ``ridge``
+        (relative to its mean eigenvalue) — and the rest are the principal components of
+        the standardised covariance restricted to what that direction leaves. The basis
+        stays orthonormal, so residual norms and the eigenvalues' total keep their meaning.
+        """
         s = sum(stats[1:], stats[0])
         mean = s.total / s.n
         cov = s.outer / s.n - np.outer(mean, mean)
         std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
         scale = np.where(std > 1e-12, std, 1.0)  # constant features stay at zero after centring
         corr = cov / np.outer(scale, scale)
-        vals, vecs = np.linalg.eigh((corr + corr.T) / 2)
-        order = np.argsort(vals)[::-1]
-        # Fix each eigenvector's sign so the basis does not depend on the LAPACK build.
-        vecs = vecs[:, order]
-        vecs = vecs * np.where(vecs[np.abs(vecs).argmax(axis=0), np.arange(vecs.shape[1])] < 0, -1.0, 1.0)
-        return cls(mean, scale, np.clip(vals[order], 0.0, None), vecs)
+        corr = (corr + corr.T) / 2
+        if anomalies is None:
+            vals, vecs = _eig(corr)
+            return cls(mean, scale, vals, vecs)
+        w = _fisher(s, sum(anomalies[1:], anomalies[0]), scale, ridge)
+        # An orthonormal basis of w's complement (Householder reflection of e₁ onto w).
+        e = np.zeros_like(w)
+        e[0] = 1.0
+        u = w - e
+        Q = (np.eye(len(w)) - 2.0 * np.outer(u, u) / (u @ u) if u @ u > 1e-24 else np.eye(len(w)))[:, 1:]
+        vals, vecs = _eig(Q.T @ corr @ Q)
+        vecs = _fix_signs(Q @ vecs)
+        return cls(mean, scale, np.r_[max(float(w @ corr @ w), 0.0), vals], np.column_stack([w, vecs]))
+
+
+def _fix_signs(vecs: np.ndarray) -> np.ndarray:
+    """Each column's largest entry positive, so the basis does not depend on the LAPACK build."""
+    return vecs * np.where(vecs[np.abs(vecs).argmax(axis=0), np.arange(vecs.shape[1])] < 0, -1.0, 1.0)
+
+
+def _eig(sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending, clipped at 0) and sign-fixed eigenvectors of a symmetric matrix."""
+    vals, vecs = np.linalg.eigh(sym)
+    order = np.argsort(vals)[::-1]
+    return np.clip(vals[order], 0.0, None), _fix_signs(vecs[:, order])
+
+
+def _fisher(total: SufficientStats, anomalies: SufficientStats, scale: np.ndarray, ridge: float) -> np.ndarray:
+    """The unit Fisher discriminant direction in standardised coordinates, anomalies scoring higher."""
+    n1, n0 = anomalies.n, total.n - anomalies.n
+    if n1 < 1 or n0 < 1:
+        raise PQFLInputError(
+            f"dataset.projection: fisher needs labelled anomalous and normal training rows (got {n1} anomalous, "
+            f"{n0} normal); use projection: pca, or a partition that gives clients training anomalies"
+        )
+    mu1 = anomalies.total / n1
+    mu0 = (total.total - anomalies.total) / n0
+    # Pooled within-class scatter: Σ_c (Σxxᵀ − n_c μ_c μ_cᵀ), over n (sklearn's LDA covariance).
+    within = (total.outer - n1 * np.outer(mu1, mu1) - n0 * np.outer(mu0, mu0)) / total.n
+    within = within / np.outer(scale, scale)
+    within = (within + within.T) / 2
+    within += ridge * max(np.trace(within) / len(scale), 1e-12) * np.eye(len(scale))
+    w = np.linalg.solve(within, (mu1 - mu0) / scale)
+    norm = np.linalg.norm(w)
+    if norm < 1e-12:
+        raise PQFLInputError(
+            "dataset.projection: fisher found no direction separating anomalous from normal training rows "
+            "(equal class means); use projection: pca"
+        )
+    return w / norm
 
 
 @dataclass(frozen=True)
@@ -155,5 +218,6 @@ def feature_map(
 
 
 def _common(w: np.ndarray, stats: GlobalStats) -> np.ndarray:
-    """One divisor for every angle: the top principal component's standard deviation."""
-    return np.full_like(w, np.sqrt(stats.eigvals[0]))
+    """One divisor for every angle: the largest standard deviation along the basis (the top
+    principal component's, unless a leading Fisher direction has more)."""
+    return np.full_like(w, np.sqrt(stats.eigvals.max()))
