@@ -82,6 +82,8 @@ class DatasetConfig(_Strict):
     # discriminant direction of the labelled training rows first (clients also share the
     # sums over their anomalous rows), then the principal components of what it leaves.
     projection: Literal["pca", "fisher"] = "pca"
+    # fisher: ridge added to the within-class covariance, relative to its mean eigenvalue.
+    fisher_ridge: float = Field(default=1e-3, ge=0)
 
     @field_validator("source")
     @classmethod
@@ -178,6 +180,9 @@ class ClientProfile(_Strict):
     # What the head reads: `z` = ⟨Z_i⟩ on every qubit (q values); `zz` adds ⟨Z_i Z_j⟩ for every
     # pair (q(q+1)/2 values), from the same measurement in the Z basis.
     measure: Literal["z", "zz"] = "z"
+    # Which directions this client keeps when its encoding needs fewer features than the
+    # data has (dataset.projection when unset).
+    projection: Literal["pca", "fisher"] | None = None
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     shots: int | None = Field(default=None, ge=1)
     # Device clients (README "Device clients and hardware evaluation").
@@ -397,9 +402,12 @@ class Config(_Strict):
                 f"federation.min_clients: {self.federation.min_clients} exceeds the {len(self.clients)} "
                 "clients configured; lower min_clients or add clients"
             )
-        if self.dataset.projection == "fisher" and self.federation.objective != "supervised":
+        fisher = [f"clients.{c.name}.projection" for c in self.clients if c.projection == "fisher"]
+        if self.dataset.projection == "fisher":
+            fisher.insert(0, "dataset.projection")
+        if fisher and self.federation.objective != "supervised":
             raise ValueError(
-                f"dataset.projection: fisher is fitted on labelled anomalies, but federation.objective is "
+                f"{fisher[0]}: fisher is fitted on labelled anomalies, but federation.objective is "
                 f"{self.federation.objective} (labels unused in training); use projection: pca or objective: supervised"
             )
         for kind, plan in (("outage", self.faults.outage), ("permanent", self.faults.permanent)):
@@ -413,6 +421,10 @@ class Config(_Strict):
     @property
     def experiment_name(self) -> str:
         return self.tracking.experiment or self.name
+
+    def projection(self, client: ClientProfile) -> str:
+        """The directions ``client`` keeps: its own projection, else the dataset's."""
+        return client.projection or self.dataset.projection
 
     @property
     def max_layers(self) -> int:

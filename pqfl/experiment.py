@@ -55,12 +55,18 @@ def centralized_profile(cfg: Config) -> ClientProfile:
 def prepare(cfg: Config) -> tuple[list[ClientSetup], list[ClientData], GlobalStats]:
     """Load and partition the data, then fit every client's feature map from summed statistics."""
     datas = load_and_partition(cfg)
-    # Each client shares only (n, Σx, Σxxᵀ) of its training rows (and, for the Fisher
-    # projection, the same sums over its labelled anomalous training rows).
-    anomalies = [SufficientStats.of(d.X_train[d.y_train == 1]) for d in datas] if cfg.dataset.projection == "fisher" else None
-    stats = GlobalStats.from_sums([SufficientStats.of(d.X_train) for d in datas], anomalies)
-    setups = [_setup(i, prof, stats, d, cfg.dataset) for i, (prof, d) in enumerate(zip(cfg.clients, datas))]
-    return setups, datas, stats
+    # Each client shares only (n, Σx, Σxxᵀ) of its training rows (and, when any client keeps
+    # the Fisher direction, the same sums over its labelled anomalous training rows).
+    sums = [SufficientStats.of(d.X_train) for d in datas]
+    by_projection = {"pca": GlobalStats.from_sums(sums)}
+    if any(cfg.projection(c) == "fisher" for c in cfg.clients):
+        anomalies = [SufficientStats.of(d.X_train[d.y_train == 1]) for d in datas]
+        by_projection["fisher"] = GlobalStats.from_sums(sums, anomalies, cfg.dataset.fisher_ridge)
+    setups = [
+        _setup(i, prof, by_projection[cfg.projection(prof)], d, cfg.dataset)
+        for i, (prof, d) in enumerate(zip(cfg.clients, datas))
+    ]
+    return setups, datas, by_projection[cfg.dataset.projection]
 
 
 def load_and_partition(cfg: Config, loaded: Dataset | None = None) -> list[ClientData]:

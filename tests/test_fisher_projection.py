@@ -101,8 +101,26 @@ def test_prepare_fits_fisher_from_the_clients_labelled_training_rows():
     assert not np.allclose(plain[1].X_test[:, 0], ang.X_test[:, 0])
 
 
-def test_fisher_is_refused_for_one_class():
-    cfg = _cfg(projection="fisher")
+def test_a_client_can_keep_the_fisher_direction_alone():
+    cfg = _cfg(fisher_ridge=0.5)
+    cfg["clients"][1]["projection"] = "fisher"
+    setups, datas, stats = prepare(parse_config(cfg))
+    X = np.vstack([d.X_train for d in datas])
+    y = np.concatenate([d.y_train for d in datas])
+    pca = GlobalStats.from_sums([SufficientStats.of(X)])
+    fisher = GlobalStats.from_sums([SufficientStats.of(X)], [SufficientStats.of(X[y == 1])], ridge=0.5)
+    assert not np.allclose(fisher.eigvecs[:, 0], GlobalStats.from_sums([SufficientStats.of(X)], [SufficientStats.of(X[y == 1])]).eigvecs[:, 0])
+    np.testing.assert_allclose(stats.eigvecs, pca.eigvecs, atol=1e-9)  # the dataset's projection (pooled baseline)
+    np.testing.assert_allclose(setups[0].feature_map.components, pca.eigvecs[:, : setups[0].feature_map.components.shape[1]], atol=1e-9)
+    np.testing.assert_allclose(setups[1].feature_map.components, fisher.eigvecs[:, :3], atol=1e-9)
+
+
+@pytest.mark.parametrize("where", ["dataset", "client"])
+def test_fisher_is_refused_for_one_class(where):
+    cfg = _cfg(projection="fisher") if where == "dataset" else _cfg()
+    if where == "client":
+        cfg["clients"][1]["projection"] = "fisher"
     cfg["federation"]["objective"] = "one_class"
-    with pytest.raises(PQFLInputError, match="projection: fisher is fitted on labelled anomalies.*one_class"):
+    field = "dataset.projection" if where == "dataset" else "clients.ang.projection"
+    with pytest.raises(PQFLInputError, match=f"{field}: fisher is fitted on labelled anomalies.*one_class"):
         parse_config(cfg)
