@@ -111,7 +111,7 @@ def _fisher(total: SufficientStats, anomalies: SufficientStats, scale: np.ndarra
     n1, n0 = anomalies.n, total.n - anomalies.n
     if n1 < 1 or n0 < 1:
         raise PQFLInputError(
-            f"dataset.projection: fisher needs labelled anomalous and normal training rows (got {n1} anomalous, "
+            f"projection: fisher needs labelled anomalous and normal training rows (got {n1} anomalous, "
             f"{n0} normal); use projection: pca, or a partition that gives clients training anomalies"
         )
     mu1 = anomalies.total / n1
@@ -125,7 +125,7 @@ def _fisher(total: SufficientStats, anomalies: SufficientStats, scale: np.ndarra
     norm = np.linalg.norm(w)
     if norm < 1e-12:
         raise PQFLInputError(
-            "dataset.projection: fisher found no direction separating anomalous from normal training rows "
+            "projection: fisher found no direction separating anomalous from normal training rows "
             "(equal class means); use projection: pca"
         )
     return w / norm
