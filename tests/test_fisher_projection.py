@@ -67,6 +67,17 @@ def test_angle_client_reads_the_discriminant_where_pca_misses_it():
     assert np.all(np.abs(fisher.transform(X)) < np.pi)
 
 
+def test_fisher_basis_with_one_feature_or_a_constant_one():
+    X, y = _labelled(4, d=3)
+    one = GlobalStats.from_sums([SufficientStats.of(X[:, :1])], [SufficientStats.of(X[y == 1, :1])])
+    assert one.eigvecs.shape == (1, 1) and abs(one.eigvecs[0, 0]) == 1.0
+    assert np.sign(one.eigvecs[0, 0]) == np.sign(X[y == 1, 0].mean() - X[y == 0, 0].mean())  # anomalies score higher
+    X[:, 1] = 7.0
+    stats = _stats(X, y)
+    assert stats.eigvecs[1, 0] == pytest.approx(0.0, abs=1e-12)  # the constant feature carries no weight
+    np.testing.assert_allclose(stats.eigvecs.T @ stats.eigvecs, np.eye(3), atol=1e-10)
+
+
 def test_fisher_needs_both_classes():
     X, y = _labelled(3)
     with pytest.raises(PQFLInputError, match="projection: fisher needs labelled anomalous"):

@@ -96,6 +96,8 @@ class GlobalStats:
 
 def _fix_signs(vecs: np.ndarray) -> np.ndarray:
     """Each column's largest entry positive, so the basis does not depend on the LAPACK build."""
+    if vecs.size == 0:  # no columns (the Fisher direction alone spans one feature)
+        return vecs
     return vecs * np.where(vecs[np.abs(vecs).argmax(axis=0), np.arange(vecs.shape[1])] < 0, -1.0, 1.0)
 
 
