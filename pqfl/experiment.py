@@ -58,10 +58,11 @@ def prepare(cfg: Config) -> tuple[list[ClientSetup], list[ClientData], GlobalSta
     # Each client shares only (n, Σx, Σxxᵀ) of its training rows (and, when any client keeps
     # the Fisher direction, the same sums over its labelled anomalous training rows).
     sums = [SufficientStats.of(d.X_train) for d in datas]
-    by_projection = {"pca": GlobalStats.from_sums(sums)}
-    if any(cfg.projection(c) == "fisher" for c in cfg.clients):
-        anomalies = [SufficientStats.of(d.X_train[d.y_train == 1]) for d in datas]
-        by_projection["fisher"] = GlobalStats.from_sums(sums, anomalies, cfg.dataset.fisher_ridge)
+    used = {cfg.dataset.projection, *(cfg.projection(c) for c in cfg.clients)}
+    anomalies = [SufficientStats.of(d.X_train[d.y_train == 1]) for d in datas] if "fisher" in used else None
+    by_projection = {
+        p: GlobalStats.from_sums(sums, anomalies if p == "fisher" else None, cfg.dataset.fisher_ridge) for p in used
+    }
     setups = [
         _setup(i, prof, by_projection[cfg.projection(prof)], d, cfg.dataset)
         for i, (prof, d) in enumerate(zip(cfg.clients, datas))

@@ -65,6 +65,12 @@ def test_angle_client_reads_the_discriminant_where_pca_misses_it():
     auc = lambda F: max(roc_auc_score(y, F[:, j]) for j in range(F.shape[1]))  # noqa: E731
     assert auc(fisher.transform(X)) > 0.95 > auc(pca.transform(X)) + 0.1
     assert np.all(np.abs(fisher.transform(X)) < np.pi)
+    # angle_scale common: one divisor, the largest std along the basis (here a principal
+    # component's; the Fisher direction of this data has little variance).
+    stats = _stats(X, y)
+    common = feature_map(stats, "angle", 3, angle_scale="common")
+    assert stats.eigvals[0] < stats.eigvals.max()
+    np.testing.assert_allclose(common.whiten, np.sqrt(stats.eigvals.max()))
 
 
 def test_fisher_basis_with_one_feature_or_a_constant_one():
