@@ -119,7 +119,8 @@ def _start(cfg: Config, method: str, tracker: Tracker, store: CheckpointStore, e
         client_run_ids=dict(run.client_run_ids),
         # Nothing random is carried between rounds: each draw derives from (seed, stream, client, round).
         rng={"seed": fed.seed, "streams": "derived per (seed, stream, client, round); no generator state carried"},
-        optimizer={"name": fed.optimizer, "lr": fed.lr, "state": "re-initialised at the start of every local round"},
+        optimizer={"name": fed.optimizer, "lr": fed.lr, "lr_decay": fed.lr_decay,
+                   "state": "re-initialised at the start of every local round"},
         flow_runs={"pqfl-train": tracker.flow_run_id, "pqfl-method": str(flow_run.id)},
     )
     store.save(ckpt)

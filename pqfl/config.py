@@ -266,6 +266,9 @@ class FederationConfig(_Strict):
     rounds: int = Field(default=10, ge=1)
     local_epochs: int = Field(default=2, ge=1)
     lr: float = Field(default=0.05, gt=0)
+    # Round k's local training runs at lr × lr_decay^(k−1) (1 = constant): later rounds take
+    # smaller steps, so the final personal models settle instead of bouncing at full step.
+    lr_decay: float = Field(default=1.0, gt=0, le=1)
     batch_size: int = Field(default=64, ge=1)
     lam: float = Field(default=0.1, ge=0, alias="lambda")
     mu: float = Field(default=0.01, ge=0)

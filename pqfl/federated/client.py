@@ -107,6 +107,7 @@ def local_round(
         epochs=fed.local_epochs,
         batch_size=fed.batch_size,
         lr=fed.lr,
+        lr_scale=fed.lr_decay ** (round_index - 1) if fed.lr_decay != 1.0 else None,
         optimizer=fed.optimizer,
         center=state.center,
         seed=fed.seed,

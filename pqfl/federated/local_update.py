@@ -79,9 +79,20 @@ def _locked_cache(fn):
 
 
 @_locked_cache
-def compiled_step(spec: CircuitSpec, objective: str, simulator: str, shots, optimizer: str, lr: float, head_l2: float = 0.0):
-    """A jitted (params, opt_state, ...) → (params, opt_state, loss) step, cached per structure."""
-    opt = make_optimizer(optimizer, lr)
+def compiled_step(
+    spec: CircuitSpec, objective: str, simulator: str, shots, optimizer: str, lr: float, head_l2: float = 0.0,
+    scheduled: bool = False,
+):
+    """A jitted (params, opt_state, ...) → (params, opt_state, loss) step, cached per structure.
+
+    ``scheduled``: the learning rate lives in the optimiser state (``optax.inject_hyperparams``)
+    instead of the compiled graph, so one compile serves every round's rate. Constant-rate
+    runs keep the graph they always had (training amplifies roundoff-level changes).
+    """
+    if scheduled:
+        opt = optax.inject_hyperparams(optax.adam if optimizer == "adam" else optax.sgd)(learning_rate=lr)
+    else:
+        opt = make_optimizer(optimizer, lr)
     value_and_grad = jax.value_and_grad(local_objective(spec, objective, simulator, shots, head_l2))
 
     @jax.jit
@@ -119,9 +130,12 @@ def train_local(
     seed: int,
     stream: tuple,
     head_l2: float = 0.0,
+    lr_scale: float | None = None,
 ) -> tuple[dict, float]:
-    """Run ``epochs`` of minibatch steps; returns new params and the last epoch's mean loss."""
-    opt, step = compiled_step(spec, objective, simulator, shots, optimizer, float(lr), float(head_l2))
+    """Run ``epochs`` of minibatch steps at ``lr`` (× ``lr_scale`` when a schedule sets one);
+    returns new params and the last epoch's mean loss."""
+    scheduled = lr_scale is not None
+    opt, step = compiled_step(spec, objective, simulator, shots, optimizer, float(lr), float(head_l2), scheduled)
     params = {k: jnp.asarray(v) for k, v in params.items()}
     # Without an anchor there is nothing to be pulled towards: λ is ignored.
     lam = jnp.asarray(lam if anchor is not None else 0.0, dtype=jnp.float64)
@@ -129,6 +143,8 @@ def train_local(
     center = jnp.asarray(center if center is not None else np.zeros(spec.n_outputs))
     weights = class_weights(y) if objective == "supervised" else np.ones(len(y))
     opt_state = opt.init(params)
+    if scheduled:
+        opt_state.hyperparams["learning_rate"] = jnp.asarray(lr * lr_scale, dtype=jnp.float64)
     rng = derive_rng(seed, *stream, "batches")
     key = jax.random.PRNGKey(derive_seed(seed, *stream, "shots"))
     n, b = len(y), batch_size
