@@ -81,7 +81,9 @@ def _kill_during_round_3(args: list[str], tmp_path: Path) -> str:
 
 
 def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path):
-    federation = {**TINY["federation"], "methods": ["pqfl"], "rounds": ROUNDS, "local_epochs": 2}
+    # lr_decay: each round's rate comes from its index, so the resumed rounds must train at
+    # the rates the uninterrupted run used.
+    federation = {**TINY["federation"], "methods": ["pqfl"], "rounds": ROUNDS, "local_epochs": 2, "lr_decay": 0.8}
     (tmp_path / "clean").mkdir()
     clean_cfg = write_config(tmp_path / "clean", federation=federation)
     # The interrupted run also meets a transient fault in every job (each retried once after
