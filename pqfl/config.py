@@ -285,6 +285,10 @@ class FederationConfig(_Strict):
     init_scale: float = Field(default=0.3, ge=0)
     # supervised: L2 penalty (α/2)‖w‖² on each client's classical head (0 = none).
     head_l2: float = Field(default=0.0, ge=0)
+    # supervised: after each local round, "logreg" refits the head as the per-client
+    # reference does (class-balanced logistic regression, scikit-learn) on what the
+    # client's circuit outputs for its training rows; "sgd" keeps the jointly trained head.
+    head_fit: Literal["sgd", "logreg"] = "sgd"
     # Which clients share θ: the whole fleet (the paper's masked average over every client
     # holding an entry), or only clients with the same data encoding, whose layers act on
     # the same kind of input state (pqfl.federated.aggregation.share_groups).

@@ -50,10 +50,14 @@ def stop_redundant_gradient(theta):
     return theta.at[-1, :, 2].set(jax.lax.stop_gradient(theta[-1, :, 2]))
 
 
-def model_scores(spec: CircuitSpec, objective: str, simulator: str, shots, params: dict, center, X, key):
-    """Anomaly scores for a batch X of circuit-ready features."""
-    theta = params["theta"]
+def model_outputs(spec: CircuitSpec, simulator: str, shots, theta, X, key):
+    """What the head reads for a batch X of circuit-ready features: the (shot-estimated) ⟨Z⟩."""
     if simulator in CIRCUIT_SIMULATORS:  # the argument above is about the circuit, not any theta → z map
         theta = stop_redundant_gradient(theta)
-    z = shot_estimate(SIMULATORS[simulator](spec, X, theta), shots, key)
+    return shot_estimate(SIMULATORS[simulator](spec, X, theta), shots, key)
+
+
+def model_scores(spec: CircuitSpec, objective: str, simulator: str, shots, params: dict, center, X, key):
+    """Anomaly scores for a batch X of circuit-ready features."""
+    z = model_outputs(spec, simulator, shots, params["theta"], X, key)
     return scores_from_expvals(objective, params, center, z)

@@ -88,6 +88,7 @@ BAD_CASES = {
     "negative_lr": (_set("federation.lr", -0.1), ["federation.lr", "greater than 0", "-0.1"]),
     "zero_lr_decay": (_set("federation.lr_decay", 0.0), ["federation.lr_decay", "greater than 0"]),
     "lr_decay_above_one": (_set("federation.lr_decay", 1.5), ["federation.lr_decay", "less than or equal to 1", "1.5"]),
+    "unknown_head_fit": (_set("federation.head_fit", "svm"), ["federation.head_fit", "'sgd'", "'logreg'", "svm"]),
     "negative_lambda": (_set("federation.lambda", -1.0), ["federation.lambda", "greater than or equal to 0"]),
     "zero_rounds": (_set("federation.rounds", 0), ["federation.rounds", "greater than or equal to 1"]),
     "duplicate_client_names": (_duplicate_names, ["duplicate client names", "clean-6q-amplitude", "unique name"]),

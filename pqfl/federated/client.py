@@ -9,7 +9,8 @@ import numpy as np
 
 from pqfl.config import ClientProfile, FederationConfig
 from pqfl.data.preprocessing import FeatureMap
-from pqfl.federated.local_update import predict_scores, train_local
+from pqfl.baselines import DETECTORS
+from pqfl.federated.local_update import predict_outputs, predict_scores, train_local
 from pqfl.metrics import choose_threshold, client_metrics
 from pqfl.model import SIMULATORS
 from pqfl.quantum.spec import CircuitSpec
@@ -114,7 +115,23 @@ def local_round(
         stream=("train", setup.index, round_index),
         head_l2=fed.head_l2,
     )
-    return replace(state, theta=params["theta"], w=params["w"], b=float(params["b"])), loss
+    state = replace(state, theta=params["theta"], w=params["w"], b=float(params["b"]))
+    if fed.objective == "supervised" and fed.head_fit == "logreg":
+        state = refit_head(setup, state, simulator=simulator, seed=fed.seed, round_index=round_index)
+    return state, loss
+
+
+def refit_head(setup: ClientSetup, state: ClientState, *, simulator: str, seed: int, round_index: int) -> ClientState:
+    """The head as the per-client reference would fit it: scikit-learn's class-balanced
+    logistic regression (``pqfl.baselines``' ``logreg``) on the circuit's outputs for the
+    client's training rows. Its logit is the score, as the trained head's is. A client
+    whose training rows hold one class keeps its head."""
+    if len(np.unique(setup.y_train)) < 2:
+        return state
+    z = predict_outputs(setup.spec, simulator=simulator, shots=setup.profile.shots, theta=state.theta, X=setup.X_train,
+                        seed=seed, stream=("head", setup.index, round_index))
+    clf = DETECTORS["logreg"][1](seed, len(z)).fit(z, setup.y_train)
+    return replace(state, w=clf.coef_[0].astype(np.float64), b=float(clf.intercept_[0]))
 
 
 def evaluate(

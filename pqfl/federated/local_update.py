@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pqfl.model import model_scores
+from pqfl.model import model_outputs, model_scores
 from pqfl.quantum.spec import CircuitSpec
 from pqfl.rng import derive_rng, derive_seed
 
@@ -182,6 +182,27 @@ def predict_scores(spec, *, objective, simulator, shots, params, center, X, seed
     fn = compiled_scores(spec, objective, simulator, shots)
     params = {k: jnp.asarray(v) for k, v in params.items()}
     center = jnp.asarray(center if center is not None else np.zeros(spec.n_outputs))
+    return _chunked(lambda chunk, key: fn(params, center, chunk, key), X, seed, stream)
+
+
+@_locked_cache
+def compiled_outputs(spec: CircuitSpec, simulator: str, shots):
+    @jax.jit
+    def outputs(theta, X, key):
+        return model_outputs(spec, simulator, shots, theta, X, key)
+
+    return _CompileOnce(outputs)
+
+
+def predict_outputs(spec, *, simulator, shots, theta, X, seed: int, stream: tuple) -> np.ndarray:
+    """What the head reads (⟨Z_i⟩, then ⟨Z_i Z_j⟩ with correlators) for any number of rows,
+    shape (rows, n_outputs), chunked as ``predict_scores``."""
+    fn = compiled_outputs(spec, simulator, shots)
+    theta = jnp.asarray(theta)
+    return _chunked(lambda chunk, key: fn(theta, chunk, key), X, seed, stream)
+
+
+def _chunked(fn, X, seed: int, stream: tuple) -> np.ndarray:
     key = jax.random.PRNGKey(derive_seed(seed, *stream, "eval-shots"))
     out = []
     for start in range(0, len(X), EVAL_CHUNK):
@@ -190,5 +211,5 @@ def predict_scores(spec, *, objective, simulator, shots, params, center, X, seed
         if pad:
             chunk = np.concatenate([chunk, np.repeat(chunk[:1], pad, axis=0)])
         key, sub = jax.random.split(key)
-        out.append(np.asarray(fn(params, center, chunk, sub))[: EVAL_CHUNK - pad])
+        out.append(np.asarray(fn(chunk, sub))[: EVAL_CHUNK - pad])
     return np.concatenate(out)
