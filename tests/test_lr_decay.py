@@ -12,24 +12,13 @@ from pqfl.data.preprocessing import FeatureMap
 from pqfl.federated.client import ClientSetup, ClientState, local_round
 from pqfl.federated.local_update import compiled_step, train_local
 from pqfl.quantum.spec import CircuitSpec
+from tests.test_local_update import _params, _toy
 
 SPEC = CircuitSpec(qubits=2, layers=1, encoding="amplitude", pairs=((0, 1),))
 
 
-def _toy(n: int = 24, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    y = (np.arange(n) % 3 == 0).astype(np.float64)
-    centres = np.where(y[:, None] == 1, np.array([0.0, 0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0, 0.0]))
-    return centres + 0.2 * rng.normal(size=(n, 4)), y
-
-
-def _params(seed: int = 1) -> dict:
-    rng = np.random.default_rng(seed)
-    return {"theta": rng.normal(0.0, 0.5, (1, 2, 3)), "w": rng.normal(0.0, 0.3, 2), "b": np.asarray(0.05)}
-
-
 def _train(optimizer: str, lr: float, lr_scale: float | None):
-    X, y = _toy()
+    X, y = _toy(24)
     return train_local(
         SPEC, objective="supervised", simulator="fast", shots=None, params=_params(), X=X, y=y, anchor=None, lam=0.0,
         epochs=3, batch_size=8, lr=lr, optimizer=optimizer, center=None, seed=3, stream=("train", 0, 1),
@@ -60,7 +49,7 @@ def test_every_round_s_rate_reuses_one_compiled_step():
 
 
 def _setup():
-    X, y = _toy()
+    X, y = _toy(24)
     profile = ClientProfile(name="c0", qubits=2, layers=1, encoding="amplitude")
     fmap = FeatureMap("amplitude", 4, np.zeros(4), np.ones(4), None, None)
     return ClientSetup(0, profile, SPEC, fmap, X, y, X, y, X, y, [0])

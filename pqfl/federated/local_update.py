@@ -39,8 +39,11 @@ class _CompileOnce:
             return out
 
 
+OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
+
+
 def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
-    return optax.adam(lr) if name == "adam" else optax.sgd(lr)
+    return OPTIMIZERS[name](lr)
 
 
 def local_objective(spec, objective, simulator, shots, head_l2: float = 0.0):
@@ -90,7 +93,7 @@ def compiled_step(
     runs keep the graph they always had (training amplifies roundoff-level changes).
     """
     if scheduled:
-        opt = optax.inject_hyperparams(optax.adam if optimizer == "adam" else optax.sgd)(learning_rate=lr)
+        opt = optax.inject_hyperparams(OPTIMIZERS[optimizer])(learning_rate=lr)
     else:
         opt = make_optimizer(optimizer, lr)
     value_and_grad = jax.value_and_grad(local_objective(spec, objective, simulator, shots, head_l2))
