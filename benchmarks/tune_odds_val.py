@@ -33,33 +33,37 @@ from pqfl.baselines import run_baseline
 from pqfl.config import parse_config
 from pqfl.experiment import prepare
 from pqfl.federated.aggregation import block_of, grouped_average, share_groups
-from pqfl.federated.client import evaluate, init_state, local_round
+from pqfl.federated.client import evaluate_members, init_state, local_round, replicas
 from pqfl.federated.methods import RULES, prox_weight
-from pqfl.federated.server import init_shared
+from pqfl.federated.server import init_shared, replica_groups
 
 REFERENCE = {"supervised": "logreg", "one_class": "iforest"}
 
 
 def validation_aurocs(cfg, method: str = "pqfl") -> tuple[list[float], list, object]:
     """Per-client validation AUROC of ``method`` after ``federation.rounds`` rounds, plus
-    the prepared client data and statistics (for the classical reference)."""
-    fed, sim = cfg.federation, cfg.simulator
+    the prepared client data and statistics (for the classical reference). With
+    ``federation.restarts`` R, virtual client r·N + n is restart r of client n, as in the flow."""
+    fed, sim, R = cfg.federation, cfg.simulator, cfg.federation.restarts
     setups, datas, stats = prepare(cfg)
     groups = share_groups([s.profile.encoding for s in setups], fed.share)
-    G = init_shared(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale, groups)
-    states = [init_state(s, block_of(G[g], s.spec.layers, s.spec.qubits), fed.seed) for s, g in zip(setups, groups)]
+    vsetups, vgroups = replicas(setups, R), replica_groups(groups, R)
+    G = init_shared(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale, groups, R)
+    states = [init_state(s, block_of(G[g], s.spec.layers, s.spec.qubits), fed.seed) for s, g in zip(vsetups, vgroups)]
     rule, prox = RULES[method], prox_weight(method, fed.lam, fed.mu)
     for k in range(1, fed.rounds + 1):
-        blocks = [block_of(G[g], s.spec.layers, s.spec.qubits) for s, g in zip(setups, groups)]
+        blocks = [block_of(G[g], s.spec.layers, s.spec.qubits) for s, g in zip(vsetups, vgroups)]
         starts = blocks if rule.start_from_global else [st.theta for st in states]
-        anchors = blocks if rule.prox else [None] * len(setups)
-        for i, s in enumerate(setups):
+        anchors = blocks if rule.prox else [None] * len(vsetups)
+        for i, s in enumerate(vsetups):
             states[i], _ = local_round(s, states[i], start_theta=starts[i], anchor=anchors[i], prox=prox, fed=fed,
                                        simulator=sim, round_index=k)
         if rule.uploads:
-            G = grouped_average(G, [st.theta for st in states], [s.n_train for s in setups], groups)
-    evs = [evaluate(s, st, st.theta if rule.evaluate_personal else block_of(G[g], s.spec.layers, s.spec.qubits), fed=fed,
-                    simulator=sim, round_index=fed.rounds) for s, st, g in zip(setups, states, groups)]
+            G = grouped_average(G, [st.theta for st in states], [s.n_train for s in vsetups], vgroups)
+    n = len(setups)
+    members = [[(states[j], states[j].theta if rule.evaluate_personal else block_of(G[vgroups[j]], s.spec.layers, s.spec.qubits))
+                for j in range(i, n * R, n)] for i, s in enumerate(setups)]
+    evs = [evaluate_members(s, m, fed=fed, simulator=sim, round_index=fed.rounds) for s, m in zip(setups, members)]
     return [float(e["val_auroc"]) for e in evs], datas, stats
 
 

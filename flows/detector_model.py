@@ -24,7 +24,7 @@ import re
 import tempfile
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from mlflow.types import ColSpec, Schema
 
 from pqfl.config import ClientProfile
 from pqfl.data.preprocessing import FeatureMap
+from pqfl.federated.client import combine_scores
 from pqfl.federated.local_update import predict_scores
 from pqfl.quantum.spec import CircuitSpec
 
@@ -109,21 +110,20 @@ class Detector:
     threshold: float
     seed: int
     stream: tuple
+    restarts: list[tuple[dict, np.ndarray | None]] = field(default_factory=list)  # (params, center) of restarts 1..R−1
 
     def decision_function(self, X) -> np.ndarray:
-        """Anomaly scores (higher = more anomalous) for raw feature rows in ``columns`` order."""
+        """Anomaly scores (higher = more anomalous) for raw feature rows in ``columns`` order;
+        with restarts, their ensemble score (``pqfl.federated.client.combine_scores``)."""
         Z = self.feature_map.transform(np.asarray(X, dtype=np.float64))
-        return predict_scores(
-            self.spec,
-            objective=self.objective,
-            simulator=self.simulator,
-            shots=self.shots,
-            params=self.params,
-            center=self.center,
-            X=Z,
-            seed=self.seed,
-            stream=self.stream,
-        )
+        members = [(self.params, self.center, self.stream)]
+        members += [(params, center, (*self.stream, "replica", r)) for r, (params, center) in enumerate(self.restarts, 1)]
+        scores = [
+            predict_scores(self.spec, objective=self.objective, simulator=self.simulator, shots=self.shots, params=params,
+                           center=center, X=Z, seed=self.seed, stream=stream)
+            for params, center, stream in members
+        ]
+        return combine_scores(scores, self.objective)
 
     def predict(self, X) -> np.ndarray:
         return (self.decision_function(X) >= self.threshold).astype(np.int64)
@@ -151,6 +151,10 @@ class Detector:
             threshold=float(meta["threshold"]),
             seed=int(meta["seed"]),
             stream=tuple(meta["stream"]),
+            restarts=[
+                ({"theta": arrays[f"theta@{r}"], "w": arrays[f"w@{r}"], "b": arrays[f"b@{r}"]}, optional(f"center@{r}"))
+                for r in range(1, int(meta.get("restarts", 1)))
+            ],
         )
 
 
@@ -159,8 +163,12 @@ def serve_stream(client_index: int) -> tuple:
     return ("serve", int(client_index))
 
 
-def write_detector(folder: Path, *, columns, setup, state, theta, threshold: float, objective: str, simulator: str, seed: int) -> Path:
-    """Write a client's fitted state as ``detector.json`` + ``detector.npz`` into ``folder``."""
+def write_detector(
+    folder: Path, *, columns, setup, state, theta, threshold: float, objective: str, simulator: str, seed: int, restarts=()
+) -> Path:
+    """Write a client's fitted state as ``detector.json`` + ``detector.npz`` into ``folder``;
+    ``restarts``: the (state, θ) of its further restarts (``federation.restarts``), stored
+    as ``theta@r``, ``w@r``, ``b@r`` (and ``center@r``)."""
     folder.mkdir(parents=True, exist_ok=True)
     fmap = setup.feature_map
     meta = {
@@ -175,11 +183,16 @@ def write_detector(folder: Path, *, columns, setup, state, theta, threshold: flo
         "threshold": float(threshold),
         "seed": int(seed),
         "stream": list(serve_stream(setup.index)),
+        "restarts": 1 + len(restarts),
     }
     (folder / "detector.json").write_text(json.dumps(meta, indent=2))
     arrays = {"theta": theta, "w": state.w, "b": np.asarray(state.b), "mean": fmap.mean, "scale": fmap.scale}
     optional = {"components": fmap.components, "whiten": fmap.whiten, "norm_anchor": fmap.norm_anchor, "center": state.center}
     arrays.update({k: v for k, v in optional.items() if v is not None})
+    for r, (st, th) in enumerate(restarts, 1):
+        arrays.update({f"theta@{r}": th, f"w@{r}": st.w, f"b@{r}": np.asarray(st.b)})
+        if st.center is not None:
+            arrays[f"center@{r}"] = st.center
     np.savez(folder / "detector.npz", **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
     return folder
 
@@ -235,7 +248,8 @@ def log_detectors(
 ) -> dict[str, str]:
     """Log each client's detector as a pyfunc model in its client run (its final-round
     metrics linked at ``step``), register it as :func:`registered_name`, and return
-    ``{client: "models:/name/version"}``."""
+    ``{client: "models:/name/version"}``. ``states`` and ``thetas`` hold, per client, one
+    entry per restart."""
     uris = {}
     with tempfile.TemporaryDirectory() as tmp, _fluent_tracking_uri(client.tracking_uri), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
@@ -246,8 +260,9 @@ def log_detectors(
                 Path(tmp) / setup.name,
                 columns=columns,
                 setup=setup,
-                state=state,
-                theta=theta,
+                state=state[0],
+                theta=theta[0],
+                restarts=list(zip(state[1:], theta[1:])),
                 threshold=threshold,
                 objective=objective,
                 simulator=simulator,

@@ -126,7 +126,8 @@ class MethodRun:
     def log_models(self, cfg: Config, method: str, setups, states, thetas, final: list[dict]) -> dict[str, str]:
         """Each client's final personalized detector as a pyfunc model in its client run,
         registered as ``{experiment}-{method}-{client}`` (flows/detector_model.py);
-        nothing when the config's ``tracking.log_models`` is off."""
+        nothing when the config's ``tracking.log_models`` is off. ``states`` and ``thetas``
+        hold, per client, one entry per restart (``federation.restarts``)."""
         if not cfg.tracking.log_models:
             return {}
         from flows.detector_model import log_detectors

@@ -13,6 +13,8 @@ import time
 from dataclasses import replace
 from uuid import UUID
 
+import numpy as np
+
 from prefect import flow, get_client, unmapped
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
@@ -26,9 +28,9 @@ from pqfl.config import Config, RunnerConfig, load_config, parse_config
 from pqfl.errors import PQFLRunError
 from pqfl.experiment import pooled_setup, prepare
 from pqfl.federated.aggregation import block_of, share_groups
-from pqfl.federated.client import init_state
+from pqfl.federated.client import init_state, replicas
 from pqfl.federated.methods import RULES, prox_weight
-from pqfl.federated.server import init_shared, sample_clients
+from pqfl.federated.server import init_shared, replica_groups, sample_clients
 from pqfl.metrics import summarize
 from tasks.federated import aggregate, evaluate, local_train
 from tasks.retry import FaultPlan, retries_used, retry_options, with_fault_env
@@ -64,13 +66,19 @@ def _client_row(ev: dict, loss: float | None) -> dict:
     return row
 
 
-def _eval_models(method: str, setups, states, G, groups: list[int]) -> tuple[list, list]:
-    """The (state, θ) each client is evaluated with: its own v_n, its group's global w, or the pooled model."""
+def _eval_models(method: str, setups, states, G, vgroups: list[int], restarts: int) -> tuple[list, list]:
+    """Per client, the (states, θs) of its detector's members, one per restart: its own v_n,
+    its group's global w, or the pooled model. ``states`` and ``vgroups`` are per virtual
+    client r·N + n (``pqfl.federated.client.replicas``)."""
+    n = len(states) // restarts
     if method == "centralized":
-        return [states[0]] * len(setups), [states[0].theta] * len(setups)
+        members = [states[r] for r in range(restarts)]
+        return [members] * len(setups), [[st.theta for st in members]] * len(setups)
     personal = RULES[method].evaluate_personal
-    return list(states), [
-        st.theta if personal else block_of(G[g], s.spec.layers, s.spec.qubits) for s, st, g in zip(setups, states, groups)
+    virtual = [[i + r * n for r in range(restarts)] for i in range(len(setups))]
+    return [[states[j] for j in js] for js in virtual], [
+        [states[j].theta if personal else block_of(G[vgroups[j]], s.spec.layers, s.spec.qubits) for j in js]
+        for s, js in zip(setups, virtual)
     ]
 
 
@@ -89,7 +97,7 @@ def _mark_crashed(flow_run_id: str, by: str) -> None:
         pass
 
 
-def _start(cfg: Config, method: str, tracker: Tracker, store: CheckpointStore, eval_setups, train_setups, groups):
+def _start(cfg: Config, method: str, tracker: Tracker, store: CheckpointStore, eval_setups, train_setups, groups, vgroups):
     """A new method run and its round-0 checkpoint, or the runs and last round of a crashed one."""
     ckpt = store.load(method)
     if ckpt is not None and ckpt.finished:
@@ -102,12 +110,12 @@ def _start(cfg: Config, method: str, tracker: Tracker, store: CheckpointStore, e
     tracker.fail_orphans(store.invocation, method, "crashed before its first checkpoint; started again")
     tags = {"pqfl.invocation": store.invocation, "pqfl.checkpoint": str(store.path(method))}
     run = tracker.start_method(method, eval_setups, tags=tags)
-    G = init_shared(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale, groups)
+    G = init_shared(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale, groups, fed.restarts)
     ckpt = MethodCheckpoint(
         method=method,
         round=0,
         global_theta=G,
-        states=[init_state(s, block_of(G[g], s.spec.layers, s.spec.qubits), fed.seed) for s, g in zip(train_setups, groups)],
+        states=[init_state(s, block_of(G[g], s.spec.layers, s.spec.qubits), fed.seed) for s, g in zip(train_setups, vgroups)],
         history=[],
         per_client=[],
         final=[],
@@ -145,10 +153,13 @@ def train_method(
     groups = share_groups([s.profile.encoding for s in setups], fed.share)
     if method == "centralized":
         trainer, eval_setups = pooled_setup(cfg, datas, stats)
-        train_setups, groups = [trainer], [0] * len(setups)
+        train_setups, groups = [trainer], [0]
+    # Restart r of trainer n is virtual trainer r·N + n, in its own sharing groups.
+    R, n_tr = fed.restarts, len(train_setups)
+    train_setups, vgroups = replicas(train_setups, R), replica_groups(groups, R)
     tracker = Tracker(cfg, parent_flow_run_id or str(flow_run.id))
     store = CheckpointStore(checkpoint_root(tracker.uri), invocation or parent_flow_run_id or str(flow_run.id))
-    run, ckpt, resumed = _start(cfg, method, tracker, store, eval_setups, train_setups, groups)
+    run, ckpt, resumed = _start(cfg, method, tracker, store, eval_setups, train_setups, groups, vgroups)
     if ckpt.finished:  # this method completed before the crash (its end may not have been recorded)
         run.finish("FINISHED")
         log.info("%-11s finished before the resume; MLflow run %s", method, run.parent_id)
@@ -168,13 +179,16 @@ def train_method(
             round_start = time.perf_counter()
             # Fan-out: local training of the round's participants (the pooled trainer for centralized).
             if method == "centralized":
-                participants, prox = [0], 0.0
-                starts, anchors = [states[0].theta], [None]
+                participants, prox = list(range(R)), 0.0
+                starts, anchors = [states[i].theta for i in participants], [None] * R
             else:
                 rule = RULES[method]
-                participants = sample_clients(len(setups), fed.client_fraction, fed.min_clients, fed.seed, k)
+                sampled = sample_clients(len(setups), fed.client_fraction, fed.min_clients, fed.seed, k)
+                participants = [i + r * n_tr for r in range(R) for i in sampled]
                 prox = prox_weight(method, fed.lam, fed.mu)
-                global_blocks = [block_of(G[groups[i]], setups[i].spec.layers, setups[i].spec.qubits) for i in participants]
+                global_blocks = [
+                    block_of(G[vgroups[i]], train_setups[i].spec.layers, train_setups[i].spec.qubits) for i in participants
+                ]
                 starts = global_blocks if rule.start_from_global else [states[i].theta for i in participants]
                 anchors = global_blocks if rule.prox else [None] * len(participants)
             futures = train_task.map(
@@ -199,7 +213,7 @@ def train_method(
                     retries[i] = retries_used(err, cfg.retries)
             survivors = [i for i in participants if i not in failed]
             for i, err in failed.items():
-                name = train_setups[i].name
+                name = train_setups[i].name + (f" (restart {train_setups[i].replica})" if train_setups[i].replica else "")
                 dropped_log.append({"round": k, "client": name, "reason": _reason(err)})
                 log.warning(
                     "%-11s round %2d/%d  client %s dropped after %d retries (%s); %d of %d clients remain",
@@ -210,21 +224,25 @@ def train_method(
                     run.parent_id, "pqfl.dropped", "; ".join(f"r{d['round']}:{d['client']}" for d in dropped_log)[:5000]
                 )
             quorum = 1 if method == "centralized" else fed.min_clients  # centralized: its one pooled job
-            if len(survivors) < quorum:
+            done = min(sum(1 for i in survivors if i // n_tr == r) for r in range(R))  # in the worst restart
+            if done < quorum:
                 raise PQFLRunError(
-                    f"{method} round {k}: only {len(survivors)} of {len(participants)} clients finished local training "
+                    f"{method} round {k}: only {done} of {len(participants) // R} clients finished local training "
                     f"({'; '.join(f'{train_setups[i].name}: {_reason(e)}' for i, e in failed.items())}), below the quorum "
                     f"federation.min_clients = {quorum}; the checkpoint of round {k - 1} is intact: fix the "
                     f"clients, then `pqfl run --resume {run.parent_id}`"
                 )
+            # A client's loss is its restarts' mean; its retries, their sum.
+            losses = {n: float(np.mean([v for i, v in losses.items() if i % n_tr == n])) for n in {i % n_tr for i in losses}}
+            retries = {n: sum(v for i, v in retries.items() if i % n_tr == n) for n in {i % n_tr for i in retries}}
             if method == "centralized":
-                losses = {i: losses[0] for i in range(len(eval_setups))}
+                losses = {i: losses[0] for i in range(len(eval_setups))} if losses else {}
             elif RULES[method].uploads:  # join: masked FedAvg over the clients that finished
                 G = aggregate(
-                    G, [states[i].theta for i in survivors], [float(setups[i].n_train) for i in survivors],
-                    [groups[i] for i in survivors],
+                    G, [states[i].theta for i in survivors], [float(train_setups[i].n_train) for i in survivors],
+                    [vgroups[i] for i in survivors],
                 )
-            eval_states, eval_thetas = _eval_models(method, eval_setups, states, G, groups)
+            eval_states, eval_thetas = _eval_models(method, eval_setups, states, G, vgroups, R)
             evals = eval_task.map(
                 eval_setups, eval_states, eval_thetas, unmapped(fed), unmapped(sim), unmapped(k), unmapped(plan)
             )
@@ -252,7 +270,7 @@ def train_method(
             history.append({"round": k, **summary})
             extra = {
                 "round_wall_s": time.perf_counter() - round_start,
-                "clients_in_round": len(eval_setups) if method == "centralized" else len(survivors),
+                "clients_in_round": len(eval_setups) if method == "centralized" else done,
                 "clients_dropped": len(failed),
                 "retries": round_retries,
             }
@@ -277,10 +295,12 @@ def train_method(
                 "%-11s round %2d/%d  mean AUROC %.3f  worst %.3f  (%.1f s)",
                 method, k, fed.rounds, summary["mean_auroc"], summary["worst_auroc"], ckpt.elapsed_s,
             )
-        eval_states, eval_thetas = _eval_models(method, eval_setups, states, G, groups)
-        run.log_artifacts(cfg, method, history, final, eval_setups, eval_thetas)
+        eval_states, eval_thetas = _eval_models(method, eval_setups, states, G, vgroups, R)
+        # The circuit drawings and a device run show the first restart (config refuses restarts with a device run).
+        first_states, first_thetas = [m[0] for m in eval_states], [t[0] for t in eval_thetas]
+        run.log_artifacts(cfg, method, history, final, eval_setups, first_thetas)
         run.log_models(cfg, method, eval_setups, eval_states, eval_thetas, final)
-        hw_rows = evaluate_on_hardware(run, cfg, method, eval_setups, eval_states, eval_thetas, final)  # device clients only
+        hw_rows = evaluate_on_hardware(run, cfg, method, eval_setups, first_states, first_thetas, final)  # device clients only
         wall_s = ckpt.elapsed_s + (time.perf_counter() - started)
         run.log_final({"wall_s": wall_s, "retries_total": retries_total}, step=fed.rounds, only_missing=resumed)
         summary = history[-1]

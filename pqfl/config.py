@@ -293,6 +293,11 @@ class FederationConfig(_Strict):
     # holding an entry), or only clients with the same data encoding, whose layers act on
     # the same kind of input state (pqfl.federated.aggregation.share_groups).
     share: Literal["fleet", "encoding"] = "fleet"
+    # Independent restarts of the whole federation (R initialisations of θ and heads, each
+    # its own server model; same data, same rounds). Each client's detector is the ensemble
+    # of its R personal models: supervised, the log-odds of their mean anomaly probability;
+    # one_class, their mean distance (pqfl.federated.client.combine_scores). 1 = one model.
+    restarts: int = Field(default=1, ge=1)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -416,6 +421,14 @@ class Config(_Strict):
             raise ValueError(
                 f"{fisher[0]}: fisher is fitted on labelled anomalies, but federation.objective is "
                 f"{self.federation.objective} (labels unused in training); use projection: pca or objective: supervised"
+            )
+        hardware = [c.name for c in self.clients if c.backend is not None]
+        if self.federation.restarts > 1 and hardware:
+            raise ValueError(
+                f"federation.restarts: {self.federation.restarts} restarts make each detector an ensemble of "
+                f"{self.federation.restarts} circuits, but device client {hardware[0]!r} gets a hardware evaluation "
+                f"({next(c.backend for c in self.clients if c.name == hardware[0])}), which runs one circuit per client; "
+                "use restarts: 1 with device clients"
             )
         for kind, plan in (("outage", self.faults.outage), ("permanent", self.faults.permanent)):
             for client, rounds in plan.items():

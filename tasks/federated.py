@@ -62,16 +62,16 @@ def aggregate(previous: np.ndarray, blocks: list[np.ndarray], weights: list[floa
 @task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-{setup.profile.name}-r{round_index}")
 def evaluate(
     setup: client_lib.ClientSetup,
-    state: client_lib.ClientState,
-    theta: np.ndarray,
+    states: list[client_lib.ClientState],
+    thetas: list[np.ndarray],
     fed: FederationConfig,
     simulator: str,
     round_index: int,
     faults: FaultPlan = NO_FAULTS,
 ) -> dict:
-    """The model a method evaluates for this client, scored on its own validation/test data;
-    ``retries`` says how many retries the evaluation needed."""
+    """The model a method evaluates for this client (one member per restart), scored on its
+    own validation/test data; ``retries`` says how many retries the evaluation needed."""
     attempt = max(task_run.run_count, 1)
     faults.check("evaluate", setup.name, round_index, attempt)
-    row = client_lib.evaluate(setup, state, theta, fed=fed, simulator=simulator, round_index=round_index)
+    row = client_lib.evaluate_members(setup, list(zip(states, thetas)), fed=fed, simulator=simulator, round_index=round_index)
     return {**row, "retries": attempt - 1}

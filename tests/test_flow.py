@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
+import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
+from sklearn.metrics import roc_auc_score
 
+from benchmarks.tune_odds_val import validation_aurocs
+from flows.detector_model import feature_columns, registered_name
 from flows.train import pqfl_train
+from pqfl.config import load_config
+from pqfl.experiment import prepare
 from tests.tiny import TINY, write_config
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -171,3 +180,36 @@ def test_share_by_encoding_keeps_encodings_apart(harness, tmp_path, monkeypatch)
         for key in ("auroc", "aupr", "false_error", "missing_error"):
             assert fedavg[alone][key] == pytest.approx(local[alone][key], abs=1e-9), (alone, key)
     assert [fedavg[n]["auroc"] for n in ("amp-3q", "amp-2q")] != [local[n]["auroc"] for n in ("amp-3q", "amp-2q")]
+
+
+def test_restarts_train_and_serve_an_ensemble_per_client(harness, tmp_path, monkeypatch):
+    """federation.restarts: 2 trains two federations; each client is scored by the ensemble of
+    its two personal models. The flow's validation AUROCs equal the library round loop's
+    (benchmarks.tune_odds_val) and differ from one restart's; each registered detector
+    serves the ensemble, giving the logged test AUROC from raw features; centralized
+    trains two pooled models."""
+    fed = {**TINY["federation"], "restarts": 2, "methods": ["pqfl", "centralized"]}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    path = write_config(tmp_path, federation=fed)
+    result = pqfl_train(str(path))
+    cfg = load_config(str(path))
+    ensemble = validation_aurocs(cfg)[0]
+    pqfl = result["methods"]["pqfl"]
+    assert pqfl["mean_val_auroc"] == pytest.approx(np.mean(ensemble), abs=1e-12)
+    assert ensemble != validation_aurocs(cfg.with_overrides({"federation.restarts": 1}))[0]
+    setups, datas, _ = prepare(cfg)
+    served = 0
+    for setup, data in zip(setups, datas):
+        if setup.profile.shots:  # a served detector draws its own shots
+            continue
+        model = mlflow.pyfunc.load_model(f"models:/{registered_name('tiny', 'pqfl', setup.name)}/1")
+        frame = pd.DataFrame(data.X_test, columns=list(feature_columns(cfg.dataset.source, data.X_test.shape[1])))
+        logged = next(c["auroc"] for c in pqfl["per_client"] if c["client"] == setup.name)
+        scores = model.predict(frame)["score"].to_numpy()
+        assert roc_auc_score(data.y_test, scores) == pytest.approx(logged, abs=1e-12)
+        detector = model.unwrap_python_model().detector
+        assert len(detector.restarts) == 1  # the second restart's model travels with the first
+        assert not np.allclose(replace(detector, restarts=[]).decision_function(data.X_test), scores)
+        served += 1
+    assert served == 2
+    assert 0.0 <= result["methods"]["centralized"]["mean_auroc"] <= 1.0

@@ -131,7 +131,7 @@ def test_pyfunc_scores_equal_the_in_process_detector(trained, tmp_path):
     run_ids = {s.name: client.create_run(exp_id, run_name=s.name).info.run_id for s in setups}
     uris = log_detectors(
         client, experiment="in-process", method="local", source=cfg.dataset.source, run_ids=run_ids, setups=setups,
-        states=states, thetas=[st.theta for st in states], thresholds=[f["threshold"] for f in finals],
+        states=[[st] for st in states], thetas=[[st.theta] for st in states], thresholds=[f["threshold"] for f in finals],
         objective=fed.objective, simulator=cfg.simulator, seed=fed.seed, step=1,
     )
     assert uris == {s.name: f"models:/in-process-local-{s.name}/1" for s in setups}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.special import logsumexp
 
 from pqfl.config import ClientProfile, FederationConfig
 from pqfl.data.preprocessing import FeatureMap
@@ -32,10 +33,16 @@ class ClientSetup:
     X_test: np.ndarray
     y_test: np.ndarray
     normal_classes: list[int]
+    replica: int = 0  # restart r of this client (federation.restarts); 0 = the first
 
     @property
     def name(self) -> str:
         return self.profile.name
+
+    @property
+    def stream_id(self) -> tuple:
+        """Identifies this client (and restart) in every random stream it draws from."""
+        return (self.index,) if self.replica == 0 else (self.index, "replica", self.replica)
 
     @property
     def n_train(self) -> int:
@@ -57,7 +64,7 @@ class ClientState:
 
 def init_state(setup: ClientSetup, theta_block: np.ndarray, seed: int) -> ClientState:
     """Start from the global block with a small random head (seeded per client)."""
-    rng = derive_rng(seed, "head", setup.index)
+    rng = derive_rng(seed, "head", *setup.stream_id)
     return ClientState(theta=np.array(theta_block), w=rng.normal(0.0, 0.1, setup.spec.n_outputs), b=0.0)
 
 
@@ -112,7 +119,7 @@ def local_round(
         optimizer=fed.optimizer,
         center=state.center,
         seed=fed.seed,
-        stream=("train", setup.index, round_index),
+        stream=("train", *setup.stream_id, round_index),
         head_l2=fed.head_l2,
     )
     state = replace(state, theta=params["theta"], w=params["w"], b=float(params["b"]))
@@ -129,25 +136,57 @@ def refit_head(setup: ClientSetup, state: ClientState, *, simulator: str, seed: 
     if len(np.unique(setup.y_train)) < 2:
         return state
     z = predict_outputs(setup.spec, simulator=simulator, shots=setup.profile.shots, theta=state.theta, X=setup.X_train,
-                        seed=seed, stream=("head", setup.index, round_index))
+                        seed=seed, stream=("head", *setup.stream_id, round_index))
     clf = DETECTORS["logreg"][1](seed, len(z)).fit(z, setup.y_train)
     return replace(state, w=clf.coef_[0].astype(np.float64), b=float(clf.intercept_[0]))
+
+
+def replicas(setups: list[ClientSetup], restarts: int) -> list[ClientSetup]:
+    """Virtual client r·N + n is restart r of client n: same data, its own random streams."""
+    return [s if r == 0 else replace(s, replica=r) for r in range(restarts) for s in setups]
+
+
+def combine_scores(scores: list[np.ndarray], objective: str) -> np.ndarray:
+    """One score from the scores of a client's restarts (a single one is returned as is).
+
+    supervised: each score is a logit, and the ensemble's is the log-odds of the members'
+    mean anomaly probability, log Σσ(s) − log Σσ(−s), computed in log space so confident
+    members do not saturate into ties. one_class: the mean distance."""
+    if len(scores) == 1:
+        return scores[0]
+    S = np.stack(scores)
+    if objective == "supervised":
+        return logsumexp(-np.logaddexp(0.0, -S), axis=0) - logsumexp(-np.logaddexp(0.0, S), axis=0)
+    return S.mean(axis=0)
 
 
 def evaluate(
     setup: ClientSetup, state: ClientState, theta: np.ndarray, *, fed: FederationConfig, simulator: str, round_index: int
 ) -> dict:
     """Metrics on the test split at the threshold chosen on the validation split."""
-    kw = dict(
-        objective=fed.objective,
-        simulator=simulator,
-        shots=setup.profile.shots,
-        params=state.params(theta=theta),
-        center=state.center,
-        seed=fed.seed,
-    )
-    s_val = predict_scores(setup.spec, X=setup.X_val, stream=("val", setup.index, round_index), **kw)
-    s_test = predict_scores(setup.spec, X=setup.X_test, stream=("test", setup.index, round_index), **kw)
+    return evaluate_members(setup, [(state, theta)], fed=fed, simulator=simulator, round_index=round_index)
+
+
+def evaluate_members(
+    setup: ClientSetup, members: list[tuple[ClientState, np.ndarray]], *, fed: FederationConfig, simulator: str,
+    round_index: int,
+) -> dict:
+    """``evaluate`` for a detector made of several restarts' (state, θ): their scores are
+    combined by ``combine_scores``; member r draws its shots from restart r's streams."""
+    s_val, s_test = [], []
+    for r, (state, theta) in enumerate(members):
+        kw = dict(
+            objective=fed.objective,
+            simulator=simulator,
+            shots=setup.profile.shots,
+            params=state.params(theta=theta),
+            center=state.center,
+            seed=fed.seed,
+        )
+        sid = replace(setup, replica=setup.replica + r).stream_id
+        s_val.append(predict_scores(setup.spec, X=setup.X_val, stream=("val", *sid, round_index), **kw))
+        s_test.append(predict_scores(setup.spec, X=setup.X_test, stream=("test", *sid, round_index), **kw))
+    s_val, s_test = combine_scores(s_val, fed.objective), combine_scores(s_test, fed.objective)
     threshold = choose_threshold(setup.y_val, s_val)
     val_metrics = client_metrics(setup.y_val, s_val, threshold)
     return {
