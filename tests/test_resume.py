@@ -82,8 +82,10 @@ def _kill_during_round_3(args: list[str], tmp_path: Path) -> str:
 
 def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path):
     # lr_decay: each round's rate comes from its index, so the resumed rounds must train at
-    # the rates the uninterrupted run used.
-    federation = {**TINY["federation"], "methods": ["pqfl"], "rounds": ROUNDS, "local_epochs": 2, "lr_decay": 0.8}
+    # the rates the uninterrupted run used. restarts: the checkpoint holds both restarts'
+    # clients and server models, and the resumed run must continue each of them.
+    federation = {**TINY["federation"], "methods": ["pqfl"], "rounds": ROUNDS, "local_epochs": 2, "lr_decay": 0.8,
+                  "restarts": 2}
     (tmp_path / "clean").mkdir()
     clean_cfg = write_config(tmp_path / "clean", federation=federation)
     # The interrupted run also meets a transient fault in every job (each retried once after
@@ -128,7 +130,8 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert resumed["mlflow_parent_run_ids"] == {"pqfl": run_id}
     assert _metrics(resumed) == _metrics(clean)
     assert [h["round"] for h in resumed["methods"]["pqfl"]["history"]] == list(range(1, ROUNDS + 1))
-    jobs_per_round = 2 * len(TINY["clients"])  # local-train and evaluate per client
+    # local-train per client and restart, evaluate (the ensemble) per client
+    jobs_per_round = (federation["restarts"] + 1) * len(TINY["clients"])
     assert resumed["methods"]["pqfl"]["retries_total"] == ROUNDS * jobs_per_round * 1
     assert clean["methods"]["pqfl"]["retries_total"] == 0
 
