@@ -33,7 +33,7 @@ from pqfl.baselines import run_baseline
 from pqfl.config import parse_config
 from pqfl.experiment import prepare
 from pqfl.federated.aggregation import block_of, grouped_average, share_groups
-from pqfl.federated.client import evaluate_members, init_state, local_round, replicas
+from pqfl.federated.client import evaluate_members, init_state, local_round, replicas, restart_members
 from pqfl.federated.methods import RULES, prox_weight
 from pqfl.federated.server import init_shared, replica_groups
 
@@ -60,9 +60,7 @@ def validation_aurocs(cfg, method: str = "pqfl") -> tuple[list[float], list, obj
                                        simulator=sim, round_index=k)
         if rule.uploads:
             G = grouped_average(G, [st.theta for st in states], [s.n_train for s in vsetups], vgroups)
-    n = len(setups)
-    members = [[(states[j], states[j].theta if rule.evaluate_personal else block_of(G[vgroups[j]], s.spec.layers, s.spec.qubits))
-                for j in range(i, n * R, n)] for i, s in enumerate(setups)]
+    members = restart_members(setups, states, G, vgroups, personal=rule.evaluate_personal)
     evs = [evaluate_members(s, m, fed=fed, simulator=sim, round_index=fed.rounds) for s, m in zip(setups, members)]
     return [float(e["val_auroc"]) for e in evs], datas, stats
 

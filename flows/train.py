@@ -28,7 +28,7 @@ from pqfl.config import Config, RunnerConfig, load_config, parse_config
 from pqfl.errors import PQFLRunError
 from pqfl.experiment import pooled_setup, prepare
 from pqfl.federated.aggregation import block_of, share_groups
-from pqfl.federated.client import init_state, replicas
+from pqfl.federated.client import init_state, replicas, restart_members
 from pqfl.federated.methods import RULES, prox_weight
 from pqfl.federated.server import init_shared, replica_groups, sample_clients
 from pqfl.metrics import summarize
@@ -70,16 +70,11 @@ def _eval_models(method: str, setups, states, G, vgroups: list[int], restarts: i
     """Per client, the (states, θs) of its detector's members, one per restart: its own v_n,
     its group's global w, or the pooled model. ``states`` and ``vgroups`` are per virtual
     client r·N + n (``pqfl.federated.client.replicas``)."""
-    n = len(states) // restarts
     if method == "centralized":
         members = [states[r] for r in range(restarts)]
         return [members] * len(setups), [[st.theta for st in members]] * len(setups)
-    personal = RULES[method].evaluate_personal
-    virtual = [[i + r * n for r in range(restarts)] for i in range(len(setups))]
-    return [[states[j] for j in js] for js in virtual], [
-        [states[j].theta if personal else block_of(G[vgroups[j]], s.spec.layers, s.spec.qubits) for j in js]
-        for s, js in zip(setups, virtual)
-    ]
+    members = restart_members(setups, states, G, vgroups, personal=RULES[method].evaluate_personal)
+    return [[st for st, _ in m] for m in members], [[th for _, th in m] for m in members]
 
 
 def _reason(err: BaseException) -> str:

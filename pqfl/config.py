@@ -422,13 +422,12 @@ class Config(_Strict):
                 f"{fisher[0]}: fisher is fitted on labelled anomalies, but federation.objective is "
                 f"{self.federation.objective} (labels unused in training); use projection: pca or objective: supervised"
             )
-        hardware = [c.name for c in self.clients if c.backend is not None]
-        if self.federation.restarts > 1 and hardware:
+        device = next((c for c in self.clients if c.backend is not None), None)
+        if self.federation.restarts > 1 and device is not None:
             raise ValueError(
                 f"federation.restarts: {self.federation.restarts} restarts make each detector an ensemble of "
-                f"{self.federation.restarts} circuits, but device client {hardware[0]!r} gets a hardware evaluation "
-                f"({next(c.backend for c in self.clients if c.name == hardware[0])}), which runs one circuit per client; "
-                "use restarts: 1 with device clients"
+                f"{self.federation.restarts} circuits, but device client {device.name!r} gets a hardware evaluation "
+                f"({device.backend}), which runs one circuit per client; use restarts: 1 with device clients"
             )
         for kind, plan in (("outage", self.faults.outage), ("permanent", self.faults.permanent)):
             for client, rounds in plan.items():

@@ -10,6 +10,7 @@ from scipy.special import logsumexp
 
 from pqfl.config import ClientProfile, FederationConfig
 from pqfl.data.preprocessing import FeatureMap
+from pqfl.federated.aggregation import block_of
 from pqfl.baselines import DETECTORS
 from pqfl.federated.local_update import predict_outputs, predict_scores, train_local
 from pqfl.metrics import choose_threshold, client_metrics
@@ -144,6 +145,19 @@ def refit_head(setup: ClientSetup, state: ClientState, *, simulator: str, seed: 
 def replicas(setups: list[ClientSetup], restarts: int) -> list[ClientSetup]:
     """Virtual client r·N + n is restart r of client n: same data, its own random streams."""
     return [s if r == 0 else replace(s, replica=r) for r in range(restarts) for s in setups]
+
+
+def restart_members(
+    setups: list[ClientSetup], states: list[ClientState], G: np.ndarray, vgroups: list[int], *, personal: bool
+) -> list[list[tuple[ClientState, np.ndarray]]]:
+    """Per client n, the (state, θ) of each restart r (virtual client r·N + n): its own
+    block v when ``personal``, else its restart's group block of the global tensor."""
+    n = len(setups)
+    return [
+        [(states[j], states[j].theta if personal else block_of(G[vgroups[j]], s.spec.layers, s.spec.qubits))
+         for j in range(i, len(states), n)]
+        for i, s in enumerate(setups)
+    ]
 
 
 def combine_scores(scores: list[np.ndarray], objective: str) -> np.ndarray:
