@@ -1,1 +1,1 @@
-"""Benchmarks and tuning scripts (the `pqfl bench` commands live here)."""
+"""Benchmark suites, reports and the tools that tune and summarise them (library calls only)."""

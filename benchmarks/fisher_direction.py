@@ -20,23 +20,24 @@ from collections import defaultdict
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from flows.benchmark import expand_cases, load_suite
 from pqfl.baselines import run_baseline
+from pqfl.benchmark.suite import expand_cases, load_suite
 from pqfl.config import parse_config
-from pqfl.experiment import prepare
+from pqfl.fleet import prepare
 
 
 def direction_aurocs(cfg) -> dict[str, float]:
     """Mean-client validation and test AUROC of the Fisher score, and of logreg-client."""
-    _, datas, stats = prepare(cfg)
+    fleet = prepare(cfg)
+    datas, stats = fleet.datas, fleet.stats
     w = stats.eigvecs[:, 0]
     score = lambda X: ((X - stats.mean) / stats.scale) @ w  # noqa: E731
     ref = run_baseline("logreg", "client", datas, stats, cfg.federation.seed)["per_client"]
     return {
         "fisher val": float(np.mean([roc_auc_score(d.y_val, score(d.X_val)) for d in datas])),
         "fisher test": float(np.mean([roc_auc_score(d.y_test, score(d.X_test)) for d in datas])),
-        "logreg-client val": float(np.mean([r["val_auroc"] for r in ref])),
-        "logreg-client test": float(np.mean([r["auroc"] for r in ref])),
+        "logreg-client val": float(np.mean([r.val_auroc for r in ref])),
+        "logreg-client test": float(np.mean([r.auroc for r in ref])),
     }
 
 

@@ -15,7 +15,7 @@ import json
 
 import pandas as pd
 
-from flows.benchmark import markdown_table
+from pqfl.benchmark.report import markdown_table
 
 # (objective, the method PQFL is compared with, at least this many datasets)
 TARGETS = (("supervised", "fedavg", 4), ("supervised", "logreg-client", 4), ("one_class", "iforest-client", 3))

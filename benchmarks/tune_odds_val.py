@@ -1,15 +1,14 @@
 """Per-dataset settings of the ODDS suite, chosen on validation AUROC only, without Prefect.
 
-Runs PQFL through the library's own round loop (the same steps as ``flows/train.py``:
-``init_shared`` → per client ``local_round`` → ``grouped_average`` weighted by training
-size → ``evaluate``; no MLflow, no Prefect server, so a grid over six datasets takes
+Runs PQFL through the library's federation (``pqfl.federated.rounds``, the loop the
+training flow runs; no MLflow, no Prefect server, so a grid over six datasets takes
 minutes on two cores) and prints the mean-client **validation** AUROC after the last
 round for each variant, next to the objective's per-client scikit-learn reference
 (logistic regression or IsolationForest) on the same validation splits. Test metrics are
 computed by ``evaluate`` but never printed.
 
     .venv/bin/python -m benchmarks.tune_odds_val benchmarks/suites/odds.yaml /work/shared/data/odds \\
-        supervised benchmarks/tuning/supervised.json --seeds 100,101,102,103
+        supervised variants.json --seeds 100,101,102,103
 
 Tuning seeds must be apart from the suite's reporting seeds (the tool refuses an overlap): each seed is a
 different subsample, partition and initialisation, and validation splits hold only a
@@ -28,41 +27,26 @@ from collections import defaultdict
 
 import numpy as np
 
-from flows.benchmark import expand_cases, load_suite
 from pqfl.baselines import run_baseline
+from pqfl.benchmark.suite import expand_cases, load_suite
 from pqfl.config import parse_config
-from pqfl.experiment import prepare
-from pqfl.federated.aggregation import block_of, grouped_average, share_groups
-from pqfl.federated.client import evaluate_members, init_state, local_round, replicas, restart_members
-from pqfl.federated.methods import RULES, prox_weight
-from pqfl.federated.server import init_shared, replica_groups
+from pqfl.federated.client import evaluate_members
+from pqfl.federated.rounds import Federation
+from pqfl.fleet import prepare
 
 REFERENCE = {"supervised": "logreg", "one_class": "iforest"}
 
 
 def validation_aurocs(cfg, method: str = "pqfl") -> tuple[list[float], list, object]:
     """Per-client validation AUROC of ``method`` after ``federation.rounds`` rounds, plus
-    the prepared client data and statistics (for the classical reference). With
-    ``federation.restarts`` R, virtual client r·N + n is restart r of client n, as in the flow."""
-    fed, sim, R = cfg.federation, cfg.simulator, cfg.federation.restarts
-    setups, datas, stats = prepare(cfg)
-    groups = share_groups([s.profile.encoding for s in setups], fed.share)
-    vsetups, vgroups = replicas(setups, R), replica_groups(groups, R)
-    G = init_shared(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale, groups, R)
-    states = [init_state(s, block_of(G[g], s.spec.layers, s.spec.qubits), fed.seed) for s, g in zip(vsetups, vgroups)]
-    rule, prox = RULES[method], prox_weight(method, fed.lam, fed.mu)
-    for k in range(1, fed.rounds + 1):
-        blocks = [block_of(G[g], s.spec.layers, s.spec.qubits) for s, g in zip(vsetups, vgroups)]
-        starts = blocks if rule.start_from_global else [st.theta for st in states]
-        anchors = blocks if rule.prox else [None] * len(vsetups)
-        for i, s in enumerate(vsetups):
-            states[i], _ = local_round(s, states[i], start_theta=starts[i], anchor=anchors[i], prox=prox, fed=fed,
-                                       simulator=sim, round_index=k)
-        if rule.uploads:
-            G = grouped_average(G, [st.theta for st in states], [s.n_train for s in vsetups], vgroups)
-    members = restart_members(setups, states, G, vgroups, personal=rule.evaluate_personal)
-    evs = [evaluate_members(s, m, fed=fed, simulator=sim, round_index=fed.rounds) for s, m in zip(setups, members)]
-    return [float(e["val_auroc"]) for e in evs], datas, stats
+    the prepared client data and statistics (for the classical reference). The rounds only
+    train; the final models are evaluated once, as the flow's last round evaluates them."""
+    fed = cfg.federation
+    fleet = prepare(cfg)
+    result = Federation(fleet, method, fed, simulator=cfg.simulator).run(evaluate=False)
+    evs = [evaluate_members(c, m, fed=fed, simulator=cfg.simulator, round_index=fed.rounds)
+           for c, m in zip(result.clients, result.members)]
+    return [float(e.val_auroc) for e in evs], fleet.datas, fleet.stats
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -97,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
                 vals, datas, stats = validation_aurocs(cfg.with_overrides(over))
                 if i == 0:
                     b = run_baseline(ref, "client", datas, stats, seed)
-                    rv = [float(r["val_auroc"]) for r in b["per_client"]]
+                    rv = [r.val_auroc for r in b["per_client"]]
                     table[(case.dataset, f"{ref}-client")].append(float(np.mean(rv)))
                     print(json.dumps({"dataset": case.dataset, "seed": seed, "variant": f"{ref}-client",
                                       "val_auroc": round(float(np.mean(rv)), 3), "per_client": [round(v, 3) for v in rv]}), flush=True)

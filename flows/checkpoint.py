@@ -11,10 +11,10 @@ parent run of that invocation carries it in the tag ``pqfl.invocation`` and its 
 checkpoint path in ``pqfl.checkpoint``, so any parent run id leads back to the whole
 invocation.
 
-What a checkpoint holds is everything that carries over from one round to the next: the
-global tensor, every client's state (quantum block v_n, head, one-class centre), the
-round history and the last round's per-client rows, retry and drop counts, elapsed time,
-and the MLflow run ids. Not stored, because nothing of it survives a round: the local
+What a checkpoint holds is the library's :class:`~pqfl.federated.rounds.FederationState`
+(everything that carries over from one round to the next: the global tensors, every
+trainer's state — quantum block v_n, head, one-class centre — the round history and the
+last round's report, retry and drop counts) plus the elapsed time and the MLflow run ids. Not stored, because nothing of it survives a round: the local
 optimiser state (re-initialised from the round's start parameters every round) and any
 random generator (every draw is derived afresh from (seed, stream, client, round); the
 record below says so, with the seed). Files are written to a temporary name, flushed to
@@ -31,13 +31,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from pqfl.errors import PQFLInputError
-from pqfl.federated.client import ClientState
+from pqfl.federated.rounds import FederationState
+from pqfl.results import RoundSummary
 
 CHECKPOINT_ENV = "PQFL_CHECKPOINT_DIR"
-FORMAT = 2  # 2: global_theta has a leading sharing-group axis (federation.share)
+FORMAT = 3  # 2: global_theta has a leading sharing-group axis; 3: the library's FederationState
 
 
 def checkpoint_root(uri: str) -> Path:
@@ -80,15 +79,7 @@ class MethodCheckpoint:
     """One method's state after its last complete round (round 0 = just started)."""
 
     method: str
-    round: int
-    global_theta: np.ndarray  # (sharing groups, L_max, Q_max, 3)
-    states: list[ClientState]
-    history: list[dict]
-    per_client: list[dict]  # the last round's rows, as logged
-    final: list[dict]  # the last round's evaluations (test scores included), for the artifacts
-    round_extra: dict  # the last round's parent-run extras (clients_in_round, retries, ...), as logged
-    retries_total: int
-    dropped: list[dict]  # {"round", "client", "reason"} for every client dropped so far
+    state: FederationState
     elapsed_s: float
     parent_run_id: str
     client_run_ids: dict[str, str]
@@ -98,6 +89,14 @@ class MethodCheckpoint:
     optimizer: dict = field(default_factory=dict)
     flow_runs: dict = field(default_factory=dict)  # Prefect ids of the pqfl-train / pqfl-method runs that wrote it
     format: int = FORMAT
+
+    @property
+    def round(self) -> int:
+        return self.state.round
+
+    @property
+    def history(self) -> list[RoundSummary]:
+        return self.state.history
 
 
 class CheckpointStore:
@@ -151,10 +150,10 @@ def resume_target(run_id: str, config_path: str | None = None):
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from tasks.settings import load_run_config, parse_run_config
     from flows.tracking import tracking_uri
-    from pqfl.config import load_config, parse_config
 
-    uri = tracking_uri(load_config(config_path))
+    uri = tracking_uri(load_run_config(config_path))
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise PQFLInputError(f"--resume: no MLflow store at {uri}; run from the folder of the first run or set MLFLOW_TRACKING_URI")
     client = MlflowClient(tracking_uri=uri)
@@ -172,7 +171,7 @@ def resume_target(run_id: str, config_path: str | None = None):
         raise PQFLInputError(f"--resume: MLflow run {run_id} has no pqfl checkpoint tags; only runs started by `pqfl run` can be resumed")
     store = CheckpointStore(Path(tags["pqfl.checkpoint"]).parent.parent, tags["pqfl.invocation"])
     manifest = store.read_manifest()
-    cfg = parse_config(manifest["config"], origin=str(store.manifest_path))
+    cfg = parse_run_config(manifest["config"], origin=str(store.manifest_path))
     if not os.environ.get("MLFLOW_TRACKING_URI"):  # keep writing to the store the run was found in
         cfg = cfg.with_overrides({"tracking.uri": uri})
     return store, cfg

@@ -24,8 +24,9 @@ os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 
 import pandas as pd  # noqa: E402
 
-from pqfl.config import METHODS, Config, load_config  # noqa: E402
+from pqfl.config import METHODS  # noqa: E402
 from pqfl.errors import PQFLInputError, PQFLRunError  # noqa: E402
+from tasks.settings import load_run_config  # noqa: E402
 
 TABLE_COLUMNS = {
     "mean_auroc": "mean AUROC",
@@ -46,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pqfl", description="Personalized quantum federated learning for anomaly detection")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="train the chosen methods on identical partitions and print the comparison")
-    run.add_argument("--config", help="YAML config (default: the embedded configs/default.yaml)")
+    run.add_argument("--config", help="YAML config (default: the embedded pqfl/configs/default.yaml)")
     run.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
     run.add_argument("--rounds", type=int, help="number of global rounds K")
     run.add_argument("--seed", type=int, help="run seed")
@@ -92,7 +93,7 @@ def _qubit_list(text: str) -> list[int]:
 
 
 def _bench(args) -> int:
-    from benchmarks.sim import run_benchmark
+    from pqfl.quantum.speed import run_benchmark
 
     qubits = _qubit_list(args.qubits)
     if args.json_out:
@@ -134,7 +135,7 @@ def format_table(rows: dict[str, dict]) -> str:
 
 
 def _run(args) -> int:
-    from pqfl.experiment import prepare
+    from pqfl.fleet import prepare
 
     from flows.checkpoint import checkpoint_root, resume_target
     from flows.tracking import tracking_uri
@@ -148,13 +149,13 @@ def _run(args) -> int:
             )
         _, cfg = resume_target(args.resume, args.config)
     else:
-        cfg = with_fault_env(load_config(args.config).with_overrides(_overrides(args)))
+        cfg = with_fault_env(load_run_config(args.config).with_overrides(_overrides(args)))
         checkpoint_root(tracking_uri(cfg))  # a store without a checkpoint folder fails here, not mid-run
     prepare(cfg)  # fail fast on data problems, before any server or run starts
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
 
-    from flows.prefect_api import api_for_dask
+    from flows.runners import api_for_dask
     from flows.progress import show_progress
     from flows.train import pqfl_train
     from pqfl.compile_cache import enable_persistent_cache
@@ -182,7 +183,7 @@ def _compare(args) -> int:
 
     from flows.tracking import PARENT_TAG, tracking_uri
 
-    cfg = load_config(args.config)
+    cfg = load_run_config(args.config)
     name = args.experiment or cfg.experiment_name
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
@@ -207,9 +208,9 @@ def _compare(args) -> int:
 
 
 def _benchmark(args) -> int:
-    from flows.benchmark import check_suite
+    from flows.benchmark import check_run_suite
 
-    spec, cases = check_suite(args.suite, args.data_dir)  # fail fast: suite, configs, data files
+    spec, cases = check_run_suite(args.suite, args.data_dir)  # fail fast: suite, configs, data files
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
     from flows.benchmark import pqfl_benchmark
@@ -234,7 +235,7 @@ def _benchmark(args) -> int:
 def _ui(args) -> int:
     from flows.mlflow_ui import serve_ui
 
-    return serve_ui(load_config(args.config), args.host, args.port)
+    return serve_ui(load_run_config(args.config), args.host, args.port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pqfl.config import Config
+from tasks.settings import RunConfig
 from pqfl.errors import PQFLInputError
 
 
@@ -33,7 +33,7 @@ def runs_page(base_url: str, experiment_id: str | None) -> str:
     return f"{base_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
-def serve_ui(cfg: Config, host: str, port: int) -> int:
+def serve_ui(cfg: RunConfig, host: str, port: int) -> int:
     """Run the UI in the foreground until Ctrl-C; returns the server's exit code."""
     from mlflow.tracking import MlflowClient
 

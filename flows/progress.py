@@ -20,7 +20,7 @@ from typing import IO, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from pqfl.config import Config
+from tasks.settings import RunConfig
 
 LOGGER = "pqfl.progress"
 # The flow's per-round line, its resume line, and the line of a method finished before a resume.
@@ -32,7 +32,7 @@ _DONE = re.compile(r"^(?P<method>\S+)\s+finished before the resume")
 class _ProgressHandler(logging.Handler):
     """Writes each ``pqfl.progress`` record as a line and advances the bar from it."""
 
-    def __init__(self, cfg: Config, console: Console, progress: Progress):
+    def __init__(self, cfg: RunConfig, console: Console, progress: Progress):
         super().__init__(logging.INFO)
         self.console, self.progress = console, progress
         self.clients = len(cfg.clients)
@@ -72,7 +72,7 @@ class _ProgressHandler(logging.Handler):
 
 
 @contextmanager
-def show_progress(cfg: Config, stream: IO[str] | None = None) -> Iterator[None]:
+def show_progress(cfg: RunConfig, stream: IO[str] | None = None) -> Iterator[None]:
     """Show the per-round lines (and, on a terminal, a progress bar) while the block runs."""
     console = Console(file=stream or sys.stderr, highlight=False)
     progress = Progress(

@@ -1,4 +1,4 @@
-"""MLflow logging for a training flow (DESIGN §2 MLflow layout). Only the flow process calls this.
+"""MLflow logging for a training flow (docs/mlflow.md, store layout). Only the flow process calls this.
 
 Layout: one experiment per config; one parent run per method (flattened config as
 params, Prefect flow-run id and git commit as tags, per-round mean/worst metrics with
@@ -14,27 +14,22 @@ import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
-from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
 
-from pqfl.config import Config  # noqa: E402
+from tasks.settings import RunConfig  # noqa: E402
+from pqfl.plots import client_roc_pr_plot, method_convergence_plot
+from pqfl.detector import QuantumDetector  # noqa: E402
 from pqfl.quantum.reference import draw_text, to_openqasm  # noqa: E402
+from pqfl.results import SUMMARY_METRICS as ROUND_METRICS  # noqa: E402
+from pqfl.results import ClientEvaluation, RoundReport, RoundSummary  # noqa: E402
 
-ROUND_METRICS = (
-    "mean_auroc", "mean_aupr", "mean_false_error", "mean_missing_error", "mean_f1", "worst_auroc", "mean_val_auroc"
-)
 PARENT_TAG = "pqfl.role"
 
 
-def tracking_uri(cfg: Config) -> str:
+def tracking_uri(cfg: RunConfig) -> str:
     """``MLFLOW_TRACKING_URI`` when set (as MLflow users expect), else the configured store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
 
@@ -75,25 +70,25 @@ class MethodRun:
         """Whether ``run_id`` already holds metric ``key`` at ``step`` (one batch is one transaction)."""
         return any(m.step == step for m in self.client.get_metric_history(run_id, key))
 
-    def log_round(
-        self, round_index: int, summary: dict, per_client: list[dict], extra: dict | None = None, only_missing: bool = False
-    ) -> None:
+    def log_round(self, report: RoundReport, only_missing: bool = False) -> None:
         """Log one round (step = round). ``only_missing`` skips the runs that already hold
         this step, so a resumed run can repeat the log of its last round without duplicates."""
-        ts = int(time.time() * 1000)
-        metrics = [Metric(k, float(summary[k]), ts, round_index) for k in ROUND_METRICS]
-        metrics += [Metric(k, float(v), ts, round_index) for k, v in (extra or {}).items()]
-        if not (only_missing and self.has_step(self.parent_id, ROUND_METRICS[0], round_index)):
-            self.client.log_batch(self.parent_id, metrics=metrics)
-        for row in per_client:
-            run_id = self.client_run_ids[row["client"]]
-            values = {k: row[k] for k in ("auroc", "aupr", "false_error", "missing_error", "f1", "val_auroc", "threshold")}
-            if "loss" in row:
-                values["train_loss"] = row["loss"]
-            values.update({k: row[k] for k in ("retries", "dropped") if k in row})
-            if only_missing and self.has_step(run_id, "auroc", round_index):
+        ts, step = int(time.time() * 1000), report.round
+        extra = {"round_wall_s": report.wall_s, "clients_in_round": report.in_round,
+                 "clients_dropped": len(report.dropped), "retries": report.retries}
+        values = {**report.summary.metrics(), **extra}
+        if not (only_missing and self.has_step(self.parent_id, ROUND_METRICS[0], step)):
+            self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
+        for row in report.clients:
+            run_id = self.client_run_ids[row.client]
+            ev = row.evaluation
+            values = {**ev.metrics(), "val_auroc": ev.val_auroc, "threshold": ev.threshold}
+            if row.loss is not None:
+                values["train_loss"] = row.loss
+            values.update(retries=row.retries, dropped=int(row.dropped))
+            if only_missing and self.has_step(run_id, "auroc", step):
                 continue
-            self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, round_index) for k, v in values.items()])
+            self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
 
     def log_final(self, values: dict, step: int, only_missing: bool = False) -> None:
         ts = int(time.time() * 1000)
@@ -102,51 +97,40 @@ class MethodRun:
         if values:
             self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
 
-    def log_artifacts(self, cfg: Config, method: str, history: list[dict], final: list[dict], setups, states_thetas) -> None:
+    def log_artifacts(
+        self, cfg: RunConfig, method: str, history: list[RoundSummary], final: list[ClientEvaluation], setups, thetas
+    ) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
             self.client.log_artifact(self.parent_id, str(tmp / "config.yaml"))
-            table = pd.DataFrame([{k: v for k, v in r.items() if k != "test_scores"} for r in final])
+            table = pd.DataFrame([ev.row() for ev in final])
             table.insert(0, "method", method)
             table.to_csv(tmp / "results.csv", index=False)
             self.client.log_artifact(self.parent_id, str(tmp / "results.csv"))
-            _convergence_plot(history, method, tmp / "convergence.png")
-            _roc_pr_plot(final, setups, method, tmp / "roc_pr.png")
+            method_convergence_plot(history, method, tmp / "convergence.png")
+            client_roc_pr_plot(final, setups, method, tmp / "roc_pr.png")
             self.client.log_artifact(self.parent_id, str(tmp / "convergence.png"), "plots")
             self.client.log_artifact(self.parent_id, str(tmp / "roc_pr.png"), "plots")
-            for setup, theta in zip(setups, states_thetas):
+            for setup, theta in zip(setups, thetas):
                 run_id = self.client_run_ids[setup.name]
-                sample = setup.X_test[0]
+                # Drawn at the encoding of the federated mean, not at a client's row: no data row leaves in an artifact.
+                sample = setup.feature_map.transform(setup.feature_map.mean[None, :])[0]
                 (tmp / "circuit.txt").write_text(draw_text(setup.spec, sample, theta) + "\n")
                 (tmp / "circuit.qasm").write_text(to_openqasm(setup.spec, sample, theta))
                 self.client.log_artifact(run_id, str(tmp / "circuit.txt"), "circuit")
                 self.client.log_artifact(run_id, str(tmp / "circuit.qasm"), "circuit")
 
-    def log_models(self, cfg: Config, method: str, setups, states, thetas, final: list[dict]) -> dict[str, str]:
+    def log_models(self, cfg: RunConfig, method: str, detectors: dict[str, QuantumDetector]) -> dict[str, str]:
         """Each client's final personalized detector as a pyfunc model in its client run,
         registered as ``{experiment}-{method}-{client}`` (flows/detector_model.py);
-        nothing when the config's ``tracking.log_models`` is off. ``states`` and ``thetas``
-        hold, per client, one entry per restart (``federation.restarts``)."""
+        nothing when the config's ``tracking.log_models`` is off."""
         if not cfg.tracking.log_models:
             return {}
         from flows.detector_model import log_detectors
 
-        return log_detectors(
-            self.client,
-            experiment=cfg.experiment_name,
-            method=method,
-            source=cfg.dataset.source,
-            run_ids=self.client_run_ids,
-            setups=setups,
-            states=states,
-            thetas=thetas,
-            thresholds=[row["threshold"] for row in final],
-            objective=cfg.federation.objective,
-            simulator=cfg.simulator,
-            seed=cfg.federation.seed,
-            step=cfg.federation.rounds,
-        )
+        return log_detectors(self.client, experiment=cfg.experiment_name, method=method, source=cfg.dataset.source,
+                             run_ids=self.client_run_ids, detectors=detectors, step=cfg.federation.rounds)
 
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
         if reason:
@@ -159,7 +143,7 @@ class MethodRun:
 class Tracker:
     """Creates the experiment and the runs; one per flow run."""
 
-    def __init__(self, cfg: Config, flow_run_id: str | None):
+    def __init__(self, cfg: RunConfig, flow_run_id: str | None):
         self.cfg = cfg
         self.uri = tracking_uri(cfg)
         root = _artifact_root(self.uri)
@@ -222,31 +206,3 @@ class Tracker:
             self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in hw.items()])
             client_ids[setup.name] = run.info.run_id
         return MethodRun(self.client, pid, client_ids)
-
-
-def _convergence_plot(history: list[dict], method: str, path: Path) -> None:
-    rounds = [h["round"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(rounds, [h["mean_auroc"] for h in history], marker="o", label="mean AUROC")
-    ax.plot(rounds, [h["worst_auroc"] for h in history], marker="s", label="worst-client AUROC")
-    ax.plot(rounds, [h["mean_aupr"] for h in history], marker="^", label="mean AUPR")
-    ax.set_xlabel("round")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"{method}: convergence")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _roc_pr_plot(final: list[dict], setups, method: str, path: Path) -> None:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for row, setup in zip(final, setups):
-        scores = np.asarray(row["test_scores"])
-        RocCurveDisplay.from_predictions(setup.y_test, scores, name=setup.name, ax=ax1)
-        PrecisionRecallDisplay.from_predictions(setup.y_test, scores, name=setup.name, ax=ax2)
-    ax1.set_title(f"{method}: ROC (test)")
-    ax2.set_title(f"{method}: precision-recall (test)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

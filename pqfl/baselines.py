@@ -25,7 +25,7 @@ the quantum clients' one_class training rows); ``logreg`` uses the training labe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 from sklearn.ensemble import IsolationForest
@@ -38,10 +38,8 @@ from pqfl.data.partition import ClientData
 from pqfl.data.preprocessing import GlobalStats
 from pqfl.errors import PQFLInputError
 from pqfl.metrics import choose_threshold, client_metrics, summarize
+from pqfl.results import ClientEvaluation
 from pqfl.rng import derive_seed
-
-if TYPE_CHECKING:  # the circuit-ready splits; importing them at run time would pull in JAX
-    from pqfl.federated.client import ClientSetup
 
 
 def _iforest(seed: int, n_train: int):
@@ -92,17 +90,16 @@ def _fit(name: str, X: np.ndarray, y: np.ndarray, seed: int):
     return model.fit(X, y) if objective == "supervised" else model.fit(X)
 
 
-def _evaluate(model, name: str, X_val, y_val, X_test, y_test) -> dict:
+def _evaluate(model, name: str, X_val, y_val, X_test, y_test) -> ClientEvaluation:
     val = anomaly_scores(model, X_val)
     test = anomaly_scores(model, X_test)
-    row = {"client": name, **client_metrics(y_test, test, choose_threshold(y_val, val))}
-    row["val_auroc"] = float(roc_auc_score(y_val, val))
-    row["test_scores"] = test
-    return row
+    threshold = choose_threshold(y_val, val)
+    return ClientEvaluation(client=name, threshold=threshold, val_auroc=float(roc_auc_score(y_val, val)),
+                            **client_metrics(y_test, test, threshold), test_scores=test)
 
 
 def run_baseline(
-    name: str, scope: str, datas: list[ClientData], stats: GlobalStats, seed: int, setups: list[ClientSetup] | None = None
+    name: str, scope: str, datas: list[ClientData], stats: GlobalStats, seed: int, setups: list | None = None
 ) -> dict:
     """One detector in one scope: per-client metrics (with test scores) and their summary.
 
@@ -115,7 +112,7 @@ def run_baseline(
 
     if scope == "features":
         if setups is None:
-            raise PQFLInputError("baselines: the features scope needs the clients' setups (pqfl.experiment.prepare)")
+            raise PQFLInputError("baselines: the features scope needs the clients' setups (pqfl.fleet.prepare)")
         # What each circuit is fed: its feature map's output, already applied to every split.
         views = [(s.name, s.X_train, s.y_train, s.X_val, s.y_val, s.X_test, s.y_test) for s in setups]
     else:
@@ -128,7 +125,7 @@ def run_baseline(
         key = ("features",) if scope == "features" else ()
         models = [_fit(name, v[1], v[2], derive_seed(seed, "baseline", name, *key, i)) for i, v in enumerate(views)]
     per_client = [_evaluate(m, v[0], *v[3:]) for m, v in zip(models, views)]
-    return {"method": f"{name}-{scope}", "per_client": per_client, **summarize(per_client)}
+    return {"method": f"{name}-{scope}", "per_client": per_client, **summarize([e.row() for e in per_client])}
 
 
 def run_baselines(
@@ -137,7 +134,7 @@ def run_baselines(
     objective: str,
     seed: int,
     names: list[str] | None = None,
-    setups: list[ClientSetup] | None = None,
+    setups: list | None = None,
 ) -> list[dict]:
     """Every reference detector of ``objective``: per client and pooled, and on the
     circuit's own inputs when the clients' ``setups`` are given."""

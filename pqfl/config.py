@@ -6,7 +6,6 @@ Every field is checked at load time; an impossible value raises
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,14 +22,16 @@ from pydantic import (
 )
 
 from pqfl.errors import PQFLInputError
+from pqfl.federated.strategies import STRATEGIES
 
-METHODS = ("local", "fedavg", "fedprox", "pqfl", "centralized")
+METHODS = tuple(STRATEGIES)  # the registered strategies' names, in table order
+
 # Dense state-vector / density-matrix simulation of more qubits than this does not fit
 # comfortably in this machine's memory for a batch of samples.
 MAX_QUBITS = 16
 MAX_REUPLOAD_NOISY_QUBITS = 8  # noisy re-uploading keeps 4^q Pauli coefficients per sample (pqfl.quantum.fast)
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"  # package data
 
 
 def _gib(n_bytes: float) -> str:
@@ -185,7 +186,7 @@ class ClientProfile(_Strict):
     projection: Literal["pca", "fisher"] | None = None
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     shots: int | None = Field(default=None, ge=1)
-    # Device clients (README "Device clients and hardware evaluation").
+    # Device clients (docs/devices.md).
     from_device: str | None = None
     layout: list[int] | None = None  # physical qubit of each logical qubit
     coupling: list[tuple[int, int]] | None = None  # entangling pairs when entangling is "device"
@@ -198,26 +199,9 @@ class ClientProfile(_Strict):
     def _resolve_device(cls, data: Any) -> Any:
         if not isinstance(data, dict) or data.get("from_device") is None:
             return data
-        from pqfl.quantum.devices import device_profile  # qiskit is imported only for device clients
+        from pqfl.quantum.devices import fill_from_device  # qiskit is imported only for device clients
 
-        if not isinstance(data["from_device"], str):
-            raise ValueError("from_device: expected a device name such as FakeManilaV2 or manila")
-        qubits = data.get("qubits")
-        if qubits is not None and (not isinstance(qubits, int) or not 1 <= qubits <= MAX_QUBITS):
-            return data  # the qubits field reports the problem
-        try:
-            dev = device_profile(data["from_device"], qubits, data.get("layout"))
-        except ValueError as err:  # name the field the problem is about
-            message = str(err)
-            raise ValueError(message if message.startswith(("qubits:", "layout:")) else f"from_device: {message}") from None
-        data = {**data, "from_device": dev.device, "qubits": dev.qubits, "layout": list(dev.layout)}
-        if data.get("entangling", "device") == "device":
-            data["entangling"] = "device"
-            data["coupling"] = [list(p) for p in dev.pairs]
-        if "noise" not in data:
-            data["noise"] = {k: list(getattr(dev.noise, k)) for k in ("depolarizing", "amplitude_damping", "readout")}
-        data.setdefault("backend", "aer")
-        return data
+        return fill_from_device(data, MAX_QUBITS)
 
     @model_validator(mode="after")
     def _reupload_fits(self) -> "ClientProfile":
@@ -260,9 +244,7 @@ class ClientProfile(_Strict):
 class FederationConfig(_Strict):
     """The federated optimisation: methods, rounds and local optimiser."""
 
-    methods: list[Literal["local", "fedavg", "fedprox", "pqfl", "centralized"]] = Field(
-        default_factory=lambda: list(METHODS), min_length=1
-    )
+    methods: list[str] = Field(default_factory=lambda: list(METHODS), min_length=1)
     rounds: int = Field(default=10, ge=1)
     local_epochs: int = Field(default=2, ge=1)
     lr: float = Field(default=0.05, gt=0)
@@ -303,92 +285,24 @@ class FederationConfig(_Strict):
 
     @field_validator("methods")
     @classmethod
-    def _unique_methods(cls, v: list[str]) -> list[str]:
+    def _known_unique_methods(cls, v: list[str]) -> list[str]:
+        unknown = [m for m in v if m not in STRATEGIES]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(STRATEGIES)}")
         if len(set(v)) != len(v):
             raise ValueError("methods are listed twice; list each method once")
         return v
 
 
-_DASK_ADDRESS = re.compile(r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*):(?P<port>[0-9]{1,5})")
-
-
-class RunnerConfig(_Strict):
-    """Which Prefect task runner executes the per-client tasks.
-
-    ``dask`` with an ``address`` (``tcp://HOST:PORT`` of a running Dask scheduler) sends the
-    tasks to that cluster; ``dask`` without one starts a local cluster of ``max_workers``
-    worker processes for the run.
-    """
-
-    kind: Literal["threads", "processes", "dask"] = "threads"
-    max_workers: int | None = Field(default=None, ge=1)
-    address: str | None = None
-
-    @field_validator("address")
-    @classmethod
-    def _scheduler_address(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        match = _DASK_ADDRESS.fullmatch(v.strip())
-        if match is None or not 1 <= int(match["port"]) <= 65535:
-            raise ValueError(
-                "expected a Dask scheduler address like tcp://HOST:PORT (port 1-65535), "
-                "as printed by `dask scheduler`"
-            )
-        return v.strip()
-
-    @model_validator(mode="after")
-    def _address_needs_dask(self) -> "RunnerConfig":
-        if self.address is not None and self.kind != "dask":
-            raise ValueError(
-                f"address is only used with kind: dask (kind is {self.kind!r}); "
-                "set kind: dask or remove the address"
-            )
-        return self
-
-
-class RetryConfig(_Strict):
-    """How Prefect retries a failed job (local training, evaluation, circuit execution).
-
-    Only transient failures (backend/job errors, timeouts) are retried; the n-th retry
-    waits ``backoff_s · 2^(n−1)`` seconds, spread by ``jitter`` (Prefect's
-    ``retry_jitter_factor``). Permanent failures (invalid circuit, bad config) fail at once.
-    """
-
-    max_retries: int = Field(default=3, ge=0, le=50)
-    backoff_s: float = Field(default=1.0, ge=0, description="delay before the first retry; doubles each retry")
-    jitter: float = Field(default=0.5, ge=0, description="Prefect retry_jitter_factor (0 = exact delays)")
-
-
-class FaultConfig(_Strict):
-    """Seeded fault injection, for testing how runs survive failing jobs.
-
-    ``transient_rate``: probability that an attempt of a job fails with a transient error,
-    drawn from (seed, method, job, client, round, attempt); the last attempt the retry
-    budget allows is spared, so these faults alone never exhaust the retries.
-    ``outage``: client → rounds in which its backend is down (every attempt of its local
-    training fails transiently, so the client is dropped after its retries).
-    ``permanent``: client → rounds in which its local training fails permanently (no retry).
-    The environment variable ``PQFL_FAULT_RATE`` overrides ``transient_rate``.
-    """
-
-    transient_rate: float = Field(default=0.0, ge=0, le=1)
-    outage: dict[str, list[int]] = Field(default_factory=dict)
-    permanent: dict[str, list[int]] = Field(default_factory=dict)
-
-
-class TrackingConfig(_Strict):
-    """Where MLflow writes. ``MLFLOW_TRACKING_URI`` in the environment overrides ``uri``."""
-
-    uri: str = "sqlite:///mlruns/mlflow.db"
-    experiment: str | None = None
-    # Log and register every client's final detector as an MLflow model (about 0.2-0.5 s
-    # each); sweeps that only compare metrics can turn it off.
-    log_models: bool = True
+#: Top-level sections of the YAML that belong to the orchestration layer (tasks/settings.py
+#: validates them). The library carries them through unread, so one file configures both.
+ORCHESTRATION_SECTIONS = ("runner", "retries", "faults", "tracking")
 
 
 class Config(_Strict):
-    """A whole run: data, partition, federation, the client fleet, runner and tracking."""
+    """A whole run as the library sees it: data, partition, federation, the client fleet and
+    the simulator. The orchestration sections (runner, retries, faults, tracking) are kept
+    as given; ``tasks.settings.RunConfig`` validates them."""
 
     name: str = "pqfl"
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
@@ -398,10 +312,10 @@ class Config(_Strict):
     # fast: batched JAX simulator (Heisenberg picture for noise); reference: PennyLane's
     # default.qubit / default.mixed. Both compute the same circuits.
     simulator: Literal["fast", "reference"] = "fast"
-    runner: RunnerConfig = Field(default_factory=RunnerConfig)
-    retries: RetryConfig = Field(default_factory=RetryConfig)
-    faults: FaultConfig = Field(default_factory=FaultConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    runner: dict[str, Any] = Field(default_factory=dict)
+    retries: dict[str, Any] = Field(default_factory=dict)
+    faults: dict[str, Any] = Field(default_factory=dict)
+    tracking: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _fleet_is_consistent(self) -> "Config":
@@ -429,17 +343,7 @@ class Config(_Strict):
                 f"{self.federation.restarts} circuits, but device client {device.name!r} gets a hardware evaluation "
                 f"({device.backend}), which runs one circuit per client; use restarts: 1 with device clients"
             )
-        for kind, plan in (("outage", self.faults.outage), ("permanent", self.faults.permanent)):
-            for client, rounds in plan.items():
-                if client not in names:
-                    raise ValueError(f"faults.{kind}: unknown client {client!r}; use one of {names}")
-                if any(r < 1 for r in rounds):
-                    raise ValueError(f"faults.{kind}.{client}: rounds start at 1 (got {rounds}); list rounds 1..K")
         return self
-
-    @property
-    def experiment_name(self) -> str:
-        return self.tracking.experiment or self.name
 
     def projection(self, client: ClientProfile) -> str:
         """The directions ``client`` keeps: its own projection, else the dataset's."""
@@ -460,18 +364,21 @@ class Config(_Strict):
         for dotted, value in {**(overrides or {}), **kw}.items():
             node = data
             *parents, leaf = dotted.split(".")
+            # An orchestration section the library carries unread takes any key: its own
+            # schema (tasks/settings.py) checks it.
+            opaque = len(parents) == 1 and parents[0] in ORCHESTRATION_SECTIONS and type(getattr(self, parents[0])) is dict
             try:
                 for p in parents:
                     node = node[int(p)] if isinstance(node, list) else node[p]
                 if isinstance(node, list):
                     node[int(leaf)] = value
-                elif leaf not in node:
+                elif leaf not in node and not opaque:
                     raise KeyError(leaf)
                 else:
                     node[leaf] = value
             except (KeyError, IndexError, ValueError, TypeError):
                 raise PQFLInputError(f"override {dotted}: no such config field; use a path like federation.rounds") from None
-        return parse_config(data, origin="overrides")
+        return parse_config(data, origin="overrides", schema=type(self))
 
     def flat(self) -> dict[str, Any]:
         """The config flattened to ``section.field`` keys (clients indexed), for MLflow params."""
@@ -501,23 +408,24 @@ def _describe(err: ValidationError) -> str:
     if first["type"] in ("missing",):
         return f"{loc}: required field is missing; add it to the config"
     if first["type"] == "extra_forbidden":
-        return f"{loc}: unknown field; remove it or check its spelling against the README's config reference"
+        return f"{loc}: unknown field; remove it or check its spelling against docs/configuration.md"
     if isinstance(got, (dict, list)) or got is None:
         return f"{loc}: {msg}"
     return f"{loc}: {msg} (got {got!r})"
 
 
-def parse_config(data: Any, origin: str = "config") -> Config:
-    """Validate a mapping into a :class:`Config`; raise PQFLInputError with field and fix."""
+def parse_config(data: Any, origin: str = "config", schema: type[Config] = Config) -> Config:
+    """Validate a mapping into a :class:`Config` (or the subclass ``schema``); raise
+    PQFLInputError with field and fix."""
     if not isinstance(data, dict):
         raise PQFLInputError(f"{origin}: expected a YAML mapping at the top level, got {type(data).__name__}")
     try:
-        return Config.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as err:
         raise PQFLInputError(f"{origin}: {_describe(err)}") from None
 
 
-def load_config(path: str | Path | None = None) -> Config:
+def load_config(path: str | Path | None = None, schema: type[Config] = Config) -> Config:
     """Load and validate a YAML config (the embedded default when ``path`` is None)."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
     if not path.is_file():
@@ -529,4 +437,4 @@ def load_config(path: str | Path | None = None) -> Config:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise PQFLInputError(f"{path}:{where}: YAML syntax error ({problem}); fix the YAML syntax") from None
-    return parse_config(data, origin=str(path))
+    return parse_config(data, origin=str(path), schema=schema)

@@ -1,77 +1,87 @@
-"""Prefect tasks: thin, retriable wrappers around the library's per-client steps.
+"""Prefect tasks over the library's round jobs (``pqfl.federated.jobs``), and the ``map_fn``
+that hands the round loop's jobs to them.
 
-Tasks take and return small arrays and dicts; they never touch MLflow. Caching is off:
-inputs are arrays that change every round, and hashing them would cost more than it saves.
-
-``local-train`` and ``evaluate`` are per-client jobs: the flow gives them retry options
+``local-train`` and ``evaluate`` are per-client jobs with the run's retry options
 (``tasks.retry.retry_options``) and a :class:`~tasks.retry.FaultPlan`, which may fail an
-attempt on purpose before any work is done. Each returns how many retries it needed.
+attempt on purpose before any work is done; each reports the retries it needed.
+``aggregate`` is the round's join. Tasks take and return small jobs and results and never
+touch MLflow. Caching is off: inputs are arrays that change every round, and hashing them
+would cost more than it saves.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Callable
+
 import numpy as np
-from prefect import task
+from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
+from tasks.settings import RunConfig
 from pqfl.compile_cache import enable_persistent_cache
-from pqfl.config import Config, FederationConfig
-from pqfl.experiment import prepare
-from pqfl.federated import client as client_lib
-from pqfl.federated.aggregation import grouped_average
-from tasks.retry import NO_FAULTS, FaultPlan
+from pqfl.federated import jobs
+from pqfl.results import ClientEvaluation
+from tasks.retry import NO_FAULTS, FaultPlan, retries_used, retry_options
 
 # Worker processes import this module too: they share the on-disk compilation cache.
 enable_persistent_cache()
 
 
-@task(name="prepare-clients", cache_policy=NO_CACHE)
-def prepare_clients(cfg: Config):
-    """Load, partition and preprocess (federated statistics) the data for every client."""
-    return prepare(cfg)
+def _attempt() -> int:
+    return max(task_run.run_count, 1)
 
 
-@task(name="local-train", cache_policy=NO_CACHE, task_run_name="local-train-{setup.profile.name}-r{round_index}")
-def local_train(
-    setup: client_lib.ClientSetup,
-    state: client_lib.ClientState,
-    start_theta: np.ndarray,
-    anchor: np.ndarray | None,
-    prox: float,
-    fed: FederationConfig,
-    simulator: str,
-    round_index: int,
-    faults: FaultPlan = NO_FAULTS,
-) -> tuple[client_lib.ClientState, float, int]:
-    """One client's local epochs for this round (fan-out): (new state, loss, retries used)."""
-    attempt = max(task_run.run_count, 1)
-    faults.check("train", setup.name, round_index, attempt)
-    new_state, loss = client_lib.local_round(
-        setup, state, start_theta=start_theta, anchor=anchor, prox=prox, fed=fed, simulator=simulator, round_index=round_index
-    )
-    return new_state, loss, attempt - 1
+@task(name="local-train", cache_policy=NO_CACHE, task_run_name="local-train-{job.setup.profile.name}-r{job.round_index}")
+def local_train(job: jobs.TrainJob, faults: FaultPlan = NO_FAULTS) -> jobs.Trained:
+    """One trainer's local epochs for this round (fan-out)."""
+    attempt = _attempt()
+    faults.check("train", job.setup.name, job.round_index, attempt)
+    return replace(jobs.train_client(job), retries=attempt - 1)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-{job.setup.profile.name}-r{job.round_index}")
+def evaluate(job: jobs.EvalJob, faults: FaultPlan = NO_FAULTS) -> ClientEvaluation:
+    """The model a method evaluates for this client (one member per restart), scored on its
+    own validation/test data."""
+    attempt = _attempt()
+    faults.check("evaluate", job.setup.name, job.round_index, attempt)
+    return replace(jobs.evaluate_client(job), retries=attempt - 1)
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
-def aggregate(previous: np.ndarray, blocks: list[np.ndarray], weights: list[float], groups: list[int]) -> np.ndarray:
-    """Masked, size-weighted average of the uploaded blocks within each sharing group (join)."""
-    return grouped_average(previous, blocks, weights, groups)
+def aggregate(job: jobs.AggregateJob) -> np.ndarray:
+    """The server's combination of the uploaded blocks within each sharing group (join)."""
+    return jobs.aggregate_uploads(job)
 
 
-@task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-{setup.profile.name}-r{round_index}")
-def evaluate(
-    setup: client_lib.ClientSetup,
-    states: list[client_lib.ClientState],
-    thetas: list[np.ndarray],
-    fed: FederationConfig,
-    simulator: str,
-    round_index: int,
-    faults: FaultPlan = NO_FAULTS,
-) -> dict:
-    """The model a method evaluates for this client (one member per restart), scored on its
-    own validation/test data; ``retries`` says how many retries the evaluation needed."""
-    attempt = max(task_run.run_count, 1)
-    faults.check("evaluate", setup.name, round_index, attempt)
-    row = client_lib.evaluate_members(setup, list(zip(states, thetas)), fed=fed, simulator=simulator, round_index=round_index)
-    return {**row, "retries": attempt - 1}
+class _Outcome:
+    """A task future whose failure says how many retries Prefect spent on it."""
+
+    def __init__(self, future, cfg: RunConfig):
+        self.future, self.cfg = future, cfg
+
+    def result(self):
+        try:
+            return self.future.result()
+        except Exception as err:
+            err.retries = retries_used(err, self.cfg.retries)
+            raise
+
+
+def task_map(cfg: RunConfig, method: str) -> Callable:
+    """The round loop's ``map_fn``: each library job function runs as its Prefect task,
+    mapped over the round's jobs on the flow's task runner."""
+    faults = FaultPlan.from_config(cfg, method)
+    retried = retry_options(cfg.retries)
+    tasks = {
+        jobs.train_client: lambda js: local_train.with_options(**retried).map(js, unmapped(faults)),
+        jobs.evaluate_client: lambda js: evaluate.with_options(**retried).map(js, unmapped(faults)),
+        jobs.aggregate_uploads: lambda js: aggregate.map(js),
+    }
+
+    def map_fn(fn: Callable, items: list) -> list[_Outcome]:
+        return [_Outcome(f, cfg) for f in tasks[fn](items)]
+
+    return map_fn

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from prefect.tasks import exponential_backoff
 
-from pqfl.config import Config, FaultConfig, RetryConfig
+from tasks.settings import FaultConfig, RetryConfig, RunConfig
 from pqfl.errors import PQFLInputError
 from pqfl.rng import derive_rng
 
@@ -120,7 +120,7 @@ def retries_used(exc: BaseException, policy: RetryConfig) -> int:
     return policy.max_retries if is_transient(exc) else 0
 
 
-def with_fault_env(cfg: Config) -> Config:
+def with_fault_env(cfg: RunConfig) -> RunConfig:
     """``cfg`` with ``faults.transient_rate`` taken from ``PQFL_FAULT_RATE`` when that is set."""
     raw = os.environ.get(FAULT_RATE_ENV)
     if raw is None or raw.strip() == "":
@@ -149,7 +149,7 @@ class FaultPlan:
     permanent: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, cfg: Config, method: str) -> "FaultPlan":
+    def from_config(cls, cfg: RunConfig, method: str) -> "FaultPlan":
         f: FaultConfig = cfg.faults
         return cls(
             seed=cfg.federation.seed,

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.cli import main
 from pqfl.config import MAX_QUBITS
-from pqfl.experiment import MAX_FEATURES
+from pqfl.fleet import MAX_FEATURES
 from tests.tiny import TINY, write_config
 
 PQFL = [sys.executable, "-m", "flows.cli"]

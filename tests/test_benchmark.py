@@ -17,16 +17,21 @@ from scipy import stats
 import yaml
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
+# Prefect's log handlers keep the sys.stderr of their set-up (on importing prefect.main): set them up
+# now, not inside a capsys test whose stream is closed after it.
+import prefect.main  # noqa: F401
 
-from flows.benchmark import (JSON_KEYS, check_suite, expand_cases, load_suite, paired_difference, pyod_reference,
-                             relative_change, summary_table)
 from pqfl.baselines import DETECTORS, anomaly_scores, run_baseline, run_baselines
+from pqfl.benchmark.report import JSON_KEYS
+from pqfl.benchmark.statistics import paired_difference, pyod_reference, relative_change, summary_table
+from pqfl.benchmark.suite import check_suite, expand_cases, load_suite
 from pqfl.config import parse_config
 from pqfl.data.partition import partition
 from pqfl.data.preprocessing import GlobalStats, SufficientStats
 from pqfl.data.sources import Dataset
 from pqfl.errors import PQFLInputError
 from pqfl.metrics import choose_threshold, client_metrics
+from tasks.settings import parse_run_config
 from tests.test_loaders import write_cifar10, write_svhn
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -71,7 +76,7 @@ def test_shipped_suites_validate_and_expand(path, tmp_path):
     expected = sum(len(d.seeds or suite.seeds) for d in suite.datasets) * per_dataset * len(suite.objectives)
     assert len(cases) == expected
     for case in cases:
-        cfg = parse_config(case.config)
+        cfg = parse_run_config(case.config)
         assert cfg.federation.objective == case.objective and cfg.federation.seed == case.seed
         assert cfg.experiment_name == suite.experiment_name
         assert cfg.tracking.log_models is False  # metrics only: no registered model per client per case
@@ -193,7 +198,7 @@ def test_every_reference_detects_shifted_anomalies(toy_clients):
         assert {r["method"] for r in results} == expected
         for r in results:
             assert r["mean_auroc"] > 0.8, r["method"]  # higher score = more anomalous (reversed would be < 0.2)
-            assert r["worst_auroc"] == min(c["auroc"] for c in r["per_client"])
+            assert r["worst_auroc"] == min(c.auroc for c in r["per_client"])
 
 
 def test_threshold_comes_from_validation_and_pooled_shares_one_model(toy_clients):
@@ -210,11 +215,11 @@ def test_threshold_comes_from_validation_and_pooled_shares_one_model(toy_clients
         # Refit with the pooled seed: identical scores, and the metrics follow the validation threshold.
         val = anomaly_scores(model, z(d.X_val))
         test = anomaly_scores(model, z(d.X_test))
-        if np.allclose(test, row["test_scores"]):
-            assert client_metrics(d.y_test, test, choose_threshold(d.y_val, val))["false_error"] == row["false_error"]
-    assert [r["auroc"] for r in own["per_client"]] != [r["auroc"] for r in pooled["per_client"]]
+        if np.allclose(test, row.test_scores):
+            assert client_metrics(d.y_test, test, choose_threshold(d.y_val, val))["false_error"] == row.false_error
+    assert [r.auroc for r in own["per_client"]] != [r.auroc for r in pooled["per_client"]]
     again = run_baseline("iforest", "client", datas, stats, seed=0)
-    assert [r["auroc"] for r in again["per_client"]] == [r["auroc"] for r in own["per_client"]]  # seeded
+    assert [r.auroc for r in again["per_client"]] == [r.auroc for r in own["per_client"]]  # seeded
 
 
 def test_features_scope_fits_on_what_each_circuit_is_fed():
@@ -222,24 +227,25 @@ def test_features_scope_fits_on_what_each_circuit_is_fed():
     or 2 squashed PCA angles), not on the standardised raw features."""
     from sklearn.linear_model import LogisticRegression
 
-    from pqfl.experiment import prepare
+    from pqfl.fleet import prepare
 
     cfg = parse_config({
         "dataset": {"source": "sklearn:breast_cancer", "max_samples": 300},
         "partition": {"min_anomalies": 3},
         "clients": [{"name": "amp", "qubits": 2, "encoding": "amplitude"}, {"name": "ang", "qubits": 2, "encoding": "angle"}],
     })
-    setups, datas, stats = prepare(cfg)
+    fleet = prepare(cfg)
+    setups, datas, stats = fleet.clients, fleet.datas, fleet.stats
     feats = run_baseline("logreg", "features", datas, stats, seed=0, setups=setups)
     raw = run_baseline("logreg", "client", datas, stats, seed=0)
     assert feats["method"] == "logreg-features"
     for s, row in zip(setups, feats["per_client"]):
         model = LogisticRegression(class_weight="balanced", max_iter=2000).fit(s.X_train, s.y_train)
-        assert np.allclose(row["test_scores"], model.predict_proba(s.X_test)[:, 1])
+        assert np.allclose(row.test_scores, model.predict_proba(s.X_test)[:, 1])
         val = model.predict_proba(s.X_val)[:, 1]
-        assert row["false_error"] == client_metrics(s.y_test, row["test_scores"], choose_threshold(s.y_val, val))["false_error"]
+        assert row.false_error == client_metrics(s.y_test, row.test_scores, choose_threshold(s.y_val, val))["false_error"]
     # Two angles or four amplitudes of 30 features: not the raw-feature model.
-    assert [r["auroc"] for r in feats["per_client"]] != [r["auroc"] for r in raw["per_client"]]
+    assert [r.auroc for r in feats["per_client"]] != [r.auroc for r in raw["per_client"]]
     assert {r["method"] for r in run_baselines(datas, stats, "supervised", 0, setups=setups)} == {
         "logreg-client", "logreg-pooled", "logreg-features"}
     with pytest.raises(PQFLInputError, match="setups"):
@@ -389,14 +395,15 @@ def test_benchmark_report_and_mlflow(benchmark_run):
 
 
 def test_sweep_plot_draws_auroc_against_the_swept_value(tmp_path):
-    from flows.benchmark import Sweep, _sweep_plot
+    from pqfl.benchmark.suite import Sweep
+    from pqfl.plots import sweep_plot
 
     rng = np.random.default_rng(3)
     frame = pd.DataFrame(
         [{"entry": "digits", "objective": "supervised", "method": m, "seed": s, "sweep_value": v,
           "mean_auroc": float(rng.uniform(0.5, 1))} for m in ("pqfl", "fedavg") for s in (0, 1) for v in (0.0, 0.02, 0.05)]
     )
-    _sweep_plot(frame, Sweep(name="noise", values=[0.0, 0.02, 0.05], paths=["clients.*.noise.depolarizing"]), tmp_path / "s.png")
+    sweep_plot(frame, Sweep(name="noise", values=[0.0, 0.02, 0.05], paths=["clients.*.noise.depolarizing"]), tmp_path / "s.png")
     from PIL import Image
 
     with Image.open(tmp_path / "s.png") as img:

@@ -15,8 +15,9 @@ import pytest
 from distributed import Client, LocalCluster, get_task_stream
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.train import pqfl_train, task_runner_for
-from pqfl.config import RunnerConfig, load_config
+from flows.runners import task_runner_for
+from flows.train import pqfl_train
+from tasks.settings import RunnerConfig, load_run_config
 from pqfl.errors import PQFLInputError
 from tests.servers import free_port, stop
 from tests.tiny import write_config
@@ -64,7 +65,7 @@ def runs(cluster, tmp_path_factory):
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old
     print(f"\ntiny config, methods {METHODS}: threads {threads_s:.1f} s, dask {dask_s:.1f} s")
-    return threads, dask, stream.data, client.run(os.getpid), load_config(cfg)
+    return threads, dask, stream.data, client.run(os.getpid), load_run_config(cfg)
 
 
 def _metrics(result: dict) -> dict:
@@ -116,12 +117,12 @@ def test_dask_without_address_starts_a_local_cluster_of_max_workers():
 def test_bad_runner_config_names_the_field(runner, needle, tmp_path):
     path = write_config(tmp_path, runner=runner)
     with pytest.raises(PQFLInputError, match=needle.replace(".", r"\.")) as err:
-        load_config(path)
+        load_run_config(path)
     assert str(path) in str(err.value)
 
 
 def test_pqfl_run_on_a_cluster_started_with_the_dask_commands(runs, tmp_path):
-    """The README's recipe on one machine: `dask scheduler`, `dask worker`, then
+    """The recipe of docs/dask.md on one machine: `dask scheduler`, `dask worker`, then
     `pqfl run --dask-address` from a plain shell (no Prefect settings): no client is
     dropped, the metrics equal the thread runner's, and the workers ran the tasks."""
     threads, *_ = runs

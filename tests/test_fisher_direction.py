@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from benchmarks.fisher_direction import direction_aurocs, main
 from pqfl.baselines import run_baseline
 from pqfl.config import parse_config
-from pqfl.experiment import prepare
+from pqfl.fleet import prepare
 from tests.test_benchmark import TINY_SUITE, _odds_like
 
 
@@ -25,12 +25,13 @@ def _suite(tmp_path):
 
 
 def test_the_fisher_score_ranks_as_pooled_lda_and_logreg_is_the_benchmarks_reference(tmp_path):
-    from flows.benchmark import expand_cases, load_suite
+    from pqfl.benchmark.suite import expand_cases, load_suite
 
     case = next(c for c in expand_cases(load_suite(_suite(tmp_path)), tmp_path) if c.objective == "supervised")
     cfg = parse_config(case.config).with_overrides({"dataset.fisher_ridge": 0.0})
     got = direction_aurocs(cfg)
-    _, datas, stats = prepare(cfg)
+    fleet = prepare(cfg)
+    datas, stats = fleet.datas, fleet.stats
     # The federated direction is pooled LDA's (scikit-learn, on all clients' training rows together).
     lda = LinearDiscriminantAnalysis(solver="lsqr").fit(
         np.concatenate([d.X_train for d in datas]), np.concatenate([d.y_train for d in datas])
@@ -38,7 +39,7 @@ def test_the_fisher_score_ranks_as_pooled_lda_and_logreg_is_the_benchmarks_refer
     expected = np.mean([roc_auc_score(d.y_test, lda.decision_function(d.X_test)) for d in datas])
     assert got["fisher test"] == pytest.approx(expected, abs=1e-9)
     ref = run_baseline("logreg", "client", datas, stats, cfg.federation.seed)["per_client"]
-    assert got["logreg-client test"] == pytest.approx(np.mean([r["auroc"] for r in ref]), abs=1e-12)
+    assert got["logreg-client test"] == pytest.approx(np.mean([r.auroc for r in ref]), abs=1e-12)
 
 
 def test_the_table_has_the_fisher_cases_only(tmp_path, capsys):

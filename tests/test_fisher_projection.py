@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from pqfl.config import parse_config
 from pqfl.data.preprocessing import GlobalStats, SufficientStats, feature_map
 from pqfl.errors import PQFLInputError
-from pqfl.experiment import prepare
+from pqfl.fleet import prepare
 
 
 def _labelled(seed: int = 0, n: int = 600, d: int = 8):
@@ -103,7 +103,8 @@ def _cfg(**dataset):
 
 
 def test_prepare_fits_fisher_from_the_clients_labelled_training_rows():
-    setups, datas, stats = prepare(parse_config(_cfg(projection="fisher")))
+    fleet = prepare(parse_config(_cfg(projection="fisher")))
+    setups, datas, stats = fleet.clients, fleet.datas, fleet.stats
     X = np.vstack([d.X_train for d in datas])
     y = np.concatenate([d.y_train for d in datas])
     assert set(y) == {0, 1}
@@ -114,14 +115,15 @@ def test_prepare_fits_fisher_from_the_clients_labelled_training_rows():
     ang = setups[1]
     Z = (datas[1].X_test - stats.mean) / stats.scale
     np.testing.assert_allclose(ang.X_test[:, 0], 2 * np.arctan(Z @ stats.eigvecs[:, 0] / np.sqrt(stats.eigvals[0])))
-    plain = prepare(parse_config(_cfg()))[0]
+    plain = prepare(parse_config(_cfg())).clients
     assert not np.allclose(plain[1].X_test[:, 0], ang.X_test[:, 0])
 
 
 def test_a_client_can_keep_the_fisher_direction_alone():
     cfg = _cfg(fisher_ridge=0.5)
     cfg["clients"][1]["projection"] = "fisher"
-    setups, datas, stats = prepare(parse_config(cfg))
+    fleet = prepare(parse_config(cfg))
+    setups, datas, stats = fleet.clients, fleet.datas, fleet.stats
     X = np.vstack([d.X_train for d in datas])
     y = np.concatenate([d.y_train for d in datas])
     pca = GlobalStats.from_sums([SufficientStats.of(X)])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+import copy
 
 import mlflow
 import numpy as np
@@ -17,7 +17,7 @@ from benchmarks.tune_odds_val import validation_aurocs
 from flows.detector_model import feature_columns, registered_name
 from flows.train import pqfl_train
 from pqfl.config import load_config
-from pqfl.experiment import prepare
+from pqfl.fleet import prepare
 from tests.tiny import TINY, write_config
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -197,7 +197,8 @@ def test_restarts_train_and_serve_an_ensemble_per_client(harness, tmp_path, monk
     pqfl = result["methods"]["pqfl"]
     assert pqfl["mean_val_auroc"] == pytest.approx(np.mean(ensemble), abs=1e-12)
     assert ensemble != validation_aurocs(cfg.with_overrides({"federation.restarts": 1}))[0]
-    setups, datas, _ = prepare(cfg)
+    fleet = prepare(cfg)
+    setups, datas = fleet.clients, fleet.datas
     served = 0
     for setup, data in zip(setups, datas):
         if setup.profile.shots:  # a served detector draws its own shots
@@ -208,8 +209,10 @@ def test_restarts_train_and_serve_an_ensemble_per_client(harness, tmp_path, monk
         scores = model.predict(frame)["score"].to_numpy()
         assert roc_auc_score(data.y_test, scores) == pytest.approx(logged, abs=1e-12)
         detector = model.unwrap_python_model().detector
-        assert len(detector.restarts) == 1  # the second restart's model travels with the first
-        assert not np.allclose(replace(detector, restarts=[]).decision_function(data.X_test), scores)
+        assert len(detector.members_) == 2  # the second restart's model travels with the first
+        first_only = copy.copy(detector)
+        first_only.members_ = detector.members_[:1]
+        assert not np.allclose(first_only.decision_function(frame), scores)
         served += 1
     assert served == 2
     assert 0.0 <= result["methods"]["centralized"]["mean_auroc"] <= 1.0

@@ -20,14 +20,15 @@ from prefect.testing.utilities import prefect_test_harness
 from qiskit_aer import AerSimulator
 from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
-import tasks.hardware as hw_tasks
+import tasks.circuits as hw_tasks
 from flows.train import pqfl_train
-from pqfl.config import ClientProfile, RetryConfig
+from pqfl.config import ClientProfile
+from tasks.settings import RetryConfig
 from pqfl.quantum.ansatz import entangling_pairs, shape
 from pqfl.quantum.devices import load_device
 from pqfl.quantum.encodings import z_signs
 from pqfl.quantum.fast import fast_expvals
-from pqfl.quantum.hardware import aer_device_backend, build_template, parameter_values, prepare_job, run_job
+from pqfl.quantum.qiskit_backend import aer_device_backend, build_template, parameter_values, prepare_job, run_job
 from pqfl.quantum.spec import CircuitSpec
 from pqfl.rng import derive_rng
 from tasks.retry import FaultPlan, TransientError, retry_options

@@ -8,14 +8,16 @@ first amplitude (|0…0⟩) holds a constant anchor, and the state distinguishes
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from flows.detector_model import Detector, write_detector
-from pqfl.config import ClientProfile, parse_config
+from pqfl.config import ClientProfile, DatasetConfig, FederationConfig, parse_config
 from pqfl.data.preprocessing import GlobalStats, SufficientStats, feature_map
-from pqfl.experiment import prepare
+from pqfl.fleet import prepare
+from pqfl.detector import QuantumDetector
 from pqfl.federated.client import ClientState, ClientSetup
+from pqfl.persistence import load_detector, save_detector
 from pqfl.quantum.spec import CircuitSpec
 
 
@@ -139,7 +141,7 @@ def test_prepare_applies_keep_norm_to_amplitude_clients_only():
             ],
         }
     )
-    setups, _, _ = prepare(cfg)
+    setups = prepare(cfg).clients
     assert setups[0].feature_map.norm_anchor is not None
     assert setups[1].feature_map.norm_anchor is None
     assert np.allclose(np.linalg.norm(setups[0].X_train, axis=1), 1.0)
@@ -155,11 +157,14 @@ def test_saved_detector_keeps_the_norm_anchor(tmp_path):
     setup = ClientSetup(0, profile, spec, fmap, Z, np.zeros(len(X)), Z, np.zeros(len(X)), Z, np.zeros(len(X)), [0])
     theta = np.full((1, 2, 3), 0.3)
     state = ClientState(theta=theta, w=np.array([0.5, -0.2]), b=0.1, center=np.zeros(2))
-    write_detector(tmp_path, columns=[f"x{i}" for i in range(6)], setup=setup, state=state, theta=theta,
-                   threshold=0.5, objective="one_class", simulator="fast", seed=0)
-    loaded = Detector.load(tmp_path)
-    assert loaded.feature_map.norm_anchor == pytest.approx(fmap.norm_anchor) and loaded.feature_map.residual
-    assert np.allclose(loaded.feature_map.transform(X), Z)
+    fed = FederationConfig(objective="one_class")
+    det = QuantumDetector.from_federation(setup, [(state, theta)], 0.5, fed, DatasetConfig(keep_norm=True, keep_residual=True))
+    save_detector(det, tmp_path, columns=[f"x{i}" for i in range(6)])
+    loaded = load_detector(tmp_path)
+    assert loaded.feature_map_.norm_anchor == pytest.approx(fmap.norm_anchor) and loaded.feature_map_.residual
+    assert np.allclose(loaded.feature_map_.transform(X), Z)
+    np.testing.assert_allclose(loaded.decision_function(pd.DataFrame(X, columns=[f"x{i}" for i in range(6)])),
+                               det.decision_function(X), rtol=1e-12)
 
 
 @pytest.mark.parametrize("encoding", ["angle", "iqp"])

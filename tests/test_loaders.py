@@ -13,7 +13,7 @@ from pqfl.config import PartitionConfig, parse_config
 from pqfl.data.partition import partition
 from pqfl.data.sources import Dataset, load_source
 from pqfl.errors import PQFLInputError
-from pqfl.experiment import prepare
+from pqfl.fleet import prepare
 
 CIFAR10_FILES = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
 
@@ -218,7 +218,8 @@ def test_image_source_reaches_every_encoding_through_federated_pca(tmp_path):
             ],
         }
     )
-    setups, datas, stats = prepare(cfg)
+    fleet = prepare(cfg)
+    setups, datas, stats = fleet.clients, fleet.datas, fleet.stats
     assert len(stats.mean) == 64
     widths = {s.name: s.X_train.shape[1] for s in setups}
     assert widths == {"amp6": 64, "amp3": 8, "angle4": 4}

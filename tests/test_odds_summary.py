@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.odds_summary import main, paired_table, target_counts
-from flows.benchmark import paired_difference, summary_table
+from pqfl.benchmark.statistics import paired_difference, summary_table
 
 DATASETS = ("cardio", "pendigits", "optdigits", "vowels", "wbc", "letter")
 METHODS = {"supervised": ("pqfl", "fedavg", "local", "logreg-client"), "one_class": ("pqfl", "fedavg", "local", "iforest-client")}

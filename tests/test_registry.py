@@ -17,9 +17,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from flows.detector_model import feature_columns, log_detectors, registered_name, serve_stream
-from pqfl.config import load_config
-from pqfl.experiment import prepare
+from flows.detector_model import feature_columns, log_detectors, registered_name
+from pqfl.detector import QuantumDetector, serve_stream
+from tasks.settings import load_run_config as load_config
+from pqfl.fleet import prepare
 from pqfl.federated.aggregation import block_of
 from pqfl.federated.client import evaluate, init_state, local_round
 from pqfl.federated.local_update import predict_scores
@@ -40,7 +41,8 @@ def trained(tmp_path_factory):
     MLFLOW_TRACKING_URI points at that store while this module runs (models:/ URIs resolve there)."""
     store = tiny_store(tmp_path_factory)
     cfg = load_config(str(store["config"]))
-    setups, datas, _ = prepare(cfg)
+    fleet = prepare(cfg)
+    setups, datas = fleet.clients, fleet.datas
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = store["uri"]
     try:
@@ -129,11 +131,12 @@ def test_pyfunc_scores_equal_the_in_process_detector(trained, tmp_path):
     client = trained["client"]
     exp_id = client.create_experiment("in-process", artifact_location=(trained["folder"] / "inproc").as_uri())
     run_ids = {s.name: client.create_run(exp_id, run_name=s.name).info.run_id for s in setups}
-    uris = log_detectors(
-        client, experiment="in-process", method="local", source=cfg.dataset.source, run_ids=run_ids, setups=setups,
-        states=[[st] for st in states], thetas=[[st.theta] for st in states], thresholds=[f["threshold"] for f in finals],
-        objective=fed.objective, simulator=cfg.simulator, seed=fed.seed, step=1,
-    )
+    detectors = {
+        s.name: QuantumDetector.from_federation(s, [(st, st.theta)], f.threshold, fed, cfg.dataset, cfg.simulator)
+        for s, st, f in zip(setups, states, finals)
+    }
+    uris = log_detectors(client, experiment="in-process", method="local", source=cfg.dataset.source, run_ids=run_ids,
+                         detectors=detectors, step=1)
     assert uris == {s.name: f"models:/in-process-local-{s.name}/1" for s in setups}
     for index, (setup, state, final) in enumerate(zip(setups, states, finals)):
         served = mlflow.pyfunc.load_model(uris[setup.name]).predict(_raw_test_frame(trained, index))
@@ -142,9 +145,9 @@ def test_pyfunc_scores_equal_the_in_process_detector(trained, tmp_path):
             params=state.params(), center=state.center, X=setup.X_test, seed=fed.seed, stream=serve_stream(setup.index),
         )
         np.testing.assert_allclose(served["score"].to_numpy(), expected, rtol=1e-12, atol=1e-12)
-        np.testing.assert_array_equal(served["flag"].to_numpy(), (expected >= final["threshold"]).astype(int))
+        np.testing.assert_array_equal(served["flag"].to_numpy(), (expected >= final.threshold).astype(int))
         if not setup.profile.shots:  # exact expectation values: the evaluation's own test scores
-            np.testing.assert_allclose(served["score"].to_numpy(), final["test_scores"], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(served["score"].to_numpy(), final.test_scores, rtol=1e-12, atol=1e-12)
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
@@ -195,7 +198,8 @@ def test_tracking_log_models_off_logs_and_registers_nothing(trained, tmp_path):
     run_ids = {s.name: client.create_run(exp_id).info.run_id for s in setups}
     run = MethodRun(client, client.create_run(exp_id).info.run_id, run_ids)
     states = [init_state(s, np.zeros((s.spec.layers, s.spec.qubits, 3)), 0) for s in setups]
-    final = [{"threshold": 0.0} for _ in setups]
-    assert run.log_models(cfg, "pqfl", setups, states, [st.theta for st in states], final) == {}
+    detectors = {s.name: QuantumDetector.from_federation(s, [(st, st.theta)], 0.0, cfg.federation, cfg.dataset)
+                 for s, st in zip(setups, states)}
+    assert run.log_models(cfg, "pqfl", detectors) == {}
     assert client.search_registered_models() == []
     assert all(not client.get_run(i).outputs.model_outputs for i in run_ids.values())

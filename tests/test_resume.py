@@ -14,10 +14,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.tracking import MethodRun, ROUND_METRICS
+from pqfl.results import ClientEvaluation, ClientRound, RoundReport, RoundSummary
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,9 +181,9 @@ def test_runs_orphaned_before_their_first_checkpoint_are_failed(tmp_path):
     """Killed between creating its runs and writing its first checkpoint, a method starts
     afresh on resume; the runs it left behind are closed as FAILED, not left RUNNING."""
     from flows.tracking import Tracker
-    from pqfl.config import parse_config
+    from tasks.settings import parse_run_config
 
-    cfg = parse_config({**TINY, "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}})
+    cfg = parse_run_config({**TINY, "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}})
     tracker = Tracker(cfg, "flow-1")
     orphan = tracker.client.create_run(tracker.experiment_id, tags={"pqfl.invocation": "inv", "pqfl.method": "pqfl"})
     child = tracker.client.create_run(tracker.experiment_id, tags={"mlflow.parentRunId": orphan.info.run_id})
@@ -200,12 +202,16 @@ def test_relogging_a_round_adds_no_duplicate_steps(tmp_path):
     parent = client.create_run(exp).info.run_id
     child = client.create_run(exp).info.run_id
     run = MethodRun(client, parent, {"a": child})
-    summary = {k: 0.5 for k in ROUND_METRICS}
-    row = {"client": "a", "auroc": 0.5, "aupr": 0.5, "false_error": 0.1, "missing_error": 0.2, "f1": 0.3,
-           "val_auroc": 0.6, "threshold": 0.0, "loss": 1.0, "retries": 2, "dropped": 0}
-    run.log_round(1, summary, [row], extra={"retries": 2})
-    run.log_round(1, summary, [row], extra={"retries": 2}, only_missing=True)
-    run.log_round(2, summary, [row], extra={"retries": 0}, only_missing=True)  # missing: logged
+    ev = ClientEvaluation(client="a", threshold=0.0, val_auroc=0.6, auroc=0.5, aupr=0.5, false_error=0.1,
+                          missing_error=0.2, f1=0.3, test_scores=np.zeros(3))
+    row = ClientRound(ev, loss=1.0, retries=2, dropped=False)
+
+    def report(k: int, retries: int) -> RoundReport:
+        return RoundReport(k, RoundSummary(round=k, **{m: 0.5 for m in ROUND_METRICS}), [row], 1, [], retries, 0.1)
+
+    run.log_round(report(1, 2))
+    run.log_round(report(1, 2), only_missing=True)
+    run.log_round(report(2, 0), only_missing=True)  # missing: logged
     assert [m.step for m in client.get_metric_history(parent, "mean_auroc")] == [1, 2]
     assert sorted(m.step for m in client.get_metric_history(child, "retries")) == [1, 2]
     run.log_final({"wall_s": 3.0}, step=2)

@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.train import pqfl_train
-from pqfl.config import RetryConfig, parse_config
+from tasks.settings import RetryConfig
+from tasks.settings import parse_run_config as parse_config
 from pqfl.errors import PQFLInputError, PQFLRunError
 from tasks.retry import (
     FAULT_RATE_ENV,
@@ -259,4 +260,4 @@ def test_below_quorum_the_flow_fails_and_keeps_the_last_checkpoint(store):
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert {c.info.status for c in children} == {"FAILED"}
     ckpt = pickle.loads(Path(run.data.tags["pqfl.checkpoint"]).read_bytes())
-    assert ckpt.round == 1 and not ckpt.finished and [h["round"] for h in ckpt.history] == [1]
+    assert ckpt.round == 1 and not ckpt.finished and [h.round for h in ckpt.history] == [1]

@@ -3,7 +3,7 @@ suite-wide objective_overrides (per-dataset settings chosen on validation)."""
 
 from __future__ import annotations
 
-from flows.benchmark import Suite, expand_cases
+from pqfl.benchmark.suite import Suite, expand_cases
 from pqfl.config import parse_config
 
 

@@ -1,4 +1,4 @@
-"""Federated preprocessing from aggregated sufficient statistics (DESIGN §1 Privacy).
+"""Federated preprocessing from aggregated sufficient statistics (docs/algorithm.md, privacy).
 
 Each client reports only (n, Σx, Σxxᵀ) of its training rows; the server adds them up and
 derives the standardisation and the PCA basis. No row leaves its client. Features are

@@ -1,1 +1,1 @@
-"""Federated optimisation: local updates, masked aggregation, method rules."""
+"""Federated optimisation: strategies, the round loop and its jobs, local updates, masked aggregation."""

@@ -10,12 +10,12 @@ from scipy.special import logsumexp
 
 from pqfl.config import ClientProfile, FederationConfig
 from pqfl.data.preprocessing import FeatureMap
-from pqfl.federated.aggregation import block_of
 from pqfl.baselines import DETECTORS
 from pqfl.federated.local_update import predict_outputs, predict_scores, train_local
 from pqfl.metrics import choose_threshold, client_metrics
 from pqfl.model import SIMULATORS
 from pqfl.quantum.spec import CircuitSpec
+from pqfl.results import ClientEvaluation
 from pqfl.rng import derive_rng
 
 
@@ -147,19 +147,6 @@ def replicas(setups: list[ClientSetup], restarts: int) -> list[ClientSetup]:
     return [s if r == 0 else replace(s, replica=r) for r in range(restarts) for s in setups]
 
 
-def restart_members(
-    setups: list[ClientSetup], states: list[ClientState], G: np.ndarray, vgroups: list[int], *, personal: bool
-) -> list[list[tuple[ClientState, np.ndarray]]]:
-    """Per client n, the (state, θ) of each restart r (virtual client r·N + n): its own
-    block v when ``personal``, else its restart's group block of the global tensor."""
-    n = len(setups)
-    return [
-        [(states[j], states[j].theta if personal else block_of(G[vgroups[j]], s.spec.layers, s.spec.qubits))
-         for j in range(i, len(states), n)]
-        for i, s in enumerate(setups)
-    ]
-
-
 def combine_scores(scores: list[np.ndarray], objective: str) -> np.ndarray:
     """One score from the scores of a client's restarts (a single one is returned as is).
 
@@ -176,7 +163,7 @@ def combine_scores(scores: list[np.ndarray], objective: str) -> np.ndarray:
 
 def evaluate(
     setup: ClientSetup, state: ClientState, theta: np.ndarray, *, fed: FederationConfig, simulator: str, round_index: int
-) -> dict:
+) -> ClientEvaluation:
     """Metrics on the test split at the threshold chosen on the validation split."""
     return evaluate_members(setup, [(state, theta)], fed=fed, simulator=simulator, round_index=round_index)
 
@@ -184,7 +171,7 @@ def evaluate(
 def evaluate_members(
     setup: ClientSetup, members: list[tuple[ClientState, np.ndarray]], *, fed: FederationConfig, simulator: str,
     round_index: int,
-) -> dict:
+) -> ClientEvaluation:
     """``evaluate`` for a detector made of several restarts' (state, θ): their scores are
     combined by ``combine_scores``; member r draws its shots from restart r's streams."""
     s_val, s_test = [], []
@@ -203,10 +190,10 @@ def evaluate_members(
     s_val, s_test = combine_scores(s_val, fed.objective), combine_scores(s_test, fed.objective)
     threshold = choose_threshold(setup.y_val, s_val)
     val_metrics = client_metrics(setup.y_val, s_val, threshold)
-    return {
-        "client": setup.name,
-        "threshold": threshold,
-        "val_auroc": val_metrics["auroc"],
+    return ClientEvaluation(
+        client=setup.name,
+        threshold=threshold,
+        val_auroc=val_metrics["auroc"],
         **client_metrics(setup.y_test, s_test, threshold),
-        "test_scores": s_test,
-    }
+        test_scores=s_test,
+    )

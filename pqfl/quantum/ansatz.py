@@ -1,7 +1,7 @@
 """The variational block U(θ): layers of Rot gates, entanglers and per-layer noise.
 
 θ for a client is a block of shape (layers, qubits, 3) cut from the shared global
-tensor (DESIGN §1). The PennyLane operations here define the circuit; the fast
+tensor (docs/algorithm.md, the shared parameter space). The PennyLane operations here define the circuit; the fast
 simulator uses their matrices and Kraus operators.
 """
 

@@ -10,7 +10,7 @@ fixes the client's
 - **entangling pattern**: one CNOT per coupled pair of those qubits (the coupling map);
 - **training noise**: an approximate per-qubit model derived from the calibration
   (:func:`calibrated_noise`). Hardware evaluation on qiskit-aer uses the full
-  ``NoiseModel.from_backend`` of the same snapshot instead (see :mod:`pqfl.quantum.hardware`).
+  ``NoiseModel.from_backend`` of the same snapshot instead (see :mod:`pqfl.quantum.qiskit_backend`).
 
 Pure library code: qiskit only, no Prefect or MLflow.
 """
@@ -287,3 +287,28 @@ def device_profile(name: str, qubits: int | None = None, layout=None) -> DeviceP
         pairs=pairs,
         noise=calibrated_noise(backend, layout, pairs),
     )
+
+
+def fill_from_device(data: dict, max_qubits: int) -> dict:
+    """A client profile's fields (``pqfl.config.ClientProfile``) with what ``from_device``
+    fixes filled in: the device's name, qubits, layout, coupling pairs (``entangling:
+    device``, unless another pattern is set), per-qubit noise (unless ``noise`` is set)
+    and ``backend: aer``. Problems raise ValueError naming the field."""
+    if not isinstance(data["from_device"], str):
+        raise ValueError("from_device: expected a device name such as FakeManilaV2 or manila")
+    qubits = data.get("qubits")
+    if qubits is not None and (not isinstance(qubits, int) or not 1 <= qubits <= max_qubits):
+        return data  # the qubits field reports the problem
+    try:
+        dev = device_profile(data["from_device"], qubits, data.get("layout"))
+    except ValueError as err:  # name the field the problem is about
+        message = str(err)
+        raise ValueError(message if message.startswith(("qubits:", "layout:")) else f"from_device: {message}") from None
+    data = {**data, "from_device": dev.device, "qubits": dev.qubits, "layout": list(dev.layout)}
+    if data.get("entangling", "device") == "device":
+        data["entangling"] = "device"
+        data["coupling"] = [list(p) for p in dev.pairs]
+    if "noise" not in data:
+        data["noise"] = {k: list(getattr(dev.noise, k)) for k in ("depolarizing", "amplitude_damping", "readout")}
+    data.setdefault("backend", "aer")
+    return data

@@ -1,13 +1,15 @@
-"""Turn a config into ready clients: load, partition, federated preprocessing.
+"""The fleet: every client's circuit-ready private splits, built from a config or from arrays.
 
-Every method of a run uses the same prepared clients, so methods compare on identical
-data. The centralized baseline gets a pooled setup (all clients' training rows) with a
-noiseless circuit as large as the largest client's.
+Loading, partitioning and the federated preprocessing (feature maps from summed
+statistics) happen once; every method of a run trains on the same :class:`Fleet`, so
+methods compare on identical data. The centralized baseline builds a pooled setup (all
+clients' training rows) with a noiseless circuit as large as the largest client's.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,28 +48,52 @@ def _setup(
     )
 
 
-def centralized_profile(cfg: Config) -> ClientProfile:
+def centralized_profile(profiles: list[ClientProfile]) -> ClientProfile:
     """The pooled baseline's circuit: noiseless, the fleet's largest size, its commonest encoding."""
-    encoding = Counter(c.encoding for c in cfg.clients).most_common(1)[0][0]
-    return ClientProfile(name="centralized", qubits=cfg.max_qubits, layers=cfg.max_layers, encoding=encoding)
+    encoding = Counter(c.encoding for c in profiles).most_common(1)[0][0]
+    qubits, layers = max(c.qubits for c in profiles), max(c.layers for c in profiles)
+    return ClientProfile(name="centralized", qubits=qubits, layers=layers, encoding=encoding)
 
 
-def prepare(cfg: Config) -> tuple[list[ClientSetup], list[ClientData], GlobalStats]:
+@dataclass(frozen=True)
+class Fleet:
+    """The prepared clients of a run: what each client trains and is evaluated on, plus
+    what a pooled (centralized) model needs — the raw splits, the federated statistics and
+    the dataset settings its feature map is built with."""
+
+    clients: list[ClientSetup]
+    datas: list[ClientData]
+    stats: GlobalStats  # of the dataset's projection
+    dataset: DatasetConfig
+
+    @property
+    def max_layers(self) -> int:
+        return max(s.profile.layers for s in self.clients)
+
+    @property
+    def max_qubits(self) -> int:
+        return max(s.profile.qubits for s in self.clients)
+
+
+def prepare(cfg: Config) -> Fleet:
     """Load and partition the data, then fit every client's feature map from summed statistics."""
-    datas = load_and_partition(cfg)
+    return build_fleet(load_and_partition(cfg), cfg.clients, cfg.dataset)
+
+
+def build_fleet(datas: list[ClientData], profiles: list[ClientProfile], dataset: DatasetConfig) -> Fleet:
+    """Every client's feature map from the clients' summed statistics, applied to its splits."""
     # Each client shares only (n, Σx, Σxxᵀ) of its training rows (and, when any client keeps
     # the Fisher direction, the same sums over its labelled anomalous training rows).
     sums = [SufficientStats.of(d.X_train) for d in datas]
-    used = {cfg.dataset.projection, *(cfg.projection(c) for c in cfg.clients)}
+    projection = [p.projection or dataset.projection for p in profiles]
+    used = {dataset.projection, *projection}
     anomalies = [SufficientStats.of(d.X_train[d.y_train == 1]) for d in datas] if "fisher" in used else None
-    by_projection = {
-        p: GlobalStats.from_sums(sums, anomalies if p == "fisher" else None, cfg.dataset.fisher_ridge) for p in used
-    }
+    by_projection = {p: GlobalStats.from_sums(sums, anomalies if p == "fisher" else None, dataset.fisher_ridge) for p in used}
     setups = [
-        _setup(i, prof, by_projection[cfg.projection(prof)], d, cfg.dataset)
-        for i, (prof, d) in enumerate(zip(cfg.clients, datas))
+        _setup(i, prof, by_projection[proj], d, dataset)
+        for i, (prof, proj, d) in enumerate(zip(profiles, projection, datas))
     ]
-    return setups, datas, by_projection[cfg.dataset.projection]
+    return Fleet(setups, datas, by_projection[dataset.projection], dataset)
 
 
 def load_and_partition(cfg: Config, loaded: Dataset | None = None) -> list[ClientData]:
@@ -93,9 +119,10 @@ def load_and_partition(cfg: Config, loaded: Dataset | None = None) -> list[Clien
     return partition(ds, [c.name for c in cfg.clients], cfg.partition, cfg.dataset.normal_classes, cfg.federation.seed)
 
 
-def pooled_setup(cfg: Config, datas: list[ClientData], stats: GlobalStats) -> tuple[ClientSetup, list[ClientSetup]]:
+def pooled_setup(fleet: Fleet) -> tuple[ClientSetup, list[ClientSetup]]:
     """The centralized baseline: one setup on pooled training rows, plus per-client evaluation views."""
-    profile = centralized_profile(cfg)
+    datas, stats = fleet.datas, fleet.stats
+    profile = centralized_profile([s.profile for s in fleet.clients])
     pooled = ClientData(
         "centralized",
         np.concatenate([d.X_train for d in datas]),
@@ -105,6 +132,6 @@ def pooled_setup(cfg: Config, datas: list[ClientData], stats: GlobalStats) -> tu
         np.concatenate([d.X_test for d in datas]),
         np.concatenate([d.y_test for d in datas]),
     )
-    trainer = _setup(len(datas), profile, stats, pooled, cfg.dataset)
-    views = [_setup(len(datas), profile.model_copy(update={"name": d.name}), stats, d, cfg.dataset) for d in datas]
+    trainer = _setup(len(datas), profile, stats, pooled, fleet.dataset)
+    views = [_setup(len(datas), profile.model_copy(update={"name": d.name}), stats, d, fleet.dataset) for d in datas]
     return trainer, views

@@ -1,4 +1,5 @@
-"""A Prefect API address that Dask workers can report to.
+"""Where the client tasks run: the Prefect task runner a config asks for, and a Prefect API
+address that Dask workers can report to.
 
 Without ``PREFECT_API_URL`` a flow talks to a temporary Prefect server that it starts
 itself, and the settings it hands to prefect-dask carry no address. Each Dask worker
@@ -16,8 +17,30 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from pqfl.config import RunnerConfig
+from tasks.settings import RunnerConfig
+
+
+def task_runner_for(runner: RunnerConfig):
+    """The Prefect task runner ``runner`` asks for.
+
+    ``dask`` with an address connects to that running scheduler (workers elsewhere must
+    have this project installed); without one, each method subflow starts and stops a
+    local cluster of ``max_workers`` single-threaded worker processes.
+    """
+    if runner.kind == "dask":
+        from prefect_dask import DaskTaskRunner  # imported only when asked for: it pulls in distributed
+
+        if runner.address:
+            return DaskTaskRunner(address=runner.address)
+        cluster_kwargs = {"processes": True, "threads_per_worker": 1, "host": "127.0.0.1", "dashboard_address": None}
+        if runner.max_workers:
+            cluster_kwargs["n_workers"] = runner.max_workers
+        return DaskTaskRunner(cluster_kwargs=cluster_kwargs)
+    if runner.kind == "processes":
+        return ProcessPoolTaskRunner(max_workers=runner.max_workers)
+    return ThreadPoolTaskRunner(max_workers=runner.max_workers)
 
 
 @contextmanager

@@ -26,12 +26,13 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Metric
 
-from pqfl.config import Config
+from tasks.settings import RunConfig
 from pqfl.metrics import choose_threshold, client_metrics
 from pqfl.model import scores_from_expvals
-from pqfl.quantum.hardware import prepare_job
+from pqfl.results import ClientEvaluation
+from pqfl.quantum.qiskit_backend import prepare_job
 from pqfl.rng import derive_seed
-from tasks.hardware import backend_for, execute_circuits
+from tasks.circuits import backend_for, execute_circuits
 from tasks.retry import FaultPlan, retry_options
 
 log = logging.getLogger("pqfl.progress")
@@ -53,7 +54,7 @@ def hardware_metrics(setup, state, theta, z_val: np.ndarray, z_test: np.ndarray,
     return {"threshold": threshold, **client_metrics(setup.y_test, s_test, threshold)}
 
 
-def evaluate_on_hardware(run, cfg: Config, method: str, setups, states, thetas, final: list[dict]) -> list[dict]:
+def evaluate_on_hardware(run, cfg: RunConfig, method: str, setups, states, thetas, final: list[ClientEvaluation]) -> list[dict]:
     """Run each device client's final model on its backend and log ``hw_*`` metrics; returns
     one row per device client (empty when the fleet has none)."""
     indices = device_clients(setups)
@@ -81,7 +82,7 @@ def evaluate_on_hardware(run, cfg: Config, method: str, setups, states, thetas, 
                 "backend": profile.backend,
                 "device": profile.device or profile.from_device,
                 "shots": profile.hardware_shots,
-                "sim_auroc": final[i]["auroc"],
+                "sim_auroc": final[i].auroc,
                 **{f"hw_{k}": v for k, v in metrics.items()},
                 "hw_retries": retries,
                 "hw_depth": job.circuit.depth(),
@@ -91,7 +92,7 @@ def evaluate_on_hardware(run, cfg: Config, method: str, setups, states, thetas, 
         )
         log.info(
             "%-11s %s on %s: hardware AUROC %.3f (simulated %.3f, %.1f s)",
-            method, setup.name, rows[-1]["device"], metrics["auroc"], final[i]["auroc"], rows[-1]["hw_wall_s"],
+            method, setup.name, rows[-1]["device"], metrics["auroc"], final[i].auroc, rows[-1]["hw_wall_s"],
         )
     _log(run, fed.rounds, method, rows)
     return rows

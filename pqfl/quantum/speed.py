@@ -168,7 +168,7 @@ def run_cell(name: str, q: int) -> dict:
 
 
 def _in_subprocess(name: str, q: int, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.sim", "--cell", name, str(q)]
+    cmd = [sys.executable, "-m", "pqfl.quantum.speed", "--cell", name, str(q)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ})
     except subprocess.TimeoutExpired:

@@ -21,7 +21,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
-from pqfl.quantum import hardware as hw
+from pqfl.quantum import qiskit_backend as hw
 from pqfl.quantum.devices import load_device
 from tasks.retry import NO_FAULTS, FaultPlan, TransientError, is_transient
 

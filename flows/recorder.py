@@ -1,0 +1,157 @@
+"""What the training flow records around the library's round loop: a method's MLflow runs
+and its round checkpoints — opened fresh, or reopened after a crash — updated after every
+round (checkpoint first, then MLflow, so a resume re-logs only what is missing), and
+closed with the method's artifacts, detectors and hardware evaluation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from uuid import UUID
+
+from prefect import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Crashed
+
+from flows.checkpoint import CheckpointStore, MethodCheckpoint
+from flows.device_evaluation import evaluate_on_hardware, hardware_summary
+from flows.tracking import MethodRun, Tracker
+from pqfl.detector import QuantumDetector
+from pqfl.errors import PQFLRunError
+from pqfl.federated.rounds import Federation, FederationResult, FederationState
+from tasks.settings import RunConfig
+
+log = logging.getLogger("pqfl.progress")
+
+
+def _mark_crashed(flow_run_id: str, by: str) -> None:
+    """Set a Prefect flow run that a killed process left RUNNING to CRASHED (its work resumes elsewhere)."""
+    try:
+        with get_client(sync_client=True) as client:
+            old = client.read_flow_run(UUID(flow_run_id))
+            if old.state is not None and not old.state.is_final():
+                client.set_flow_run_state(old.id, Crashed(message=f"process died; resumed by flow run {by}"), force=True)
+    except (ObjectNotFound, ValueError):  # another Prefect database, or not a flow-run id
+        pass
+
+
+def _dropped_tag(dropped) -> str:
+    return "; ".join(f"r{d.round}:{d.client}" for d in dropped)[:5000]
+
+
+class MethodRecorder:
+    """One method's MLflow runs and checkpoints within a flow run (``flow_runs`` names it)."""
+
+    def __init__(self, cfg: RunConfig, method: str, tracker: Tracker, store: CheckpointStore, federation: Federation,
+                 flow_runs: dict[str, str], started: float):
+        self.cfg, self.method, self.tracker, self.store = cfg, method, tracker, store
+        self.flow_runs, self.since = flow_runs, started  # time.perf_counter() when the method's flow began
+        ckpt = store.load(method)
+        self.resumed = ckpt is not None
+        if ckpt is not None and ckpt.finished:
+            self.run = MethodRun(tracker.client, ckpt.parent_run_id, ckpt.client_run_ids)
+        elif ckpt is not None:
+            for old in ckpt.flow_runs.values():
+                _mark_crashed(old, by=tracker.flow_run_id)
+            self.run = tracker.reopen_method(ckpt.parent_run_id, ckpt.client_run_ids)
+        else:
+            tracker.fail_orphans(store.invocation, method, "crashed before its first checkpoint; started again")
+            tags = {"pqfl.invocation": store.invocation, "pqfl.checkpoint": str(store.path(method))}
+            self.run = tracker.start_method(method, federation.clients, tags=tags)
+            fed = cfg.federation
+            ckpt = MethodCheckpoint(
+                method=method,
+                state=federation.initial_state(),
+                elapsed_s=0.0,
+                parent_run_id=self.run.parent_id,
+                client_run_ids=dict(self.run.client_run_ids),
+                # Nothing random is carried between rounds: each draw derives from (seed, stream, client, round).
+                rng={"seed": fed.seed, "streams": "derived per (seed, stream, client, round); no generator state carried"},
+                optimizer={"name": fed.optimizer, "lr": fed.lr, "lr_decay": fed.lr_decay,
+                           "state": "re-initialised at the start of every local round"},
+                flow_runs=flow_runs,
+            )
+            store.save(ckpt)
+        self.ckpt = ckpt
+
+    @property
+    def finished(self) -> bool:
+        return self.ckpt.finished
+
+    def finished_result(self) -> dict:
+        """The result of a method that completed before a crash (its end may not have been recorded)."""
+        self.run.finish("FINISHED")
+        log.info("%-11s finished before the resume; MLflow run %s", self.method, self.run.parent_id)
+        return self.ckpt.result
+
+    def resume_state(self) -> FederationState:
+        """The state to train from; when resuming, the last round is logged again where the
+        crash came between its checkpoint and its log."""
+        state = self.ckpt.state
+        if state.round > 0:
+            log.info("%-11s resuming after round %d/%d in MLflow run %s", self.method, state.round,
+                     self.cfg.federation.rounds, self.run.parent_id)
+            self.run.log_round(state.last, only_missing=True)
+        return state
+
+    def _elapsed(self) -> float:
+        now = time.perf_counter()
+        elapsed, self.since = self.ckpt.elapsed_s + (now - self.since), now
+        return elapsed
+
+    def on_round(self, state: FederationState) -> None:
+        """The round loop's hook: checkpoint the round, then log it to MLflow and the progress line."""
+        self.ckpt = replace(self.ckpt, state=state, elapsed_s=self._elapsed(), flow_runs=self.flow_runs)
+        self.store.save(self.ckpt)
+        report = state.last
+        if report.dropped:
+            self.tracker.client.set_tag(self.run.parent_id, "pqfl.dropped", _dropped_tag(state.dropped))
+        self.run.log_round(report)
+        summary = report.summary
+        log.info("%-11s round %2d/%d  mean AUROC %.3f  worst %.3f  (%.1f s)", self.method, state.round,
+                 self.cfg.federation.rounds, summary.mean_auroc, summary.worst_auroc, self.ckpt.elapsed_s)
+
+    def finish(self, result: FederationResult) -> dict:
+        """Log the artifacts, detectors and hardware evaluation of a finished method; close its runs."""
+        cfg, state, run = self.cfg, result.state, self.run
+        states = [[st for st, _ in members] for members in result.members]
+        thetas = [[th for _, th in members] for members in result.members]
+        final = result.evaluations
+        # The circuit drawings and a device run show the first restart (config refuses restarts with a device run).
+        firsts, first_thetas = [s[0] for s in states], [t[0] for t in thetas]
+        run.log_artifacts(cfg, self.method, result.history, final, result.clients, first_thetas)
+        run.log_models(cfg, self.method, {
+            c.name: QuantumDetector.from_federation(c, members, ev.threshold, cfg.federation, cfg.dataset, cfg.simulator)
+            for c, members, ev in zip(result.clients, result.members, final)
+        })
+        hw_rows = evaluate_on_hardware(run, cfg, self.method, result.clients, firsts, first_thetas, final)
+        wall_s = self._elapsed()
+        run.log_final({"wall_s": wall_s, "retries_total": state.retries_total}, step=cfg.federation.rounds,
+                      only_missing=self.resumed)
+        out = {
+            "method": self.method,
+            "mlflow_parent_run_id": run.parent_id,
+            **result.summary.metrics(),
+            "wall_s": wall_s,
+            "retries_total": state.retries_total,
+            "clients_dropped": len(state.dropped),
+            "history": [h.as_dict() for h in result.history],
+            "per_client": [{"client": ev.client, **ev.metrics()} for ev in final],
+        }
+        if hw_rows:  # the device clients' hardware evaluation, as logged to MLflow
+            out["hardware"] = {**hardware_summary(hw_rows), "per_client": hw_rows}
+        self.store.save(replace(self.ckpt, state=state, finished=True, result=out, elapsed_s=wall_s))
+        run.finish("FINISHED")
+        return out
+
+    def fail(self, err: BaseException) -> BaseException:
+        """Close the runs as FAILED; a run error comes back with how to resume."""
+        if isinstance(err, PQFLRunError):
+            dropped = [*self.ckpt.state.dropped, *getattr(err, "dropped", [])]
+            if dropped:
+                self.tracker.client.set_tag(self.run.parent_id, "pqfl.dropped", _dropped_tag(dropped))
+            err = PQFLRunError(f"{err}; the checkpoint of round {self.ckpt.round} is intact: fix the failing "
+                               f"clients, then `pqfl run --resume {self.run.parent_id}`")
+        self.run.finish("FAILED", reason=f"{type(err).__name__}: {err}")
+        return err

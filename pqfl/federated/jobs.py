@@ -1,0 +1,81 @@
+"""The units of work of a round, each a small picklable job and the function that runs it.
+
+The round loop hands every job to a ``map_fn`` (``map_fn(run_fn, jobs)``): plain ``map``
+runs them in process one after another; an orchestrator maps each function to a task of
+its own (the Prefect flow runs ``train_client`` and ``evaluate_client`` as retried,
+fanned-out tasks and ``aggregate_uploads`` as the join), on threads, processes or a Dask
+cluster. A job carries everything it needs, so it gives the same result wherever it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pqfl.config import FederationConfig
+from pqfl.federated.client import ClientSetup, ClientState, evaluate_members, local_round
+from pqfl.federated.strategies import Strategy
+from pqfl.results import ClientEvaluation
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One trainer's local epochs of one round."""
+
+    setup: ClientSetup
+    state: ClientState
+    start: np.ndarray
+    anchor: np.ndarray | None
+    prox: float
+    federation: FederationConfig
+    simulator: str
+    round_index: int
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trainer's new state and its last epoch's mean loss."""
+
+    state: ClientState
+    loss: float
+    retries: int = 0  # retries an orchestrator spent on the job
+
+
+def train_client(job: TrainJob) -> Trained:
+    state, loss = local_round(
+        job.setup, job.state, start_theta=job.start, anchor=job.anchor, prox=job.prox, fed=job.federation,
+        simulator=job.simulator, round_index=job.round_index,
+    )
+    return Trained(state, loss)
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One client's detector — one (state, θ) per restart — scored on the client's splits."""
+
+    setup: ClientSetup
+    members: list[tuple[ClientState, np.ndarray]]
+    federation: FederationConfig
+    simulator: str
+    round_index: int
+
+
+def evaluate_client(job: EvalJob) -> ClientEvaluation:
+    return evaluate_members(job.setup, job.members, fed=job.federation, simulator=job.simulator,
+                            round_index=job.round_index)
+
+
+@dataclass(frozen=True)
+class AggregateJob:
+    """The server's step: combine the uploaded blocks into new global tensors."""
+
+    strategy: Strategy
+    previous: np.ndarray  # (sharing groups, L_max, Q_max, 3)
+    blocks: list[np.ndarray]
+    weights: list[float]
+    groups: list[int]
+
+
+def aggregate_uploads(job: AggregateJob) -> np.ndarray:
+    return job.strategy.aggregate(job.previous, job.blocks, job.weights, job.groups)

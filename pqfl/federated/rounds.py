@@ -1,0 +1,285 @@
+"""The round loop every federated method shares; a :class:`~pqfl.federated.strategies.Strategy`
+says what differs between methods.
+
+Each round k: sample the round's trainers (``federation.client_fraction``), fan out their
+local training (``map_fn``), drop the trainers whose job failed (their state is kept) and
+fail the run below the quorum ``federation.min_clients``, let the server aggregate what
+the survivors upload, then evaluate every client's model on its own splits.
+
+``federation.restarts`` R runs R independent federations side by side: trainer t of
+restart r is virtual trainer r·T + t, with its own random streams, initial tensor and
+sharing groups, and each client's detector is the ensemble of its R models.
+
+Every job goes through ``map_fn(run_fn, jobs)`` (:mod:`pqfl.federated.jobs`), so an
+orchestrator can run, retry and display each one as a task. The loop accepts what
+``map_fn`` returns as values or as futures (anything with ``.result()``); a job that fails
+raises when its result is read, and may carry ``retries`` (how many retries were spent on it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from pqfl.config import FederationConfig
+from pqfl.errors import PQFLRunError
+from pqfl.federated.aggregation import block_of
+from pqfl.federated.client import ClientSetup, ClientState, init_state, replicas
+from pqfl.federated.jobs import AggregateJob, EvalJob, TrainJob, aggregate_uploads, evaluate_client, train_client
+from pqfl.federated.server import init_shared, replica_groups, sample_clients
+from pqfl.federated.strategies import Strategy, strategy_for
+from pqfl.fleet import Fleet
+from pqfl.results import ClientEvaluation, ClientRound, DroppedClient, RoundReport, RoundSummary
+
+log = logging.getLogger("pqfl.progress")
+
+Member = tuple[ClientState, np.ndarray]  # a trainer's state and the block a client is evaluated with
+
+
+@dataclass(frozen=True)
+class FederationState:
+    """Everything that carries over from one round to the next (round 0 = just started):
+    the server's tensors, every virtual trainer's state, the history so far, and the last
+    round's report. Nothing random is carried: every draw derives from (seed, stream,
+    client, round), so a run resumed from a state continues exactly as it would have."""
+
+    round: int
+    global_theta: np.ndarray  # (restarts · sharing groups, L_max, Q_max, 3)
+    states: list[ClientState]  # per virtual trainer r·T + t
+    history: list[RoundSummary] = field(default_factory=list)
+    retries_total: int = 0
+    dropped: list[DroppedClient] = field(default_factory=list)
+    last: RoundReport | None = None
+
+
+@dataclass(frozen=True)
+class FederationResult:
+    """A finished federation: the final state and, per client, its detector's members."""
+
+    strategy: str
+    clients: list[ClientSetup]
+    state: FederationState
+    members: list[list[Member]]  # per client, one (state, θ) per restart
+
+    @property
+    def history(self) -> list[RoundSummary]:
+        return self.state.history
+
+    @property
+    def summary(self) -> RoundSummary:
+        return self.state.history[-1]
+
+    @property
+    def evaluations(self) -> list[ClientEvaluation]:
+        return self.state.last.evaluations if self.state.last else []
+
+
+class BelowQuorum(PQFLRunError):
+    """Fewer trainers than ``federation.min_clients`` finished a round's local training."""
+
+    def __init__(self, message: str, round_index: int, dropped: list[DroppedClient]):
+        super().__init__(message)
+        self.round, self.dropped = round_index, dropped
+
+
+class EvaluationFailed(PQFLRunError):
+    """A client's evaluation job failed; the state after the previous round is intact."""
+
+    def __init__(self, message: str, round_index: int):
+        super().__init__(message)
+        self.round = round_index
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: Exception
+    retries: int
+
+
+def _gather(results: Iterable, n: int) -> list:
+    """The n results of a ``map_fn`` call, each a value or a :class:`_Failed`."""
+    it, out = iter(results), []
+    for _ in range(n):
+        try:
+            value = next(it)
+            out.append(value.result() if callable(getattr(value, "result", None)) else value)
+        except StopIteration:
+            raise ValueError(f"map_fn returned {len(out)} results for {n} jobs; it must return one per job") from None
+        except Exception as err:  # the job failed: its trainer is dropped from the round
+            out.append(_Failed(err, int(getattr(err, "retries", 0))))
+    return out
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0][:300]
+
+
+class Federation:
+    """A federation of a fleet under one strategy: who trains, who is evaluated, and the rounds.
+
+    ``run`` trains ``federation.rounds`` rounds (from ``resume``, a :class:`FederationState`,
+    when given) and returns a :class:`FederationResult`; ``on_round(state)`` is called after
+    every round, with ``state.last`` the round's :class:`~pqfl.results.RoundReport`. With
+    ``evaluate=False`` rounds only train (no validation or test splits are needed): the
+    history stays empty and reports carry no summary.
+    """
+
+    def __init__(self, fleet: Fleet, strategy: str | Strategy, federation: FederationConfig, *, simulator: str = "fast"):
+        self.strategy = strategy_for(strategy, federation)
+        self.federation, self.simulator = federation, simulator
+        self.roles = self.strategy.roles(fleet, federation)
+        self.trainers = replicas(self.roles.trainers, federation.restarts)
+        self.groups = replica_groups(self.roles.groups, federation.restarts)
+
+    @property
+    def clients(self) -> list[ClientSetup]:
+        """The clients evaluated every round, in fleet order."""
+        return self.roles.clients
+
+    def initial_state(self) -> FederationState:
+        """Round 0: the server's initial tensors and every trainer starting from its block
+        with a small seeded head."""
+        fed, base = self.federation, self.roles.trainers
+        layers, qubits = max(s.spec.layers for s in base), max(s.spec.qubits for s in base)
+        G = init_shared(layers, qubits, fed.seed, fed.init_scale, self.roles.groups, fed.restarts)
+        states = [init_state(s, self._block(G, j), fed.seed) for j, s in enumerate(self.trainers)]
+        return FederationState(round=0, global_theta=G, states=states)
+
+    def run(
+        self,
+        *,
+        map_fn: Callable = map,
+        on_round: Callable[[FederationState], None] | None = None,
+        resume: FederationState | None = None,
+        evaluate: bool = True,
+    ) -> FederationResult:
+        state = resume if resume is not None else self.initial_state()
+        if len(state.states) != len(self.trainers):
+            raise ValueError(f"resume: the state holds {len(state.states)} trainers, this federation has "
+                             f"{len(self.trainers)}; resume with the config that wrote it")
+        for k in range(state.round + 1, self.federation.rounds + 1):
+            state = self._round(state, k, map_fn, evaluate)
+            if on_round is not None:
+                on_round(state)
+        return FederationResult(self.strategy.name, self.clients, state, self.members(state))
+
+    def members(self, state: FederationState) -> list[list[Member]]:
+        """Per client, the (state, θ) of each restart's model it is evaluated with."""
+        return self._members(state.states, state.global_theta)
+
+    def _members(self, states: list[ClientState], G: np.ndarray) -> list[list[Member]]:
+        T = len(self.roles.trainers)
+        out = []
+        for n in range(len(self.clients)):
+            ids = [self.roles.trainer_of(n) + r * T for r in range(self.federation.restarts)]
+            out.append([(states[j], self.strategy.evaluated(states[j].theta, self._block(G, j))) for j in ids])
+        return out
+
+    def _block(self, G: np.ndarray, j: int) -> np.ndarray:
+        spec = self.trainers[j].spec
+        return block_of(G[self.groups[j]], spec.layers, spec.qubits)
+
+    def _round(self, state: FederationState, k: int, map_fn: Callable, evaluate: bool) -> FederationState:
+        started = time.perf_counter()
+        T = len(self.roles.trainers)
+        sampled = sample_clients(T, self.federation.client_fraction, self.federation.min_clients, self.federation.seed, k)
+        participants = [t + r * T for r in range(self.federation.restarts) for t in sampled]
+        states, losses, retries, failed = self._train(state, participants, k, map_fn)
+        survivors = [i for i in participants if i not in failed]
+        G = state.global_theta
+        if self.strategy.uploads:  # join: the server combines what the survivors upload
+            job = AggregateJob(self.strategy, G, [states[i].theta for i in survivors],
+                               [float(self.trainers[i].n_train) for i in survivors], [self.groups[i] for i in survivors])
+            (G,) = _gather(map_fn(aggregate_uploads, [job]), 1)
+            if isinstance(G, _Failed):
+                raise G.error
+        evaluations = self._evaluate(states, G, k, map_fn) if evaluate else []
+        report = self._report(k, evaluations, losses, retries, failed, survivors, started)
+        history = [*state.history, report.summary] if evaluate else state.history
+        return FederationState(k, G, states, history, state.retries_total + report.retries,
+                               [*state.dropped, *report.dropped], report)
+
+    def _train(self, state: FederationState, participants: list[int], k: int, map_fn: Callable):
+        """Fan-out: the participants' local training. Returns the new states, losses and
+        retries by trainer, and the failed trainers' errors; fails the run below quorum."""
+        fed, T, R = self.federation, len(self.roles.trainers), self.federation.restarts
+        jobs = []
+        for i in participants:
+            fit = self.strategy.configure_fit(state.states[i].theta, self._block(state.global_theta, i))
+            jobs.append(TrainJob(self.trainers[i], state.states[i], fit.start, fit.anchor, fit.prox, fed, self.simulator, k))
+        states, losses, retries, failed = list(state.states), {}, {}, {}
+        for i, out in zip(participants, _gather(map_fn(train_client, jobs), len(jobs))):
+            retries[i] = out.retries
+            if isinstance(out, _Failed):
+                failed[i] = out.error
+            else:
+                states[i], losses[i] = out.state, out.loss
+        survivors = len(participants) - len(failed)
+        for i, err in failed.items():
+            log.warning("%-11s round %2d/%d  client %s dropped after %d retries (%s); %d of %d clients remain",
+                        self.strategy.name, k, fed.rounds, self._label(i), retries[i], _reason(err), survivors,
+                        len(participants))
+        quorum = min(fed.min_clients, T)
+        done = min(sum(1 for i in participants if i not in failed and i // T == r) for r in range(R))  # worst restart
+        if done < quorum:
+            reasons = "; ".join(f"{self.trainers[i].name}: {_reason(e)}" for i, e in failed.items())
+            raise BelowQuorum(f"{self.strategy.name} round {k}: only {done} of {len(participants) // R} clients "
+                              f"finished local training ({reasons}), below the quorum federation.min_clients = {quorum}",
+                              k, self._dropped(failed, k))
+        return states, losses, retries, failed
+
+    def _evaluate(self, states: list[ClientState], G: np.ndarray, k: int, map_fn: Callable) -> list[ClientEvaluation]:
+        """Every client's model, scored on its own splits."""
+        members = self._members(states, G)
+        jobs = [EvalJob(c, m, self.federation, self.simulator, k) for c, m in zip(self.clients, members)]
+        evaluations = []
+        for c, out in zip(self.clients, _gather(map_fn(evaluate_client, jobs), len(jobs))):
+            if isinstance(out, _Failed):
+                raise EvaluationFailed(f"{self.strategy.name} round {k}: evaluating client {c.name} failed "
+                                       f"({_reason(out.error)})", k) from out.error
+            evaluations.append(out)
+        return evaluations
+
+    def _report(self, k, evaluations, losses, retries, failed, survivors, started) -> RoundReport:
+        """Each client's row: its trainer's loss (the mean over restarts) and retries (their
+        sum, plus its evaluation's); a pooled trainer's retries and drops are the run's, not a client's."""
+        roles, T = self.roles, len(self.roles.trainers)
+        loss = {t: float(np.mean([v for i, v in losses.items() if i % T == t])) for t in {i % T for i in losses}}
+        trained = {t: sum(v for i, v in retries.items() if i % T == t) for t in {i % T for i in retries}}
+        failed_trainers = {i % T for i in failed}
+        rows = []
+        for n, ev in enumerate(evaluations):
+            t = roles.trainer_of(n)
+            own = 0 if roles.pooled else trained.get(t, 0)
+            rows.append(ClientRound(ev, loss.get(t), own + ev.retries, not roles.pooled and t in failed_trainers))
+        in_round = min(sum(1 for n in range(len(self.clients)) if roles.trainer_of(n) + r * T in survivors)
+                       for r in range(self.federation.restarts))
+        total = sum(retries.values()) + sum(ev.retries for ev in evaluations)
+        summary = RoundSummary.of(k, evaluations) if evaluations else None
+        return RoundReport(k, summary, rows, in_round, self._dropped(failed, k), total, time.perf_counter() - started)
+
+    def _label(self, i: int) -> str:
+        s = self.trainers[i]
+        return s.name + (f" (restart {s.replica})" if s.replica else "")
+
+    def _dropped(self, failed: dict[int, Exception], k: int) -> list[DroppedClient]:
+        return [DroppedClient(k, self._label(i), _reason(err)) for i, err in failed.items()]
+
+
+def run_federation(
+    fleet: Fleet,
+    strategy: str | Strategy,
+    federation: FederationConfig,
+    *,
+    simulator: str = "fast",
+    map_fn: Callable = map,
+    on_round: Callable[[FederationState], None] | None = None,
+    resume: FederationState | None = None,
+) -> FederationResult:
+    """Train ``fleet`` under ``strategy`` (a method name or a :class:`Strategy`) for
+    ``federation.rounds`` rounds; see :class:`Federation`."""
+    return Federation(fleet, strategy, federation, simulator=simulator).run(map_fn=map_fn, on_round=on_round, resume=resume)

@@ -1,0 +1,177 @@
+"""Federated methods as strategies: one object per method says who trains, where a
+client's local training starts, which proximal pull it trains under, how the server
+combines what clients upload, and which model each client is evaluated with.
+
+The round loop (:mod:`pqfl.federated.rounds`) is the same for every method; a new method
+is a new :class:`Strategy` subclass. Every quantity is per client on its own block of the
+shared tensor (``docs/algorithm.md``): client n holds the block [:l_n, :q_n, :] of the
+global (L_max, Q_max, 3) tensor, its encoding and classical head stay local.
+
+| strategy | local training starts from | proximal pull | uploads | evaluated model |
+|---|---|---|---|---|
+| :class:`Local` | its own v_n | none | nothing | v_n |
+| :class:`FedAvg` | the global block w_k | none | its trained block | the new global block |
+| :class:`FedProx` | w_k | (μ/2)‖θ − w_k‖² | its trained block | the new global block |
+| :class:`PQFL` | its own v_n (kept across rounds) | (λ/2)‖v_n − w_k‖² | v_n | v_n |
+| :class:`Centralized` | one pooled model on every client's rows (no privacy) | none | nothing | the pooled model |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from pqfl.federated.aggregation import grouped_average, share_groups
+
+if TYPE_CHECKING:  # type hints only: the fleet module imports the client setups
+    from pqfl.config import FederationConfig
+    from pqfl.federated.client import ClientSetup
+    from pqfl.fleet import Fleet
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Who does what in a federation: the clients evaluated each round, the trainers (one
+    per client, or one pooled trainer serving every client) and each trainer's sharing group."""
+
+    clients: list[ClientSetup]
+    trainers: list[ClientSetup]
+    groups: list[int]  # sharing group of each trainer: trainers of a group average one tensor
+    pooled: bool = False  # one trainer serves every client (else trainer n is client n)
+
+    def __post_init__(self):
+        expected = 1 if self.pooled else len(self.clients)
+        if len(self.trainers) != expected or len(self.groups) != len(self.trainers):
+            raise ValueError(f"roles: {len(self.trainers)} trainers and {len(self.groups)} groups for "
+                             f"{len(self.clients)} clients; expected {expected} of each")
+
+    def trainer_of(self, client: int) -> int:
+        return 0 if self.pooled else client
+
+
+@dataclass(frozen=True)
+class FitInstructions:
+    """How a trainer runs its local epochs this round: from ``start``, pulled towards
+    ``anchor`` with weight ``prox`` (no pull when ``anchor`` is None)."""
+
+    start: np.ndarray
+    anchor: np.ndarray | None = None
+    prox: float = 0.0
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A federated method. Subclasses override the hooks that differ from plain local training."""
+
+    name: ClassVar[str] = "strategy"
+    uploads: ClassVar[bool] = False  # whether trainers' blocks are sent to the server each round
+
+    def roles(self, fleet: Fleet, federation: FederationConfig) -> Roles:
+        """Every client trains its own model; ``federation.share`` sets who shares θ."""
+        groups = share_groups([s.profile.encoding for s in fleet.clients], federation.share)
+        return Roles(fleet.clients, fleet.clients, groups)
+
+    def configure_fit(self, own: np.ndarray, global_block: np.ndarray) -> FitInstructions:
+        """Where local training starts and what pulls it, given the trainer's own block and
+        its group's global block."""
+        return FitInstructions(start=own)
+
+    def aggregate(self, previous: np.ndarray, blocks: list[np.ndarray], weights: list[float], groups: list[int]) -> np.ndarray:
+        """The server's new tensors (one per sharing group) from the uploaded blocks: the
+        masked average weighted by training-set size (HeteroFL-style FedAvg)."""
+        return grouped_average(previous, blocks, weights, groups)
+
+    def evaluated(self, own: np.ndarray, global_block: np.ndarray) -> np.ndarray:
+        """The block a client is evaluated (and deployed) with."""
+        return own
+
+    @classmethod
+    def from_config(cls, federation: FederationConfig) -> "Strategy":
+        """The strategy with its weights taken from the federation settings."""
+        return cls()
+
+
+@dataclass(frozen=True)
+class Local(Strategy):
+    """Each client alone: no server, no sharing (the λ = 0 limit of PQFL)."""
+
+    name: ClassVar[str] = "local"
+
+
+@dataclass(frozen=True)
+class FedAvg(Strategy):
+    """Quantum FedAvg (the QFL baseline): every round starts from the global block; the
+    global model is what every client is evaluated with."""
+
+    name: ClassVar[str] = "fedavg"
+    uploads: ClassVar[bool] = True
+
+    def configure_fit(self, own, global_block):
+        return FitInstructions(start=global_block)
+
+    def evaluated(self, own, global_block):
+        return global_block
+
+
+@dataclass(frozen=True)
+class FedProx(FedAvg):
+    """FedAvg whose local objective adds (μ/2)‖θ − w_k‖²."""
+
+    name: ClassVar[str] = "fedprox"
+    mu: float = 0.01
+
+    def configure_fit(self, own, global_block):
+        return FitInstructions(start=global_block, anchor=global_block, prox=self.mu)
+
+    @classmethod
+    def from_config(cls, federation):
+        return cls(mu=federation.mu)
+
+
+@dataclass(frozen=True)
+class PQFL(Strategy):
+    """The paper's personalized QFL: each client keeps its personal block v_n across rounds,
+    trains it under F_n(v_n) + (λ/2)‖v_n − w_k‖², uploads v_n, and is evaluated with v_n.
+    λ = 0 is :class:`Local`; a large λ approaches :class:`FedAvg`."""
+
+    name: ClassVar[str] = "pqfl"
+    uploads: ClassVar[bool] = True
+    lam: float = 0.1
+
+    def configure_fit(self, own, global_block):
+        return FitInstructions(start=own, anchor=global_block, prox=self.lam)
+
+    @classmethod
+    def from_config(cls, federation):
+        return cls(lam=federation.lam)
+
+
+@dataclass(frozen=True)
+class Centralized(Local):
+    """One model trained on every client's training rows pooled (an upper reference with no
+    privacy), scored at each client. Its circuit is noiseless, as large as the fleet's
+    largest, with the fleet's commonest encoding (:func:`pqfl.fleet.pooled_setup`)."""
+
+    name: ClassVar[str] = "centralized"
+
+    def roles(self, fleet, federation):
+        from pqfl.fleet import pooled_setup
+
+        trainer, views = pooled_setup(fleet)
+        return Roles(views, [trainer], [0], pooled=True)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Local, FedAvg, FedProx, PQFL, Centralized)}
+
+
+def strategy_for(method: str | Strategy, federation: FederationConfig) -> Strategy:
+    """The strategy a method name stands for, with its weights from ``federation``; a
+    :class:`Strategy` instance is returned as is."""
+    if isinstance(method, Strategy):
+        return method
+    try:
+        return STRATEGIES[method].from_config(federation)
+    except KeyError:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(STRATEGIES)} or pass a Strategy") from None
