@@ -1,7 +1,9 @@
-"""JAX's persistent compilation cache, kept in the project's cache folder.
+"""JAX's persistent compilation cache, kept in the user's cache folder.
 
 Compiled circuits are reused across runs and across worker processes instead of being
-recompiled. ``PQFL_CACHE_DIR`` overrides the folder.
+recompiled. The folder is ``PQFL_CACHE_DIR`` when set, else ``pqfl/jax`` under
+``XDG_CACHE_HOME`` (``~/.cache`` by default), so an installed pqfl never writes into its
+own package folder.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from pathlib import Path
 
 import jax
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / ".cache" / "jax"
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pqfl" / "jax"
 
 
 def enable_persistent_cache(path: str | os.PathLike | None = None) -> Path:
-    folder = Path(path or os.environ.get("PQFL_CACHE_DIR") or DEFAULT_DIR)
+    folder = Path(path or os.environ.get("PQFL_CACHE_DIR") or default_dir())
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
