@@ -19,8 +19,16 @@ from pqfl.benchmark.report import markdown_table
 
 # (objective, the method PQFL is compared with, at least this many datasets)
 TARGETS = (("supervised", "fedavg", 4), ("supervised", "logreg-client", 4), ("one_class", "iforest-client", 3))
-MAIN_COLUMNS = (("supervised", "pqfl"), ("supervised", "fedavg"), ("supervised", "local"), ("supervised", "logreg-client"),
-                ("one_class", "pqfl"), ("one_class", "fedavg"), ("one_class", "local"), ("one_class", "iforest-client"))
+MAIN_COLUMNS = (
+    ("supervised", "pqfl"),
+    ("supervised", "fedavg"),
+    ("supervised", "local"),
+    ("supervised", "logreg-client"),
+    ("one_class", "pqfl"),
+    ("one_class", "fedavg"),
+    ("one_class", "local"),
+    ("one_class", "iforest-client"),
+)
 SHORT = {"supervised": "sup.", "one_class": "1-class"}
 
 
@@ -36,9 +44,13 @@ def target_counts(payload: dict) -> pd.DataFrame:
     for objective, other, need in TARGETS:
         wide = rows[rows.objective == objective].pivot(index="dataset", columns="method", values="mean_auroc")
         ahead = sorted(wide.index[wide["pqfl"] >= wide[other]])
-        row = {"target": f"{objective} pqfl ≥ {other} on ≥ {need} of {len(wide)}",
-               "pqfl ≥ it (means)": _listed(ahead), "met": "yes" if len(ahead) >= need else "no",
-               "interval above 0": "n/a", "interval below 0": "n/a"}  # n/a: a JSON without paired differences
+        row = {
+            "target": f"{objective} pqfl ≥ {other} on ≥ {need} of {len(wide)}",
+            "pqfl ≥ it (means)": _listed(ahead),
+            "met": "yes" if len(ahead) >= need else "no",
+            "interval above 0": "n/a",
+            "interval below 0": "n/a",
+        }  # n/a: a JSON without paired differences
         if len(paired):
             part = paired[(paired.objective == objective) & (paired.against == other)]
             row["interval above 0"] = _listed(sorted(part.dataset[part.ci_low > 0]))
@@ -53,7 +65,9 @@ def main_table(payload: dict) -> pd.DataFrame:
     datasets = list(dict.fromkeys(rows["dataset"]))
     table = {"dataset": datasets}
     for objective, method in MAIN_COLUMNS:
-        table[f"{SHORT[objective]} {method}"] = [f"{cells.get((d, objective, method), float('nan')):.3f}" for d in datasets]
+        table[f"{SHORT[objective]} {method}"] = [
+            f"{cells.get((d, objective, method), float('nan')):.3f}" for d in datasets
+        ]
     return pd.DataFrame(table)
 
 
@@ -63,7 +77,9 @@ def paired_table(payload: dict) -> pd.DataFrame:
     for objective, other, _ in TARGETS:
         part = paired[(paired.objective == objective) & (paired.against == other)].set_index("dataset")
         out[f"{SHORT[objective]} pqfl − {other}"] = {
-            d: f"{r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] {r['pqfl >= it']}/{r.seeds}" for d, r in part.iterrows()}
+            d: f"{r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] {r['pqfl >= it']}/{r.seeds}"
+            for d, r in part.iterrows()
+        }
     return pd.DataFrame(out).rename_axis("dataset").reset_index()
 
 

@@ -6,6 +6,7 @@ sample; the correlator readout adds q(q-1)/2 observables.
 
     .venv/bin/python -m benchmarks.sim_options
 """
+
 import time
 
 import jax
@@ -25,7 +26,9 @@ def bench(spec, reps=30):
     jax.block_until_ready(f(th))
     ts = []
     for _ in range(reps):
-        t0 = time.perf_counter(); jax.block_until_ready(f(th)); ts.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(th))
+        ts.append(time.perf_counter() - t0)
     return 1e3 * float(np.median(ts))
 
 

@@ -43,8 +43,16 @@ def main(argv: list[str] | None = None) -> None:
             runs += [("pqfl", lam, PQFL(lam=lam)) for lam in [float(v) for v in args.lambdas.split(",")]]
             for method, lam, strategy in runs:
                 summary = run_federation(fleet, strategy, cfg.federation, simulator=cfg.simulator).summary
-                rows.append({"method": method, "lambda": lam, "lr": lr, "seed": seed, "val": summary.mean_val_auroc,
-                             "test": summary.mean_auroc})
+                rows.append(
+                    {
+                        "method": method,
+                        "lambda": lam,
+                        "lr": lr,
+                        "seed": seed,
+                        "val": summary.mean_val_auroc,
+                        "test": summary.mean_auroc,
+                    }
+                )
     frame = pd.DataFrame(rows)
     table = frame.groupby(["method", "lambda", "lr"], dropna=False)[["val", "test"]].agg(["mean", "std"])
     print(table.sort_values(("val", "mean"), ascending=False).to_string(float_format=lambda v: f"{v:.3f}"))

@@ -44,8 +44,10 @@ def validation_aurocs(cfg, method: str = "pqfl") -> tuple[list[float], list, obj
     fed = cfg.federation
     fleet = prepare(cfg)
     result = Federation(fleet, method, fed, simulator=cfg.simulator).run(evaluate=False)
-    evs = [evaluate_members(c, m, fed=fed, simulator=cfg.simulator, round_index=fed.rounds)
-           for c, m in zip(result.clients, result.members)]
+    evs = [
+        evaluate_members(c, m, fed=fed, simulator=cfg.simulator, round_index=fed.rounds)
+        for c, m in zip(result.clients, result.members)
+    ]
     return [float(e.val_auroc) for e in evs], fleet.datas, fleet.stats
 
 
@@ -66,10 +68,15 @@ def main(argv: list[str] | None = None) -> None:
     suite = load_suite(args.suite)
     reporting = set(suite.seeds) | {s for d in suite.datasets for s in (d.seeds or [])}
     if reporting & set(seeds):
-        raise SystemExit(f"tuning seeds {sorted(reporting & set(seeds))} are reporting seeds of {args.suite}: "
-                         "choose settings on other seeds (e.g. --seeds 100,101,102), or the report tunes on its own splits")
-    cases = [c for c in expand_cases(suite, args.data_dir)
-             if c.objective == args.objective and (not wanted or c.dataset in wanted)]
+        raise SystemExit(
+            f"tuning seeds {sorted(reporting & set(seeds))} are reporting seeds of {args.suite}: "
+            "choose settings on other seeds (e.g. --seeds 100,101,102), or the report tunes on its own splits"
+        )
+    cases = [
+        c
+        for c in expand_cases(suite, args.data_dir)
+        if c.objective == args.objective and (not wanted or c.dataset in wanted)
+    ]
     seen, table = set(), defaultdict(list)
     for case in cases:
         if case.dataset in seen:  # one case per dataset: the tuning seeds replace the suite's
@@ -83,11 +90,31 @@ def main(argv: list[str] | None = None) -> None:
                     b = run_baseline(ref, "client", datas, stats, seed)
                     rv = [r.val_auroc for r in b["per_client"]]
                     table[(case.dataset, f"{ref}-client")].append(float(np.mean(rv)))
-                    print(json.dumps({"dataset": case.dataset, "seed": seed, "variant": f"{ref}-client",
-                                      "val_auroc": round(float(np.mean(rv)), 3), "per_client": [round(v, 3) for v in rv]}), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "dataset": case.dataset,
+                                "seed": seed,
+                                "variant": f"{ref}-client",
+                                "val_auroc": round(float(np.mean(rv)), 3),
+                                "per_client": [round(v, 3) for v in rv],
+                            }
+                        ),
+                        flush=True,
+                    )
                 table[(case.dataset, name)].append(float(np.mean(vals)))
-                print(json.dumps({"dataset": case.dataset, "seed": seed, "variant": name, "val_auroc": round(float(np.mean(vals)), 3),
-                                  "per_client": [round(v, 3) for v in vals]}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "dataset": case.dataset,
+                            "seed": seed,
+                            "variant": name,
+                            "val_auroc": round(float(np.mean(vals)), 3),
+                            "per_client": [round(v, 3) for v in vals],
+                        }
+                    ),
+                    flush=True,
+                )
     datasets = list(dict.fromkeys(d for d, _ in table))
     names = list(dict.fromkeys(n for _, n in table))
     print(f"\nmean-client validation AUROC, mean over seeds {args.seeds}")

@@ -28,13 +28,20 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows.tracking import PARENT_TAG, Tracker
 from flows.runners import task_runner_for
+from flows.tracking import PARENT_TAG, Tracker
 from flows.train import train_method
 from pqfl.baselines import DETECTORS, run_baselines
 from pqfl.benchmark.report import build_report, display_table, json_rows
-from pqfl.benchmark.statistics import (METRICS, case_record, paired_difference, per_seed_table, pyod_reference,
-                                       relative_change, summary_table)
+from pqfl.benchmark.statistics import (
+    METRICS,
+    case_record,
+    paired_difference,
+    per_seed_table,
+    pyod_reference,
+    relative_change,
+    summary_table,
+)
 from pqfl.benchmark.suite import Case, Suite, check_suite, resolve_source
 from pqfl.config import parse_config
 from pqfl.fleet import prepare
@@ -50,8 +57,10 @@ def check_run_suite(suite_path: str, data_dir: str | None) -> tuple[Suite, list[
     its settings after hours of others."""
     spec, cases = check_suite(suite_path, data_dir)
     for case in cases:
-        parse_run_config(case.config, origin=f"suite {spec.name}, dataset {case.dataset}, objective {case.objective}, "
-                                             f"seed {case.seed}")
+        parse_run_config(
+            case.config,
+            origin=f"suite {spec.name}, dataset {case.dataset}, objective {case.objective}, seed {case.seed}",
+        )
     return spec, cases
 
 
@@ -60,7 +69,9 @@ def classical_references(config: dict, baselines: list[str] | None) -> dict:
     """scikit-learn references on the very client splits the quantum methods use."""
     cfg = parse_config(config)
     fleet = prepare(cfg)
-    refs = run_baselines(fleet.datas, fleet.stats, cfg.federation.objective, cfg.federation.seed, baselines, fleet.clients)
+    refs = run_baselines(
+        fleet.datas, fleet.stats, cfg.federation.objective, cfg.federation.seed, baselines, fleet.clients
+    )
     return {"baselines": refs, "y_test": [d.y_test for d in fleet.datas], "clients": [d.name for d in fleet.datas]}
 
 
@@ -75,8 +86,17 @@ def benchmark_case(case: Case, baselines: list[str] | None) -> dict:
     return {"quantum": quantum, **refs}
 
 
-def _log_benchmark(tracker: Tracker, run_id: str, suite: Suite, suite_path: str, table: pd.DataFrame, frame: pd.DataFrame,
-                   report: str, payload: dict, plot_dir: Path) -> None:
+def _log_benchmark(
+    tracker: Tracker,
+    run_id: str,
+    suite: Suite,
+    suite_path: str,
+    table: pd.DataFrame,
+    frame: pd.DataFrame,
+    report: str,
+    payload: dict,
+    plot_dir: Path,
+) -> None:
     client = tracker.client
     ts = int(time.time() * 1000)
     metrics = [  # e.g. "cardio/supervised/pqfl/mean_auroc"; MLflow keys allow only \w - . / and spaces
@@ -112,13 +132,26 @@ def pqfl_benchmark(suite: str, data_dir: str | None = None, json_out: str | None
     parent = tracker.client.create_run(
         tracker.experiment_id,
         run_name=f"benchmark-{spec.name}",
-        tags={PARENT_TAG: "benchmark", "prefect.flow_run_id": str(flow_run.id), "git_commit": tracker.commit,
-              "mlflow.source.git.commit": tracker.commit, "pqfl.suite": spec.name},
+        tags={
+            PARENT_TAG: "benchmark",
+            "prefect.flow_run_id": str(flow_run.id),
+            "git_commit": tracker.commit,
+            "mlflow.source.git.commit": tracker.commit,
+            "pqfl.suite": spec.name,
+        },
     )
     run_id = parent.info.run_id
-    params = {"suite": spec.name, "suite_file": str(suite), "data_dir": str(data_dir), "seeds": spec.seeds,
-              "objectives": spec.objectives, "methods": spec.methods, "datasets": [d.name for d in spec.datasets],
-              "baselines": spec.baselines or list(DETECTORS), "cases": len(cases)}
+    params = {
+        "suite": spec.name,
+        "suite_file": str(suite),
+        "data_dir": str(data_dir),
+        "seeds": spec.seeds,
+        "objectives": spec.objectives,
+        "methods": spec.methods,
+        "datasets": [d.name for d in spec.datasets],
+        "baselines": spec.baselines or list(DETECTORS),
+        "cases": len(cases),
+    }
     tracker.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     records: list[dict] = []
     y_tests: dict[tuple, list] = {}
@@ -128,20 +161,35 @@ def pqfl_benchmark(suite: str, data_dir: str | None = None, json_out: str | None
             out = benchmark_case(case, spec.baselines)
             for q in out["quantum"]:
                 records.append(case_record(case, q, "quantum"))
-                for key, value in (("mlflow.parentRunId", run_id), ("pqfl.benchmark.dataset", case.dataset),
-                                   ("pqfl.benchmark.objective", case.objective), ("pqfl.benchmark.seed", str(case.seed))):
+                for key, value in (
+                    ("mlflow.parentRunId", run_id),
+                    ("pqfl.benchmark.dataset", case.dataset),
+                    ("pqfl.benchmark.objective", case.objective),
+                    ("pqfl.benchmark.seed", str(case.seed)),
+                ):
                     tracker.client.set_tag(q["mlflow_parent_run_id"], key, value)
             for b in out["baselines"]:
                 records.append(case_record(case, b, "classical", [c.test_scores for c in b["per_client"]]))
             y_tests[(case.dataset, case.objective, case.seed)] = out["y_test"]
-            log.info("benchmark %d/%d  %s  %s  seed %d  (%.1f s)", i, len(cases), case.dataset, case.objective,
-                     case.seed, time.perf_counter() - t0)
+            log.info(
+                "benchmark %d/%d  %s  %s  seed %d  (%.1f s)",
+                i,
+                len(cases),
+                case.dataset,
+                case.objective,
+                case.seed,
+                time.perf_counter() - t0,
+            )
         table = summary_table(records)
         frame = per_seed_table(records)
         ref_path = None
         if spec.pyod_reference:
             ref_path = Path(resolve_source(f"x:{spec.pyod_reference}", data_dir).removeprefix("x:"))
-        pyod = pyod_reference(ref_path, {d.name: d.pyod_name or d.name for d in spec.datasets}) if "one_class" in spec.objectives else pd.DataFrame()
+        pyod = (
+            pyod_reference(ref_path, {d.name: d.pyod_name or d.name for d in spec.datasets})
+            if "one_class" in spec.objectives
+            else pd.DataFrame()
+        )
         notes = []
         if ref_path is not None and pyod.empty:
             notes.append(f"PyOD reference {ref_path} not found or without matching rows: reference columns left out.")
@@ -155,8 +203,10 @@ def pqfl_benchmark(suite: str, data_dir: str | None = None, json_out: str | None
             "mlflow_run_id": run_id,
             "wall_s": wall_s,
             "relative_change": {
-                metric: [{"dataset": d, "objective": o, **{k: float(v) for k, v in row.items()}}
-                         for (d, o), row in relative_change(table, metric).iterrows()]
+                metric: [
+                    {"dataset": d, "objective": o, **{k: float(v) for k, v in row.items()}}
+                    for (d, o), row in relative_change(table, metric).iterrows()
+                ]
                 for metric in ("mean_auroc", "mean_aupr", "mean_false_error")
             },
             "pyod_reference": [{"dataset": d, **r} for d, r in pyod.to_dict("index").items()],
@@ -200,8 +250,12 @@ def _plots(spec: Suite, records, y_tests, frame: pd.DataFrame, plot_dir: Path, t
         client_bars_plot(these, plot_dir / "per_client" / f"{slug}.png", title)
         seed = min(r["seed"] for r in these)
         first = [r for r in these if r["seed"] == seed]
-        pooled_roc_pr_plot(first, y_tests[(dataset, objective, seed)], plot_dir / "roc_pr" / f"{slug}_classical.png",
-                           f"{dataset} ({objective}, seed {seed})")
+        pooled_roc_pr_plot(
+            first,
+            y_tests[(dataset, objective, seed)],
+            plot_dir / "roc_pr" / f"{slug}_classical.png",
+            f"{dataset} ({objective}, seed {seed})",
+        )
         for r in first:  # the quantum methods' own ROC/PR, drawn by the training flow
             if r["kind"] == "quantum" and r["mlflow_run_id"]:
                 with tempfile.TemporaryDirectory() as tmp:

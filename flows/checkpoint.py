@@ -150,12 +150,14 @@ def resume_target(run_id: str, config_path: str | None = None):
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from tasks.settings import load_run_config, parse_run_config
     from flows.tracking import tracking_uri
+    from tasks.settings import load_run_config, parse_run_config
 
     uri = tracking_uri(load_run_config(config_path))
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise PQFLInputError(f"--resume: no MLflow store at {uri}; run from the folder of the first run or set MLFLOW_TRACKING_URI")
+        raise PQFLInputError(
+            f"--resume: no MLflow store at {uri}; run from the folder of the first run or set MLFLOW_TRACKING_URI"
+        )
     client = MlflowClient(tracking_uri=uri)
     try:
         run = client.get_run(run_id)
@@ -168,7 +170,9 @@ def resume_target(run_id: str, config_path: str | None = None):
         ) from None
     tags = run.data.tags
     if "pqfl.invocation" not in tags or "pqfl.checkpoint" not in tags:
-        raise PQFLInputError(f"--resume: MLflow run {run_id} has no pqfl checkpoint tags; only runs started by `pqfl run` can be resumed")
+        raise PQFLInputError(
+            f"--resume: MLflow run {run_id} has no pqfl checkpoint tags; only runs started by `pqfl run` can be resumed"
+        )
     store = CheckpointStore(Path(tags["pqfl.checkpoint"]).parent.parent, tags["pqfl.invocation"])
     manifest = store.read_manifest()
     cfg = parse_run_config(manifest["config"], origin=str(store.manifest_path))

@@ -75,10 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", dest="json_out", help="write every time and ratio as JSON to this file")
     sim.add_argument("--qubits", default="4,6,8,10", help="comma-separated qubit counts (default 4,6,8,10)")
     sim.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per measurement cell")
-    suite = sub.add_parser("benchmark", help="run a benchmark suite: datasets x methods x seeds, classical references, report")
+    suite = sub.add_parser(
+        "benchmark", help="run a benchmark suite: datasets x methods x seeds, classical references, report"
+    )
     suite.add_argument("--suite", required=True, help="suite YAML, e.g. benchmarks/suites/odds.yaml")
     suite.add_argument("--data-dir", help="folder that relative dataset paths in the suite are read from")
-    suite.add_argument("--json", dest="json_out", help="write the rows as JSON here (the markdown report goes beside it, .md)")
+    suite.add_argument(
+        "--json", dest="json_out", help="write the rows as JSON here (the markdown report goes beside it, .md)"
+    )
     return p
 
 
@@ -135,10 +139,9 @@ def format_table(rows: dict[str, dict]) -> str:
 
 
 def _run(args) -> int:
-    from pqfl.fleet import prepare
-
     from flows.checkpoint import checkpoint_root, resume_target
     from flows.tracking import tracking_uri
+    from pqfl.fleet import prepare
     from tasks.retry import with_fault_env
 
     if args.resume:
@@ -155,8 +158,8 @@ def _run(args) -> int:
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
 
-    from flows.runners import api_for_dask
     from flows.progress import show_progress
+    from flows.runners import api_for_dask
     from flows.train import pqfl_train
     from pqfl.compile_cache import enable_persistent_cache
 
@@ -190,7 +193,9 @@ def _compare(args) -> int:
         raise PQFLInputError(f"--experiment: no MLflow store at {uri}; run `pqfl run` first or set MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(name) is None:
-        raise PQFLInputError(f"--experiment: no MLflow experiment {name!r} in {tracking_uri(cfg)}; run `pqfl run` first")
+        raise PQFLInputError(
+            f"--experiment: no MLflow experiment {name!r} in {tracking_uri(cfg)}; run `pqfl run` first"
+        )
     runs = mlflow.search_runs(
         experiment_names=[name],
         filter_string=f"tags.`{PARENT_TAG}` = 'parent' and attributes.status = 'FINISHED'",
@@ -199,9 +204,7 @@ def _compare(args) -> int:
     if runs.empty:
         raise PQFLInputError(f"--experiment: {name!r} has no finished runs yet; run `pqfl run` first")
     latest = runs.drop_duplicates(subset=["tags.pqfl.method"], keep="first")
-    rows = {
-        r["tags.pqfl.method"]: {k: r.get(f"metrics.{k}") for k in TABLE_COLUMNS} for _, r in latest.iterrows()
-    }
+    rows = {r["tags.pqfl.method"]: {k: r.get(f"metrics.{k}") for k in TABLE_COLUMNS} for _, r in latest.iterrows()}
     order = [m for m in METHODS if m in rows]
     print(format_table({m: rows[m] for m in order}))
     return 0
@@ -226,7 +229,9 @@ def _benchmark(args) -> int:
     print(f"[pqfl] benchmark {spec.name}: {len(cases)} cases, methods {','.join(spec.methods)}", file=sys.stderr)
     result = pqfl_benchmark(args.suite, args.data_dir, args.json_out)
     print(result["table"])
-    print(f"\nwall time {result['wall_s']:.1f} s; MLflow experiment '{result['experiment']}', run {result['mlflow_run_id']}")
+    print(
+        f"\nwall time {result['wall_s']:.1f} s; MLflow experiment '{result['experiment']}', run {result['mlflow_run_id']}"
+    )
     if args.json_out:
         print(f"report: {result['report']}")
     return 0
@@ -241,7 +246,9 @@ def _ui(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"run": _run, "compare": _compare, "bench": _bench, "benchmark": _benchmark, "ui": _ui}[args.command](args)
+        return {"run": _run, "compare": _compare, "bench": _bench, "benchmark": _benchmark, "ui": _ui}[args.command](
+            args
+        )
     except PQFLInputError as err:
         print(f"pqfl: error: {err}", file=sys.stderr)
         return 2

@@ -26,14 +26,14 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Metric
 
-from tasks.settings import RunConfig
 from pqfl.metrics import choose_threshold, client_metrics
 from pqfl.model import scores_from_expvals
-from pqfl.results import ClientEvaluation
 from pqfl.quantum.qiskit_backend import prepare_job
+from pqfl.results import ClientEvaluation
 from pqfl.rng import derive_seed
 from tasks.circuits import backend_for, execute_circuits
 from tasks.retry import FaultPlan, retry_options
+from tasks.settings import RunConfig
 
 log = logging.getLogger("pqfl.progress")
 
@@ -54,7 +54,9 @@ def hardware_metrics(setup, state, theta, z_val: np.ndarray, z_test: np.ndarray,
     return {"threshold": threshold, **client_metrics(setup.y_test, s_test, threshold)}
 
 
-def evaluate_on_hardware(run, cfg: RunConfig, method: str, setups, states, thetas, final: list[ClientEvaluation]) -> list[dict]:
+def evaluate_on_hardware(
+    run, cfg: RunConfig, method: str, setups, states, thetas, final: list[ClientEvaluation]
+) -> list[dict]:
     """Run each device client's final model on its backend and log ``hw_*`` metrics; returns
     one row per device client (empty when the fleet has none)."""
     indices = device_clients(setups)
@@ -92,7 +94,12 @@ def evaluate_on_hardware(run, cfg: RunConfig, method: str, setups, states, theta
         )
         log.info(
             "%-11s %s on %s: hardware AUROC %.3f (simulated %.3f, %.1f s)",
-            method, setup.name, rows[-1]["device"], metrics["auroc"], final[i].auroc, rows[-1]["hw_wall_s"],
+            method,
+            setup.name,
+            rows[-1]["device"],
+            metrics["auroc"],
+            final[i].auroc,
+            rows[-1]["hw_wall_s"],
         )
     _log(run, fed.rounds, method, rows)
     return rows
@@ -109,7 +116,12 @@ def hardware_summary(rows: list[dict]) -> dict:
 
 def _log(run, step: int, method: str, rows: list[dict]) -> None:
     ts = int(time.time() * 1000)
-    client_keys = [f"hw_{k}" for k in (*HW_METRICS, "threshold")] + ["hw_retries", "hw_depth", "hw_two_qubit_gates", "hw_wall_s"]
+    client_keys = [f"hw_{k}" for k in (*HW_METRICS, "threshold")] + [
+        "hw_retries",
+        "hw_depth",
+        "hw_two_qubit_gates",
+        "hw_wall_s",
+    ]
     for row in rows:
         run_id = run.client_run_ids[row["client"]]
         if run.has_step(run_id, "hw_auroc", step):  # a resumed run already logged it

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.settings import RunConfig
 from pqfl.errors import PQFLInputError
+from tasks.settings import RunConfig
 
 
 def ui_command(uri: str, artifact_root: str | None, host: str, port: int) -> list[str]:

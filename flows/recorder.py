@@ -31,7 +31,9 @@ def _mark_crashed(flow_run_id: str, by: str) -> None:
         with get_client(sync_client=True) as client:
             old = client.read_flow_run(UUID(flow_run_id))
             if old.state is not None and not old.state.is_final():
-                client.set_flow_run_state(old.id, Crashed(message=f"process died; resumed by flow run {by}"), force=True)
+                client.set_flow_run_state(
+                    old.id, Crashed(message=f"process died; resumed by flow run {by}"), force=True
+                )
     except (ObjectNotFound, ValueError):  # another Prefect database, or not a flow-run id
         pass
 
@@ -43,8 +45,16 @@ def _dropped_tag(dropped) -> str:
 class MethodRecorder:
     """One method's MLflow runs and checkpoints within a flow run (``flow_runs`` names it)."""
 
-    def __init__(self, cfg: RunConfig, method: str, tracker: Tracker, store: CheckpointStore, federation: Federation,
-                 flow_runs: dict[str, str], started: float):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        method: str,
+        tracker: Tracker,
+        store: CheckpointStore,
+        federation: Federation,
+        flow_runs: dict[str, str],
+        started: float,
+    ):
         self.cfg, self.method, self.tracker, self.store = cfg, method, tracker, store
         self.flow_runs, self.since = flow_runs, started  # time.perf_counter() when the method's flow began
         ckpt = store.load(method)
@@ -67,9 +77,16 @@ class MethodRecorder:
                 parent_run_id=self.run.parent_id,
                 client_run_ids=dict(self.run.client_run_ids),
                 # Nothing random is carried between rounds: each draw derives from (seed, stream, client, round).
-                rng={"seed": fed.seed, "streams": "derived per (seed, stream, client, round); no generator state carried"},
-                optimizer={"name": fed.optimizer, "lr": fed.lr, "lr_decay": fed.lr_decay,
-                           "state": "re-initialised at the start of every local round"},
+                rng={
+                    "seed": fed.seed,
+                    "streams": "derived per (seed, stream, client, round); no generator state carried",
+                },
+                optimizer={
+                    "name": fed.optimizer,
+                    "lr": fed.lr,
+                    "lr_decay": fed.lr_decay,
+                    "state": "re-initialised at the start of every local round",
+                },
                 flow_runs=flow_runs,
             )
             store.save(ckpt)
@@ -90,8 +107,13 @@ class MethodRecorder:
         crash came between its checkpoint and its log."""
         state = self.ckpt.state
         if state.round > 0:
-            log.info("%-11s resuming after round %d/%d in MLflow run %s", self.method, state.round,
-                     self.cfg.federation.rounds, self.run.parent_id)
+            log.info(
+                "%-11s resuming after round %d/%d in MLflow run %s",
+                self.method,
+                state.round,
+                self.cfg.federation.rounds,
+                self.run.parent_id,
+            )
             self.run.log_round(state.last, only_missing=True)
         return state
 
@@ -109,8 +131,15 @@ class MethodRecorder:
             self.tracker.client.set_tag(self.run.parent_id, "pqfl.dropped", _dropped_tag(state.dropped))
         self.run.log_round(report)
         summary = report.summary
-        log.info("%-11s round %2d/%d  mean AUROC %.3f  worst %.3f  (%.1f s)", self.method, state.round,
-                 self.cfg.federation.rounds, summary.mean_auroc, summary.worst_auroc, self.ckpt.elapsed_s)
+        log.info(
+            "%-11s round %2d/%d  mean AUROC %.3f  worst %.3f  (%.1f s)",
+            self.method,
+            state.round,
+            self.cfg.federation.rounds,
+            summary.mean_auroc,
+            summary.worst_auroc,
+            self.ckpt.elapsed_s,
+        )
 
     def finish(self, result: FederationResult) -> dict:
         """Log the artifacts, detectors and hardware evaluation of a finished method; close its runs."""
@@ -121,14 +150,23 @@ class MethodRecorder:
         # The circuit drawings and a device run show the first restart (config refuses restarts with a device run).
         firsts, first_thetas = [s[0] for s in states], [t[0] for t in thetas]
         run.log_artifacts(cfg, self.method, result.history, final, result.clients, first_thetas)
-        run.log_models(cfg, self.method, {
-            c.name: QuantumDetector.from_federation(c, members, ev.threshold, cfg.federation, cfg.dataset, cfg.simulator)
-            for c, members, ev in zip(result.clients, result.members, final)
-        })
+        run.log_models(
+            cfg,
+            self.method,
+            {
+                c.name: QuantumDetector.from_federation(
+                    c, members, ev.threshold, cfg.federation, cfg.dataset, cfg.simulator
+                )
+                for c, members, ev in zip(result.clients, result.members, final)
+            },
+        )
         hw_rows = evaluate_on_hardware(run, cfg, self.method, result.clients, firsts, first_thetas, final)
         wall_s = self._elapsed()
-        run.log_final({"wall_s": wall_s, "retries_total": state.retries_total}, step=cfg.federation.rounds,
-                      only_missing=self.resumed)
+        run.log_final(
+            {"wall_s": wall_s, "retries_total": state.retries_total},
+            step=cfg.federation.rounds,
+            only_missing=self.resumed,
+        )
         out = {
             "method": self.method,
             "mlflow_parent_run_id": run.parent_id,
@@ -151,7 +189,9 @@ class MethodRecorder:
             dropped = [*self.ckpt.state.dropped, *getattr(err, "dropped", [])]
             if dropped:
                 self.tracker.client.set_tag(self.run.parent_id, "pqfl.dropped", _dropped_tag(dropped))
-            err = PQFLRunError(f"{err}; the checkpoint of round {self.ckpt.round} is intact: fix the failing "
-                               f"clients, then `pqfl run --resume {self.run.parent_id}`")
+            err = PQFLRunError(
+                f"{err}; the checkpoint of round {self.ckpt.round} is intact: fix the failing "
+                f"clients, then `pqfl run --resume {self.run.parent_id}`"
+            )
         self.run.finish("FAILED", reason=f"{type(err).__name__}: {err}")
         return err

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from tasks.settings import RunConfig  # noqa: E402
-from pqfl.plots import client_roc_pr_plot, method_convergence_plot
 from pqfl.detector import QuantumDetector  # noqa: E402
+from pqfl.plots import client_roc_pr_plot, method_convergence_plot
 from pqfl.quantum.reference import draw_text, to_openqasm  # noqa: E402
 from pqfl.results import SUMMARY_METRICS as ROUND_METRICS  # noqa: E402
 from pqfl.results import ClientEvaluation, RoundReport, RoundSummary  # noqa: E402
+from tasks.settings import RunConfig  # noqa: E402
 
 PARENT_TAG = "pqfl.role"
 
@@ -74,8 +74,12 @@ class MethodRun:
         """Log one round (step = round). ``only_missing`` skips the runs that already hold
         this step, so a resumed run can repeat the log of its last round without duplicates."""
         ts, step = int(time.time() * 1000), report.round
-        extra = {"round_wall_s": report.wall_s, "clients_in_round": report.in_round,
-                 "clients_dropped": len(report.dropped), "retries": report.retries}
+        extra = {
+            "round_wall_s": report.wall_s,
+            "clients_in_round": report.in_round,
+            "clients_dropped": len(report.dropped),
+            "retries": report.retries,
+        }
         values = {**report.summary.metrics(), **extra}
         if not (only_missing and self.has_step(self.parent_id, ROUND_METRICS[0], step)):
             self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
@@ -102,7 +106,9 @@ class MethodRun:
     ) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
+            (tmp / "config.yaml").write_text(
+                yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
+            )
             self.client.log_artifact(self.parent_id, str(tmp / "config.yaml"))
             table = pd.DataFrame([ev.row() for ev in final])
             table.insert(0, "method", method)
@@ -129,8 +135,15 @@ class MethodRun:
             return {}
         from flows.detector_model import log_detectors
 
-        return log_detectors(self.client, experiment=cfg.experiment_name, method=method, source=cfg.dataset.source,
-                             run_ids=self.client_run_ids, detectors=detectors, step=cfg.federation.rounds)
+        return log_detectors(
+            self.client,
+            experiment=cfg.experiment_name,
+            method=method,
+            source=cfg.dataset.source,
+            run_ids=self.client_run_ids,
+            detectors=detectors,
+            step=cfg.federation.rounds,
+        )
 
     def finish(self, status: str = "FINISHED", reason: str | None = None) -> None:
         if reason:
@@ -165,7 +178,9 @@ class Tracker:
         for parent in found:
             pid = parent.info.run_id
             children = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{pid}'")
-            MethodRun(self.client, pid, {c.info.run_id: c.info.run_id for c in children}).finish("FAILED", reason=reason)
+            MethodRun(self.client, pid, {c.info.run_id: c.info.run_id for c in children}).finish(
+                "FAILED", reason=reason
+            )
         return [r.info.run_id for r in found]
 
     def reopen_method(self, parent_id: str, client_run_ids: dict[str, str]) -> MethodRun:
@@ -197,7 +212,12 @@ class Tracker:
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=f"{method}/{setup.name}",
-                tags={"mlflow.parentRunId": pid, PARENT_TAG: "client", "pqfl.method": method, "pqfl.client": setup.name},
+                tags={
+                    "mlflow.parentRunId": pid,
+                    PARENT_TAG: "client",
+                    "pqfl.method": method,
+                    "pqfl.client": setup.name,
+                },
             )
             profile = setup.profile.model_dump(mode="json")
             noise = profile.pop("noise")

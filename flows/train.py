@@ -71,7 +71,9 @@ def pqfl_train(config_path: str | None = None, overrides: dict | None = None, re
     else:
         cfg = with_fault_env(load_run_config(config_path).with_overrides(overrides))
         store = CheckpointStore(checkpoint_root(tracking_uri(cfg)), str(flow_run.id))
-        store.write_manifest(cfg.model_dump(mode="json", by_alias=True), list(cfg.federation.methods), cfg.experiment_name)
+        store.write_manifest(
+            cfg.model_dump(mode="json", by_alias=True), list(cfg.federation.methods), cfg.experiment_name
+        )
     method_flow = train_method.with_options(task_runner=task_runner_for(cfg.runner))
     config = cfg.model_dump(mode="json", by_alias=True)
     results = {m: method_flow(config, m, str(flow_run.id), store.invocation) for m in cfg.federation.methods}
@@ -79,5 +81,7 @@ def pqfl_train(config_path: str | None = None, overrides: dict | None = None, re
         "experiment": cfg.experiment_name,
         "mlflow_parent_run_ids": {m: r["mlflow_parent_run_id"] for m, r in results.items()},
         "wall_s": time.perf_counter() - started,
-        "methods": {m: {k: v for k, v in r.items() if k not in ("mlflow_parent_run_id", "method")} for m, r in results.items()},
+        "methods": {
+            m: {k: v for k, v in r.items() if k not in ("mlflow_parent_run_id", "method")} for m, r in results.items()
+        },
     }

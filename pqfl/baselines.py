@@ -25,7 +25,7 @@ the quantum clients' one_class training rows); ``logreg`` uses the training labe
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.ensemble import IsolationForest
@@ -94,8 +94,13 @@ def _evaluate(model, name: str, X_val, y_val, X_test, y_test) -> ClientEvaluatio
     val = anomaly_scores(model, X_val)
     test = anomaly_scores(model, X_test)
     threshold = choose_threshold(y_val, val)
-    return ClientEvaluation(client=name, threshold=threshold, val_auroc=float(roc_auc_score(y_val, val)),
-                            **client_metrics(y_test, test, threshold), test_scores=test)
+    return ClientEvaluation(
+        client=name,
+        threshold=threshold,
+        val_auroc=float(roc_auc_score(y_val, val)),
+        **client_metrics(y_test, test, threshold),
+        test_scores=test,
+    )
 
 
 def run_baseline(
@@ -139,4 +144,6 @@ def run_baselines(
     """Every reference detector of ``objective``: per client and pooled, and on the
     circuit's own inputs when the clients' ``setups`` are given."""
     scopes = SCOPES if setups is not None else ("client", "pooled")
-    return [run_baseline(n, scope, datas, stats, seed, setups) for n in detectors_for(objective, names) for scope in scopes]
+    return [
+        run_baseline(n, scope, datas, stats, seed, setups) for n in detectors_for(objective, names) for scope in scopes
+    ]

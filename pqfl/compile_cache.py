@@ -14,7 +14,6 @@ from pathlib import Path
 import jax
 
 
-
 def default_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pqfl" / "jax"
 

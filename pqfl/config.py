@@ -116,7 +116,7 @@ class PartitionConfig(_Strict):
     test: float = Field(default=0.3, gt=0, lt=1)
 
     @model_validator(mode="after")
-    def _splits_sum_to_one(self) -> "PartitionConfig":
+    def _splits_sum_to_one(self) -> PartitionConfig:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-9:
             raise ValueError(f"train + val + test must sum to 1 (got {total:g}); adjust the three fractions")
@@ -204,7 +204,7 @@ class ClientProfile(_Strict):
         return fill_from_device(data, MAX_QUBITS)
 
     @model_validator(mode="after")
-    def _reupload_fits(self) -> "ClientProfile":
+    def _reupload_fits(self) -> ClientProfile:
         if self.reupload and self.encoding != "angle":
             raise ValueError(
                 f"reupload: data re-uploading needs encoding: angle (this client has {self.encoding}); "
@@ -221,7 +221,7 @@ class ClientProfile(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _device_fields_agree(self) -> "ClientProfile":
+    def _device_fields_agree(self) -> ClientProfile:
         for field in ("depolarizing", "amplitude_damping", "readout"):
             value = getattr(self.noise, field)
             if isinstance(value, list) and len(value) != self.qubits:
@@ -318,7 +318,7 @@ class Config(_Strict):
     tracking: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _fleet_is_consistent(self) -> "Config":
+    def _fleet_is_consistent(self) -> Config:
         names = [c.name for c in self.clients]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -357,7 +357,7 @@ class Config(_Strict):
     def max_qubits(self) -> int:
         return max(c.qubits for c in self.clients)
 
-    def with_overrides(self, overrides: dict[str, Any] | None = None, **kw: Any) -> "Config":
+    def with_overrides(self, overrides: dict[str, Any] | None = None, **kw: Any) -> Config:
         """A copy with dotted-path overrides, e.g. ``{"federation.rounds": 3}`` or
         ``{"clients.0.qubits": 4}``, re-validated."""
         data = self.model_dump(by_alias=True)
@@ -366,7 +366,9 @@ class Config(_Strict):
             *parents, leaf = dotted.split(".")
             # An orchestration section the library carries unread takes any key: its own
             # schema (tasks/settings.py) checks it.
-            opaque = len(parents) == 1 and parents[0] in ORCHESTRATION_SECTIONS and type(getattr(self, parents[0])) is dict
+            opaque = (
+                len(parents) == 1 and parents[0] in ORCHESTRATION_SECTIONS and type(getattr(self, parents[0])) is dict
+            )
             try:
                 for p in parents:
                     node = node[int(p)] if isinstance(node, list) else node[p]
@@ -377,7 +379,9 @@ class Config(_Strict):
                 else:
                     node[leaf] = value
             except (KeyError, IndexError, ValueError, TypeError):
-                raise PQFLInputError(f"override {dotted}: no such config field; use a path like federation.rounds") from None
+                raise PQFLInputError(
+                    f"override {dotted}: no such config field; use a path like federation.rounds"
+                ) from None
         return parse_config(data, origin="overrides", schema=type(self))
 
     def flat(self) -> dict[str, Any]:

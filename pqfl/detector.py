@@ -143,19 +143,33 @@ class QuantumDetector(BaseEstimator):
     def federation(self) -> FederationConfig:
         """Local training as a one-round federation of ``epochs`` local epochs."""
         return _validated(
-            FederationConfig, rounds=1, local_epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-            optimizer=self.optimizer, init_scale=self.init_scale, head_l2=self.head_l2, head_fit=self.head_fit,
-            objective=self.objective, one_class_center=self.one_class_center, restarts=self.restarts,
+            FederationConfig,
+            rounds=1,
+            local_epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            init_scale=self.init_scale,
+            head_l2=self.head_l2,
+            head_fit=self.head_fit,
+            objective=self.objective,
+            one_class_center=self.one_class_center,
+            restarts=self.restarts,
             seed=self.random_state,
         )
 
     def dataset(self) -> DatasetConfig:
-        return _validated(DatasetConfig, keep_norm=self.keep_norm, keep_residual=self.keep_residual,
-                          angle_scale=self.angle_scale, projection=self.projection)
+        return _validated(
+            DatasetConfig,
+            keep_norm=self.keep_norm,
+            keep_residual=self.keep_residual,
+            angle_scale=self.angle_scale,
+            projection=self.projection,
+        )
 
     # -- the estimator contract ------------------------------------------------------
 
-    def fit(self, X, y=None) -> "QuantumDetector":
+    def fit(self, X, y=None) -> QuantumDetector:
         """Train on ``X`` (and the labels ``y``, 1 = anomaly, for the supervised objective)."""
         from pqfl.data.partition import ClientData
         from pqfl.federated.rounds import Federation
@@ -184,9 +198,17 @@ class QuantumDetector(BaseEstimator):
         X = validate_data(self, X, dtype=np.float64, reset=False)
         Z = self.feature_map_.transform(X)
         scores = [
-            predict_scores(self.circuit_, objective=self.objective, simulator=self.simulator, shots=self.shots,
-                           params=m.params(), center=m.center, X=Z, seed=self.random_state,
-                           stream=self.stream_ if r == 0 else (*self.stream_, "replica", r))
+            predict_scores(
+                self.circuit_,
+                objective=self.objective,
+                simulator=self.simulator,
+                shots=self.shots,
+                params=m.params(),
+                center=m.center,
+                X=Z,
+                seed=self.random_state,
+                stream=self.stream_ if r == 0 else (*self.stream_, "replica", r),
+            )
             for r, m in enumerate(self.members_)
         ]
         return combine_scores(scores, self.objective)
@@ -207,9 +229,15 @@ class QuantumDetector(BaseEstimator):
 
     @classmethod
     def from_federation(
-        cls, setup, members, threshold: float, federation: FederationConfig, dataset: DatasetConfig,
-        simulator: str = "fast", stream=None,
-    ) -> "QuantumDetector":
+        cls,
+        setup,
+        members,
+        threshold: float,
+        federation: FederationConfig,
+        dataset: DatasetConfig,
+        simulator: str = "fast",
+        stream=None,
+    ) -> QuantumDetector:
         """A client's fitted detector from a federation: its setup (profile, feature map),
         its members' (state, θ) and the threshold chosen on its validation split. Its
         parameters describe the client's circuit and local training, so a clone refits the
@@ -245,18 +273,24 @@ def check_training_data(X, y, objective: str) -> tuple[np.ndarray, np.ndarray]:
     """``X`` as a finite 2-D float array and binary labels: required, with both classes, for
     the supervised objective; zeros when one_class has none."""
     if objective == "supervised" and y is None:
-        raise ValueError("y: the supervised objective trains on labels (1 = anomaly); pass y, or use "
-                         "objective='one_class' to train without labels")
+        raise ValueError(
+            "y: the supervised objective trains on labels (1 = anomaly); pass y, or use "
+            "objective='one_class' to train without labels"
+        )
     if y is None:
         X = check_array(X, dtype=np.float64)
         y = np.zeros(len(X))
     else:
         X, y = check_X_y(X, y, dtype=np.float64, y_numeric=True)
     if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"y: labels must be 0 (normal) or 1 (anomaly); got values {sorted(set(np.unique(y)) - {0.0, 1.0})[:5]}")
+        raise ValueError(
+            f"y: labels must be 0 (normal) or 1 (anomaly); got values {sorted(set(np.unique(y)) - {0.0, 1.0})[:5]}"
+        )
     if objective == "supervised" and len(np.unique(y)) < 2:
-        raise ValueError("y: the supervised objective needs both normal (0) and anomalous (1) training rows; "
-                         "add labelled anomalies or use objective='one_class'")
+        raise ValueError(
+            "y: the supervised objective needs both normal (0) and anomalous (1) training rows; "
+            "add labelled anomalies or use objective='one_class'"
+        )
     return X, y
 
 

@@ -114,15 +114,31 @@ class FederatedDetector(BaseEstimator):
         self.random_state = random_state
 
     def federation(self) -> FederationConfig:
-        keys = ("rounds", "local_epochs", "batch_size", "lr", "lr_decay", "optimizer", "init_scale", "head_l2",
-                "head_fit", "mu", "share", "client_fraction", "min_clients", "restarts", "objective", "one_class_center")
+        keys = (
+            "rounds",
+            "local_epochs",
+            "batch_size",
+            "lr",
+            "lr_decay",
+            "optimizer",
+            "init_scale",
+            "head_l2",
+            "head_fit",
+            "mu",
+            "share",
+            "client_fraction",
+            "min_clients",
+            "restarts",
+            "objective",
+            "one_class_center",
+        )
         return _validated(FederationConfig, lam=self.lam, seed=self.random_state, **{k: getattr(self, k) for k in keys})
 
     def dataset(self) -> DatasetConfig:
         keys = ("keep_norm", "keep_residual", "angle_scale", "projection", "fisher_ridge")
         return _validated(DatasetConfig, **{k: getattr(self, k) for k in keys})
 
-    def fit(self, data: Mapping, profiles: Mapping, validation: Mapping | None = None) -> "FederatedDetector":
+    def fit(self, data: Mapping, profiles: Mapping, validation: Mapping | None = None) -> FederatedDetector:
         """Train the federation.
 
         ``data`` maps each client's name to its training rows ``(X, y)`` (``y`` may be
@@ -141,24 +157,30 @@ class FederatedDetector(BaseEstimator):
         if not names:
             raise ValueError("data: no clients; pass {client name: (X, y)}")
         if set(profiles) != set(names):
-            raise ValueError(f"profiles: give one profile per client of data (missing {sorted(set(names) - set(profiles))}, "
-                             f"unknown {sorted(set(profiles) - set(names))})")
+            raise ValueError(
+                f"profiles: give one profile per client of data (missing {sorted(set(names) - set(profiles))}, "
+                f"unknown {sorted(set(profiles) - set(names))})"
+            )
         if validation is not None and set(validation) != set(names):
-            raise ValueError(f"validation: give rows for every client of data or none (missing "
-                             f"{sorted(set(names) - set(validation))}, unknown {sorted(set(validation) - set(names))})")
+            raise ValueError(
+                f"validation: give rows for every client of data or none (missing "
+                f"{sorted(set(names) - set(validation))}, unknown {sorted(set(validation) - set(names))})"
+            )
         if fed.min_clients > len(names):
             raise ValueError(f"min_clients: {fed.min_clients} exceeds the {len(names)} clients; lower it")
         datas, checked = [], {}
         for name in names:
             X, y = _rows(data[name])
             X, y = check_training_data(X, y, self.objective)
-            Xv, yv = (_labelled(validation[name], f"validation[{name!r}]") if validation is not None else (X[:0], y[:0]))
+            Xv, yv = _labelled(validation[name], f"validation[{name!r}]") if validation is not None else (X[:0], y[:0])
             checked[name] = (X, Xv, yv)
             datas.append(ClientData(name, X, y, Xv, yv, X[:0], y[:0]))
         profs = [_profile(name, profiles[name]) for name in names]
         if len({d.X_train.shape[1] for d in datas}) > 1:
-            raise ValueError("data: every client needs the same raw features (columns); got "
-                             f"{sorted({d.X_train.shape[1] for d in datas})}")
+            raise ValueError(
+                "data: every client needs the same raw features (columns); got "
+                f"{sorted({d.X_train.shape[1] for d in datas})}"
+            )
         fleet = build_fleet(datas, profs, dataset)
         federation = Federation(fleet, self.method, fed, simulator=self.simulator)
         result = federation.run(evaluate=False)
@@ -194,15 +216,26 @@ class FederatedDetector(BaseEstimator):
             X, y = _labelled(rows, f"data[{name!r}]")
             det = self._detector(name)
             scores = det.decision_function(X)
-            out[name] = ClientEvaluation(client=name, threshold=det.threshold_, val_auroc=float("nan"),
-                                         **client_metrics(y, scores, det.threshold_), test_scores=scores)
+            out[name] = ClientEvaluation(
+                client=name,
+                threshold=det.threshold_,
+                val_auroc=float("nan"),
+                **client_metrics(y, scores, det.threshold_),
+                test_scores=scores,
+            )
         return out
 
     def score(self, data: Mapping) -> float:
         """Mean-client AUROC on labelled rows ``{name: (X, y)}``."""
         check_is_fitted(self, "detectors_")
-        return float(np.mean([roc_auc_score(_labelled(rows, name)[1], s)
-                              for (name, rows), s in zip(data.items(), self.decision_function(data).values())]))
+        return float(
+            np.mean(
+                [
+                    roc_auc_score(_labelled(rows, name)[1], s)
+                    for (name, rows), s in zip(data.items(), self.decision_function(data).values())
+                ]
+            )
+        )
 
     def _detector(self, name: str) -> QuantumDetector:
         try:

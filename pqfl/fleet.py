@@ -32,7 +32,9 @@ def _setup(
     index: int, profile: ClientProfile, stats: GlobalStats, data: ClientData, dataset: DatasetConfig
 ) -> ClientSetup:
     spec = CircuitSpec.from_profile(profile)
-    fmap = feature_map(stats, profile.encoding, spec.n_features, dataset.keep_norm, dataset.keep_residual, dataset.angle_scale)
+    fmap = feature_map(
+        stats, profile.encoding, spec.n_features, dataset.keep_norm, dataset.keep_residual, dataset.angle_scale
+    )
     return ClientSetup(
         index=index,
         profile=profile,
@@ -88,7 +90,9 @@ def build_fleet(datas: list[ClientData], profiles: list[ClientProfile], dataset:
     projection = [p.projection or dataset.projection for p in profiles]
     used = {dataset.projection, *projection}
     anomalies = [SufficientStats.of(d.X_train[d.y_train == 1]) for d in datas] if "fisher" in used else None
-    by_projection = {p: GlobalStats.from_sums(sums, anomalies if p == "fisher" else None, dataset.fisher_ridge) for p in used}
+    by_projection = {
+        p: GlobalStats.from_sums(sums, anomalies if p == "fisher" else None, dataset.fisher_ridge) for p in used
+    }
     setups = [
         _setup(i, prof, by_projection[proj], d, dataset)
         for i, (prof, proj, d) in enumerate(zip(profiles, projection, datas))
@@ -101,7 +105,9 @@ def load_and_partition(cfg: Config, loaded: Dataset | None = None) -> list[Clien
     subsample, check the features, partition (no feature map)."""
     ds = load_source(cfg.dataset.source) if loaded is None else loaded
     if cfg.dataset.max_samples and len(ds.y) > cfg.dataset.max_samples:
-        keep = np.sort(derive_rng(cfg.federation.seed, "subsample").choice(len(ds.y), cfg.dataset.max_samples, replace=False))
+        keep = np.sort(
+            derive_rng(cfg.federation.seed, "subsample").choice(len(ds.y), cfg.dataset.max_samples, replace=False)
+        )
         ds = type(ds)(ds.X[keep], ds.y[keep], ds.anomaly_labels, ds.name)
     n_features = ds.X.shape[1]
     if n_features > MAX_FEATURES:

@@ -84,12 +84,23 @@ def load_detector(folder: str | Path) -> QuantumDetector:
         spec = CircuitSpec.from_profile(det.profile())
     else:  # format 1: a client profile, and the settings the detector did not record
         profile = ClientProfile.model_validate(meta["profile"])
-        det = QuantumDetector(**{k: getattr(profile, k) for k in CIRCUIT_PARAMS}, noise=profile.noise.model_dump(),
-                              objective=meta["objective"], simulator=meta["simulator"], random_state=int(meta["seed"]))
+        det = QuantumDetector(
+            **{k: getattr(profile, k) for k in CIRCUIT_PARAMS},
+            noise=profile.noise.model_dump(),
+            objective=meta["objective"],
+            simulator=meta["simulator"],
+            random_state=int(meta["seed"]),
+        )
         spec = CircuitSpec.from_profile(profile)
     det.feature_map_ = FeatureMap(
-        meta["encoding"], meta["out_dim"], arrays["mean"], arrays["scale"], get("components"), get("whiten"),
-        None if get("norm_anchor") is None else float(get("norm_anchor")), bool(meta.get("residual", False)),
+        meta["encoding"],
+        meta["out_dim"],
+        arrays["mean"],
+        arrays["scale"],
+        get("components"),
+        get("whiten"),
+        None if get("norm_anchor") is None else float(get("norm_anchor")),
+        bool(meta.get("residual", False)),
     )
     det.circuit_ = spec
     det.members_ = [

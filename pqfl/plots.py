@@ -88,8 +88,12 @@ def client_bars_plot(records: list[dict], path: Path, title: str) -> None:
     """A benchmark's dataset × objective: each client's test AUROC (mean over seeds) per
     quantum method and per-client reference."""
     frame = pd.DataFrame(
-        [{"method": r["method"], "client": c["client"], "auroc": c["auroc"]}
-         for r in records if r["kind"] == "quantum" or r["method"].endswith("-client") for c in r["per_client"]]
+        [
+            {"method": r["method"], "client": c["client"], "auroc": c["auroc"]}
+            for r in records
+            if r["kind"] == "quantum" or r["method"].endswith("-client")
+            for c in r["per_client"]
+        ]
     )
     wide = frame.groupby(["client", "method"], sort=False)["auroc"].mean().unstack("method")
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(wide) * max(1, len(wide.columns)) / 3), 4))

@@ -68,7 +68,7 @@ class RoundSummary:
     mean_val_auroc: float
 
     @classmethod
-    def of(cls, round_index: int, evaluations: list[ClientEvaluation]) -> "RoundSummary":
+    def of(cls, round_index: int, evaluations: list[ClientEvaluation]) -> RoundSummary:
         return cls(round=round_index, **summarize([e.row() for e in evaluations]))
 
     def metrics(self) -> dict[str, float]:

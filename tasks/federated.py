@@ -11,19 +11,19 @@ would cost more than it saves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import numpy as np
 from prefect import task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
-from tasks.settings import RunConfig
 from pqfl.compile_cache import enable_persistent_cache
 from pqfl.federated import jobs
 from pqfl.results import ClientEvaluation
 from tasks.retry import NO_FAULTS, FaultPlan, retries_used, retry_options
+from tasks.settings import RunConfig
 
 # Worker processes import this module too: they share the on-disk compilation cache.
 enable_persistent_cache()
@@ -33,7 +33,9 @@ def _attempt() -> int:
     return max(task_run.run_count, 1)
 
 
-@task(name="local-train", cache_policy=NO_CACHE, task_run_name="local-train-{job.setup.profile.name}-r{job.round_index}")
+@task(
+    name="local-train", cache_policy=NO_CACHE, task_run_name="local-train-{job.setup.profile.name}-r{job.round_index}"
+)
 def local_train(job: jobs.TrainJob, faults: FaultPlan = NO_FAULTS) -> jobs.Trained:
     """One trainer's local epochs for this round (fan-out)."""
     attempt = _attempt()

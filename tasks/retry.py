@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 from prefect.tasks import exponential_backoff
 
-from tasks.settings import FaultConfig, RetryConfig, RunConfig
 from pqfl.errors import PQFLInputError
 from pqfl.rng import derive_rng
+from tasks.settings import FaultConfig, RetryConfig, RunConfig
 
 FAULT_RATE_ENV = "PQFL_FAULT_RATE"
 
@@ -149,7 +149,7 @@ class FaultPlan:
     permanent: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, method: str) -> "FaultPlan":
+    def from_config(cls, cfg: RunConfig, method: str) -> FaultPlan:
         f: FaultConfig = cfg.faults
         return cls(
             seed=cfg.federation.seed,

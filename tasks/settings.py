@@ -45,17 +45,15 @@ class RunnerConfig(_Strict):
         match = _DASK_ADDRESS.fullmatch(v.strip())
         if match is None or not 1 <= int(match["port"]) <= 65535:
             raise ValueError(
-                "expected a Dask scheduler address like tcp://HOST:PORT (port 1-65535), "
-                "as printed by `dask scheduler`"
+                "expected a Dask scheduler address like tcp://HOST:PORT (port 1-65535), as printed by `dask scheduler`"
             )
         return v.strip()
 
     @model_validator(mode="after")
-    def _address_needs_dask(self) -> "RunnerConfig":
+    def _address_needs_dask(self) -> RunnerConfig:
         if self.address is not None and self.kind != "dask":
             raise ValueError(
-                f"address is only used with kind: dask (kind is {self.kind!r}); "
-                "set kind: dask or remove the address"
+                f"address is only used with kind: dask (kind is {self.kind!r}); set kind: dask or remove the address"
             )
         return self
 
@@ -109,7 +107,7 @@ class RunConfig(Config):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
-    def _faults_name_clients(self) -> "RunConfig":
+    def _faults_name_clients(self) -> RunConfig:
         names = [c.name for c in self.clients]
         for kind, plan in (("outage", self.faults.outage), ("permanent", self.faults.permanent)):
             for client, rounds in plan.items():

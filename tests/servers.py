@@ -47,7 +47,9 @@ def running(cmd: list[str], ready_url: str, log_path: Path, env: dict[str, str],
                 except (urllib.error.URLError, ConnectionError, TimeoutError):
                     pass
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{ready_url} did not answer within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+                    raise TimeoutError(
+                        f"{ready_url} did not answer within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}"
+                    )
                 time.sleep(0.5)
             yield proc
         finally:

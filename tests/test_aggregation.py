@@ -150,7 +150,9 @@ def test_grouped_average_keeps_groups_apart():
     assert np.array_equal(out[2], previous[2])  # nobody in group 2 uploaded
     assert not np.allclose(out[0], masked_average(previous[0], blocks, weights))  # mixing groups would differ
     # One group is exactly the fleet-wide average.
-    assert np.array_equal(grouped_average(previous[:1], blocks, weights, [0] * 4)[0], masked_average(previous[0], blocks, weights))
+    assert np.array_equal(
+        grouped_average(previous[:1], blocks, weights, [0] * 4)[0], masked_average(previous[0], blocks, weights)
+    )
     with pytest.raises(ValueError, match="one weight and one group per block"):
         grouped_average(previous, blocks, weights, groups[:3])
 

@@ -61,7 +61,11 @@ def corrupt_mat(p: Path):
 def nan_features(p: Path):
     X, y = _rows()
     X[[3, 7], 2] = np.nan
-    return _with_source(p, _odds(p / "nan.mat", X, y)), ["nan.mat", "2 rows have NaN or infinite features", "clean or impute"]
+    return _with_source(p, _odds(p / "nan.mat", X, y)), [
+        "nan.mat",
+        "2 rows have NaN or infinite features",
+        "clean or impute",
+    ]
 
 
 def inf_features(p: Path):
@@ -73,7 +77,11 @@ def inf_features(p: Path):
 def labels_not_binary(p: Path):
     X, y = _rows()
     y[:4] = 2
-    return _with_source(p, _odds(p / "labels.mat", X, y)), ["labels.mat", "labels must be 0 (normal) or 1 (anomaly)", "2.0]"]
+    return _with_source(p, _odds(p / "labels.mat", X, y)), [
+        "labels.mat",
+        "labels must be 0 (normal) or 1 (anomaly)",
+        "2.0]",
+    ]
 
 
 def more_features_than_the_encodings_take(p: Path):
@@ -84,7 +92,11 @@ def more_features_than_the_encodings_take(p: Path):
 def encoding_needs_more_features_than_the_data_has(p: Path):
     X, y = _rows(d=2)
     clients = [{"name": "angle-3q", "qubits": 3, "layers": 1, "encoding": "angle"}]
-    return _with_source(p, _odds(p / "narrow.mat", X, y), clients), ["clients.angle-3q.qubits", "needs 3 features", "at most 2"]
+    return _with_source(p, _odds(p / "narrow.mat", X, y), clients), [
+        "clients.angle-3q.qubits",
+        "needs 3 features",
+        "at most 2",
+    ]
 
 
 def qubits_beyond_the_simulator(p: Path):
@@ -92,7 +104,9 @@ def qubits_beyond_the_simulator(p: Path):
     gib = 64 * 16 * 2**q / 2**30  # a batch of 64 complex128 state vectors
     clients = [{**TINY["clients"][0], "qubits": q}]
     return ["run", "--config", str(write_config(p, clients=clients))], [
-        "clients.0.qubits", f"{gib:,.1f} GiB", f"at most {MAX_QUBITS}"
+        "clients.0.qubits",
+        f"{gib:,.1f} GiB",
+        f"at most {MAX_QUBITS}",
     ]
 
 

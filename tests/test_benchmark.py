@@ -11,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
-import scipy.io
-from scipy import stats
-import yaml
-from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
+
 # Prefect's log handlers keep the sys.stderr of their set-up (on importing prefect.main): set them up
 # now, not inside a capsys test whose stream is closed after it.
 import prefect.main  # noqa: F401
+import pytest
+import scipy.io
+import yaml
+from mlflow.tracking import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+from scipy import stats
 
 from pqfl.baselines import DETECTORS, anomaly_scores, run_baseline, run_baselines
 from pqfl.benchmark.report import JSON_KEYS
@@ -159,8 +160,14 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     _odds_like(tmp_path / "toy.mat")
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(TINY_SUITE))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"}
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "benchmark", "--suite", str(tmp_path / "nope.yaml")],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "benchmark", "--suite", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nope.yaml not found" in proc.stderr
     from flows.cli import main
 
@@ -186,7 +193,9 @@ def toy_clients():
     X[:, 0] += y * (4 + np.abs(rng.normal(0, 2, 900)))  # far out on one side: linearly separable
     X[:, 1:] += y[:, None] * rng.normal(0, 2.5, (900, 4))  # and scattered: no tight cluster of anomalies
     ds = Dataset(X, y, True, "toy")
-    datas = partition(ds, ["a", "b", "c"], parse_config({"clients": [{"name": "x", "qubits": 2}]}).partition, [0], seed=0)
+    datas = partition(
+        ds, ["a", "b", "c"], parse_config({"clients": [{"name": "x", "qubits": 2}]}).partition, [0], seed=0
+    )
     return datas, GlobalStats.from_sums([SufficientStats.of(d.X_train) for d in datas])
 
 
@@ -229,11 +238,16 @@ def test_features_scope_fits_on_what_each_circuit_is_fed():
 
     from pqfl.fleet import prepare
 
-    cfg = parse_config({
-        "dataset": {"source": "sklearn:breast_cancer", "max_samples": 300},
-        "partition": {"min_anomalies": 3},
-        "clients": [{"name": "amp", "qubits": 2, "encoding": "amplitude"}, {"name": "ang", "qubits": 2, "encoding": "angle"}],
-    })
+    cfg = parse_config(
+        {
+            "dataset": {"source": "sklearn:breast_cancer", "max_samples": 300},
+            "partition": {"min_anomalies": 3},
+            "clients": [
+                {"name": "amp", "qubits": 2, "encoding": "amplitude"},
+                {"name": "ang", "qubits": 2, "encoding": "angle"},
+            ],
+        }
+    )
     fleet = prepare(cfg)
     setups, datas, stats = fleet.clients, fleet.datas, fleet.stats
     feats = run_baseline("logreg", "features", datas, stats, seed=0, setups=setups)
@@ -243,11 +257,16 @@ def test_features_scope_fits_on_what_each_circuit_is_fed():
         model = LogisticRegression(class_weight="balanced", max_iter=2000).fit(s.X_train, s.y_train)
         assert np.allclose(row.test_scores, model.predict_proba(s.X_test)[:, 1])
         val = model.predict_proba(s.X_val)[:, 1]
-        assert row.false_error == client_metrics(s.y_test, row.test_scores, choose_threshold(s.y_val, val))["false_error"]
+        assert (
+            row.false_error == client_metrics(s.y_test, row.test_scores, choose_threshold(s.y_val, val))["false_error"]
+        )
     # Two angles or four amplitudes of 30 features: not the raw-feature model.
     assert [r.auroc for r in feats["per_client"]] != [r.auroc for r in raw["per_client"]]
     assert {r["method"] for r in run_baselines(datas, stats, "supervised", 0, setups=setups)} == {
-        "logreg-client", "logreg-pooled", "logreg-features"}
+        "logreg-client",
+        "logreg-pooled",
+        "logreg-features",
+    }
     with pytest.raises(PQFLInputError, match="setups"):
         run_baseline("logreg", "features", datas, stats, seed=0)
 
@@ -255,13 +274,24 @@ def test_features_scope_fits_on_what_each_circuit_is_fed():
 def test_summary_and_relative_change_are_computed_from_the_seeds():
     rng = np.random.default_rng(2)
     records = [
-        {"dataset": d, "objective": "supervised", "method": m, "kind": "quantum", "seed": s,
-         **{k: float(rng.uniform(0.5, 1.0)) for k in ("mean_auroc", "mean_aupr", "mean_false_error", "mean_missing_error", "worst_auroc")}}
-        for d in ("a", "b") for m in ("pqfl", "fedavg", "logreg-client") for s in (0, 1, 2)
+        {
+            "dataset": d,
+            "objective": "supervised",
+            "method": m,
+            "kind": "quantum",
+            "seed": s,
+            **{
+                k: float(rng.uniform(0.5, 1.0))
+                for k in ("mean_auroc", "mean_aupr", "mean_false_error", "mean_missing_error", "worst_auroc")
+            },
+        }
+        for d in ("a", "b")
+        for m in ("pqfl", "fedavg", "logreg-client")
+        for s in (0, 1, 2)
     ]
     table = summary_table(records).set_index(["dataset", "objective", "method"])
     frame = pd.DataFrame(records)
-    for (d, o, m), row in table.iterrows():
+    for (d, _, m), row in table.iterrows():
         seeds = frame[(frame.dataset == d) & (frame.method == m)]["mean_auroc"]
         assert row["mean_auroc"] == pytest.approx(seeds.mean())
         assert row["mean_auroc_std"] == pytest.approx(seeds.std(ddof=1))
@@ -274,8 +304,12 @@ def test_summary_and_relative_change_are_computed_from_the_seeds():
 def test_paired_difference_pairs_seeds_and_matches_a_paired_t_interval():
     rng = np.random.default_rng(5)
     seeds = [3, 0, 7, 1, 4]
-    records = [{"dataset": "a", "objective": o, "method": m, "seed": s, "mean_auroc": float(rng.uniform(0.5, 1.0))}
-               for o in ("supervised", "one_class") for m in ("pqfl", "fedavg", "logreg-client") for s in seeds]
+    records = [
+        {"dataset": "a", "objective": o, "method": m, "seed": s, "mean_auroc": float(rng.uniform(0.5, 1.0))}
+        for o in ("supervised", "one_class")
+        for m in ("pqfl", "fedavg", "logreg-client")
+        for s in seeds
+    ]
     frame = pd.DataFrame(records).sample(frac=1.0, random_state=1)  # pairing must not rely on row order
     paired = paired_difference(frame).set_index(["objective", "against"])
     assert set(paired.index) == {(o, m) for o in ("supervised", "one_class") for m in ("fedavg", "logreg-client")}
@@ -295,8 +329,15 @@ def test_paired_difference_pairs_seeds_and_matches_a_paired_t_interval():
 
 def test_pyod_reference_skips_detectors_that_did_not_run(tmp_path):
     path = tmp_path / "ref.csv"
-    pd.DataFrame({"Data": ["cardio", "wbc"], "#Samples": [10, 20], "IForest": [0.9, 0.8], "LOF": [0.0, 0.95],
-                  "OCSVM": [0.93, 0.7]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "Data": ["cardio", "wbc"],
+            "#Samples": [10, 20],
+            "IForest": [0.9, 0.8],
+            "LOF": [0.0, 0.95],
+            "OCSVM": [0.93, 0.7],
+        }
+    ).to_csv(path, index=False)
     ref = pyod_reference(path, {"cardio-5": "cardio", "wbc": "wbc", "other": "nope"})
     assert ref.loc["cardio-5", "pyod_best_detector"] == "OCSVM" and ref.loc["wbc", "pyod_best_detector"] == "LOF"
     assert ref.loc["wbc", "pyod_iforest_roc"] == 0.8 and "other" not in ref.index
@@ -310,7 +351,9 @@ def test_pyod_reference_skips_detectors_that_did_not_run(tmp_path):
 def benchmark_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
     _odds_like(folder / "toy.mat")
-    pd.DataFrame({"Data": ["toy"], "#Samples": [600], "IForest": [0.81], "KNN": [0.86]}).to_csv(folder / "pyod.csv", index=False)
+    pd.DataFrame({"Data": ["toy"], "#Samples": [600], "IForest": [0.81], "KNN": [0.86]}).to_csv(
+        folder / "pyod.csv", index=False
+    )
     # pqfl alone: every extra method run costs Prefect and MLflow time; the comparison is with the references.
     (folder / "suite.yaml").write_text(yaml.safe_dump({**TINY_SUITE, "methods": ["pqfl"]}))
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
@@ -320,8 +363,17 @@ def benchmark_run(tmp_path_factory):
 
     try:
         with prefect_test_harness(server_startup_timeout=60):
-            code = main(["benchmark", "--suite", str(folder / "suite.yaml"), "--data-dir", str(folder),
-                         "--json", str(folder / "out" / "bench.json")])
+            code = main(
+                [
+                    "benchmark",
+                    "--suite",
+                    str(folder / "suite.yaml"),
+                    "--data-dir",
+                    str(folder),
+                    "--json",
+                    str(folder / "out" / "bench.json"),
+                ]
+            )
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)
     assert code == 0
@@ -352,7 +404,9 @@ def test_benchmark_rows(benchmark_run):
     assert rel[("toy", "one_class")]["vs iforest-client"] == pytest.approx(
         100 * (by[("pqfl", "one_class")] - by[("iforest-client", "one_class")]) / by[("iforest-client", "one_class")]
     )
-    assert result["pyod_reference"] == [{"dataset": "toy", "pyod_best_roc": 0.86, "pyod_best_detector": "KNN", "pyod_iforest_roc": 0.81}]
+    assert result["pyod_reference"] == [
+        {"dataset": "toy", "pyod_best_roc": 0.86, "pyod_best_detector": "KNN", "pyod_iforest_roc": 0.81}
+    ]
     # PQFL minus each reference, paired by seed, from the same per-seed table.
     paired = {(x["objective"], x["against"]): x for x in result["paired_difference"]}
     for objective, ref in (("one_class", "iforest-client"), ("supervised", "logreg-client")):
@@ -367,11 +421,19 @@ def test_benchmark_report_and_mlflow(benchmark_run):
     folder, result, client = benchmark_run
     report = (folder / "out" / "bench.md").read_text()
     for r in result["rows"]:
-        assert f"| {r['dataset']} | {r['objective']} | {r['method']} | {r['mean_auroc']:.3f} ± {r['mean_auroc_std']:.3f} |" in report
+        assert (
+            f"| {r['dataset']} | {r['objective']} | {r['method']} | {r['mean_auroc']:.3f} ± {r['mean_auroc_std']:.3f} |"
+            in report
+        )
     assert "relative change" in report and "0.860 | KNN | 0.810" in report
-    paired = next(x for x in result["paired_difference"] if x["objective"] == "one_class" and x["against"] == "iforest-client")
-    assert "paired by seed" in report and f"| toy | one_class |" in report
-    assert f"{paired['difference']:+.3f} [{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}] {paired['pqfl >= it']}/2" in report
+    paired = next(
+        x for x in result["paired_difference"] if x["objective"] == "one_class" and x["against"] == "iforest-client"
+    )
+    assert "paired by seed" in report and "| toy | one_class |" in report
+    assert (
+        f"{paired['difference']:+.3f} [{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}] {paired['pqfl >= it']}/2"
+        in report
+    )
     run = client.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["pqfl.role"] == "benchmark"
     assert run.data.tags["prefect.flow_run_id"] not in ("", "none")
@@ -386,7 +448,9 @@ def test_benchmark_report_and_mlflow(benchmark_run):
     roc = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots/roc_pr")}
     assert {f"toy_{o}_{m}.png" for o in ("supervised", "one_class") for m in ("pqfl", "classical")} == roc
     # Every method run (2 objectives x 2 seeds) is nested under the benchmark run.
-    nested = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    nested = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
     assert len(nested) == 4 and {n.data.tags["pqfl.method"] for n in nested} == {"pqfl"}
     assert {(n.data.tags["pqfl.benchmark.objective"], n.data.tags["pqfl.benchmark.seed"]) for n in nested} == {
         (o, s) for o in ("supervised", "one_class") for s in ("0", "1")
@@ -400,10 +464,23 @@ def test_sweep_plot_draws_auroc_against_the_swept_value(tmp_path):
 
     rng = np.random.default_rng(3)
     frame = pd.DataFrame(
-        [{"entry": "digits", "objective": "supervised", "method": m, "seed": s, "sweep_value": v,
-          "mean_auroc": float(rng.uniform(0.5, 1))} for m in ("pqfl", "fedavg") for s in (0, 1) for v in (0.0, 0.02, 0.05)]
+        [
+            {
+                "entry": "digits",
+                "objective": "supervised",
+                "method": m,
+                "seed": s,
+                "sweep_value": v,
+                "mean_auroc": float(rng.uniform(0.5, 1)),
+            }
+            for m in ("pqfl", "fedavg")
+            for s in (0, 1)
+            for v in (0.0, 0.02, 0.05)
+        ]
     )
-    sweep_plot(frame, Sweep(name="noise", values=[0.0, 0.02, 0.05], paths=["clients.*.noise.depolarizing"]), tmp_path / "s.png")
+    sweep_plot(
+        frame, Sweep(name="noise", values=[0.0, 0.02, 0.05], paths=["clients.*.noise.depolarizing"]), tmp_path / "s.png"
+    )
     from PIL import Image
 
     with Image.open(tmp_path / "s.png") as img:

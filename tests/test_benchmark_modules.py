@@ -25,8 +25,9 @@ print(json.dumps({"loaded": loaded, "backend": backend}))
 def _after(statement: str) -> dict:
     """Run ``statement`` in a fresh interpreter: the top-level packages it loaded and
     matplotlib's backend (None when matplotlib was not loaded)."""
-    proc = subprocess.run([sys.executable, "-c", statement + "\n" + _REPORT], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", statement + "\n" + _REPORT], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

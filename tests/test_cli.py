@@ -85,7 +85,9 @@ def test_run_then_compare(tmp_path):
     assert set(result["mlflow_parent_run_ids"]) == {"pqfl", "local"}
     for r in result["methods"].values():
         assert {"mean_auroc", "mean_aupr", "mean_false_error", "mean_missing_error", "worst_auroc"} <= set(r)
-        assert [set(c) >= {"client", "auroc", "aupr", "false_error", "missing_error"} for c in r["per_client"]] == [True] * 3
+        assert [set(c) >= {"client", "auroc", "aupr", "false_error", "missing_error"} for c in r["per_client"]] == [
+            True
+        ] * 3
     header = next(line for line in proc.stdout.splitlines() if "mean AUROC" in line)
     assert "worst AUROC" in header and "wall s" in header
     for method in ("pqfl", "local"):

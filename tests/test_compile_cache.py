@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 SNIPPET = """
 import time, numpy as np, jax.numpy as jnp, jax

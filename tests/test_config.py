@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from pqfl.config import DEFAULT_CONFIG, MAX_QUBITS, Config, load_config
 from pqfl.errors import PQFLInputError
@@ -116,7 +117,10 @@ BAD_CASES = {
         lambda d: d["clients"][0].update(encoding="angle", reupload=True, qubits=10, noise={"depolarizing": 0.01}),
         ["clients.0", "reupload", "512 MiB per copy", "at most 8 qubits", "remove that noise"],
     ),
-    "unknown_angle_scale": (_set("dataset.angle_scale", "minmax"), ["dataset.angle_scale", "'whiten'", "'common'", "minmax"]),
+    "unknown_angle_scale": (
+        _set("dataset.angle_scale", "minmax"),
+        ["dataset.angle_scale", "'whiten'", "'common'", "minmax"],
+    ),
     "unknown_measure": (_set("clients.1.measure", "xx"), ["clients.1.measure", "'z'", "'zz'", "xx"]),
     "unknown_top_level_field": (_set("federaton", {"rounds": 3}), ["federaton", "unknown field", "remove it"]),
     "unknown_nested_field": (_set("federation.lam", 0.5), ["federation.lam", "unknown field"]),
@@ -202,7 +206,7 @@ def test_with_overrides_validates_the_new_value():
 
 def test_config_is_frozen():
     cfg = load_config()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.federation.rounds = 3  # type: ignore[misc]
 
 

@@ -17,8 +17,8 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.runners import task_runner_for
 from flows.train import pqfl_train
-from tasks.settings import RunnerConfig, load_run_config
 from pqfl.errors import PQFLInputError
+from tasks.settings import RunnerConfig, load_run_config
 from tests.servers import free_port, stop
 from tests.tiny import write_config
 
@@ -31,9 +31,12 @@ METHODS = ["pqfl"]  # fans out training and evaluation to every client, aggregat
 
 @pytest.fixture(scope="module")
 def cluster():
-    with LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(2, timeout=60)
         yield cluster, client
 
@@ -135,12 +138,21 @@ def test_pqfl_run_on_a_cluster_started_with_the_dask_commands(runs, tmp_path):
     try:
         for args, name in (
             (["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], "scheduler"),
-            (["worker", address, "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"], "worker"),
+            (
+                ["worker", address, "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
+                "worker",
+            ),
         ):
             with open(tmp_path / f"{name}.log", "w") as log:
-                procs.append(subprocess.Popen(
-                    [str(bin_dir / "dask"), *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                ))
+                procs.append(
+                    subprocess.Popen(
+                        [str(bin_dir / "dask"), *args],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
             if name == "scheduler":
                 deadline = time.monotonic() + 60
                 while True:
@@ -156,9 +168,25 @@ def test_pqfl_run_on_a_cluster_started_with_the_dask_commands(runs, tmp_path):
             started = time.time()
             out = tmp_path / "out.json"
             proc = subprocess.run(
-                [sys.executable, "-m", "flows.cli", "run", "--config", str(write_config(tmp_path)),
-                 "--methods", ",".join(METHODS), "--dask-address", address, "--json", str(out)],
-                capture_output=True, text=True, timeout=480, env=env, cwd=tmp_path,
+                [
+                    sys.executable,
+                    "-m",
+                    "flows.cli",
+                    "run",
+                    "--config",
+                    str(write_config(tmp_path)),
+                    "--methods",
+                    ",".join(METHODS),
+                    "--dask-address",
+                    address,
+                    "--json",
+                    str(out),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=480,
+                env=env,
+                cwd=tmp_path,
             )
             assert proc.returncode == 0, proc.stderr[-4000:]
             stream = client.get_task_stream(start=started)

@@ -171,7 +171,10 @@ def test_partition_redraws_until_every_client_has_its_anomalies():
         if short is None:
             rescued += 1
         else:
-            assert all(np.array_equal(a.X_train, b.X_train) and np.array_equal(a.y_test, b.y_test) for a, b in zip(short, default))
+            assert all(
+                np.array_equal(a.X_train, b.X_train) and np.array_equal(a.y_test, b.y_test)
+                for a, b in zip(short, default)
+            )
     assert rescued > 0
 
 

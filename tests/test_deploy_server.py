@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -84,7 +84,9 @@ class Server:
         response.raise_for_status()
         return response.json()
 
-    def run(self, name: str, args: list[str], timeout: float, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, name: str, args: list[str], timeout: float, extra_env: dict | None = None
+    ) -> subprocess.CompletedProcess:
         started = time.perf_counter()
         proc = subprocess.run(
             args, cwd=ROOT, env={**self.env, **(extra_env or {})}, capture_output=True, text=True, timeout=timeout
@@ -124,7 +126,10 @@ def server(tmp_path_factory):
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 120
@@ -163,8 +168,16 @@ def train_run(deployed, tmp_path_factory):
     overrides = {"federation.methods": METHODS}
     server.run(
         "deployment run",
-        [str(BIN / "prefect"), "deployment", "run", "pqfl-train/pqfl-train",
-         "--param", f"config_path={config}", "--params", json.dumps({"overrides": overrides})],
+        [
+            str(BIN / "prefect"),
+            "deployment",
+            "run",
+            "pqfl-train/pqfl-train",
+            "--param",
+            f"config_path={config}",
+            "--params",
+            json.dumps({"overrides": overrides}),
+        ],
         timeout=120,
     )
     train = server.deployment("pqfl-train")
@@ -177,8 +190,11 @@ def train_run(deployed, tmp_path_factory):
     with open(log, "w") as out:
         worker = subprocess.Popen(
             ["bash", "deployments/worker.sh", "--run-once"],
-            cwd=ROOT, env={**server.env, "MLFLOW_TRACKING_URI": store},
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env={**server.env, "MLFLOW_TRACKING_URI": store},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         try:
@@ -226,7 +242,7 @@ def test_nightly_benchmark_cron_is_registered_and_scheduled(deployed):
         assert time.monotonic() < deadline, "no scheduled runs for the nightly benchmark after 60 s"
         time.sleep(1)
     starts = sorted(datetime.fromisoformat(r["expected_start_time"].replace("Z", "+00:00")) for r in runs)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for start in starts:
         assert (start.hour, start.minute, start.second) == (hour, minute, 0), start
     assert now < starts[0] <= now + timedelta(days=1)

@@ -15,7 +15,9 @@ SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
 DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
 
 
-@pytest.mark.parametrize("name, flow_name", [("pqfl-train", "pqfl-train"), ("pqfl-nightly-benchmark", "pqfl-benchmark")])
+@pytest.mark.parametrize(
+    "name, flow_name", [("pqfl-train", "pqfl-train"), ("pqfl-nightly-benchmark", "pqfl-benchmark")]
+)
 def test_deployment_points_at_its_flow(name, flow_name):
     spec = DEPLOYMENTS[name]
     flow = load_flow_from_entrypoint(str(ROOT / spec["entrypoint"]))

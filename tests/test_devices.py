@@ -12,7 +12,14 @@ import math
 import numpy as np
 import pennylane as qml
 import pytest
-from qiskit.quantum_info import DensityMatrix, Kraus, SuperOp, average_gate_fidelity, partial_trace, random_density_matrix
+from qiskit.quantum_info import (
+    DensityMatrix,
+    Kraus,
+    SuperOp,
+    average_gate_fidelity,
+    partial_trace,
+    random_density_matrix,
+)
 from qiskit_aer.noise import depolarizing_error
 from qiskit_ibm_runtime.fake_provider import FakeManilaV2, FakeNairobiV2, FakeTorontoV2
 
@@ -151,7 +158,9 @@ def test_readout_and_damping_come_from_the_calibration(name, qubits):
         # One layer on this qubit: the Rot's SX pulses and the two-qubit gates of its pairs.
         t = SX_PER_ROT * _props(backend, "sx", (q,)).duration
         t += sum(_props(backend, gate, (dev.layout[a], dev.layout[b])).duration for a, b in dev.pairs if i in (a, b))
-        assert dev.noise.amplitude_damping[i] == pytest.approx(1 - math.exp(-t / backend.qubit_properties(q).t1), rel=1e-12)
+        assert dev.noise.amplitude_damping[i] == pytest.approx(
+            1 - math.exp(-t / backend.qubit_properties(q).t1), rel=1e-12
+        )
         assert 0 < dev.noise.amplitude_damping[i] < 1
     # Qubits differ: the model really is per qubit.
     assert len(set(dev.noise.readout)) > 1 and len(set(dev.noise.depolarizing)) > 1
@@ -226,7 +235,9 @@ def test_resolved_profile_round_trips_and_overrides_are_kept():
     assert ring.entangling == "ring" and ring.coupling is None and ring.noise.readout == 0.01
     assert ring.layout == profile.layout
     with pytest.raises(PQFLInputError, match="noise.readout: 3 values for 4 qubits"):
-        parse_config({"clients": [{"name": "c", "from_device": "nairobi", "qubits": 4, "noise": {"readout": [0.1] * 3}}]})
+        parse_config(
+            {"clients": [{"name": "c", "from_device": "nairobi", "qubits": 4, "noise": {"readout": [0.1] * 3}}]}
+        )
     with pytest.raises(PQFLInputError, match="ibm_runtime needs device"):
         parse_config({"clients": [{"name": "c", "from_device": "manila", "backend": "ibm_runtime"}]})
     with pytest.raises(PQFLInputError, match="add from_device"):

@@ -17,7 +17,6 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from sklearn.utils.estimator_checks import (
-    check_dont_overwrite_parameters,
     check_get_params_invariance,
     check_no_attributes_set_in_init,
     check_parameters_default_constructible,
@@ -37,8 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def _digits(normal: int = 0, n_normal: int = 80, n_anomalies: int = 16, seed: int = 0):
     X, digit = load_digits(return_X_y=True)
     rng = np.random.default_rng(seed)
-    rows = np.r_[rng.choice(np.flatnonzero(digit == normal), n_normal, replace=False),
-                 rng.choice(np.flatnonzero(digit != normal), n_anomalies, replace=False)]
+    rows = np.r_[
+        rng.choice(np.flatnonzero(digit == normal), n_normal, replace=False),
+        rng.choice(np.flatnonzero(digit != normal), n_anomalies, replace=False),
+    ]
     return X[rows], (digit[rows] != normal).astype(int)
 
 
@@ -50,8 +51,12 @@ def test_clone_and_params_follow_scikit_learn():
     assert det.set_params(**params) is det and {k: det.get_params()[k] for k in params} == params
     with pytest.raises(NotFittedError):
         pqfl.QuantumDetector(qubits=4).predict(np.zeros((2, 16)))
-    for check in (check_parameters_default_constructible, check_no_attributes_set_in_init,
-                  check_get_params_invariance, check_set_params):
+    for check in (
+        check_parameters_default_constructible,
+        check_no_attributes_set_in_init,
+        check_get_params_invariance,
+        check_set_params,
+    ):
         check("QuantumDetector", pqfl.QuantumDetector())
     for cls in (pqfl.FederatedDetector,):
         check_parameters_default_constructible(cls.__name__, cls())
@@ -121,7 +126,9 @@ def test_a_detector_saved_in_the_first_format_still_loads(tmp_path):
     del meta["params"], meta["format"]
     (tmp_path / "detector.json").write_text(json.dumps(meta))
     old = load_detector(tmp_path)
-    np.testing.assert_array_equal(old.decision_function(pd.DataFrame(X, columns=meta["columns"])), det.decision_function(X))
+    np.testing.assert_array_equal(
+        old.decision_function(pd.DataFrame(X, columns=meta["columns"])), det.decision_function(X)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +140,15 @@ def tiny_federation():
     val = {d.name: (d.X_val, d.y_val) for d in fleet.datas}
     profiles = {c.name: c.model_dump(exclude={"name"}) for c in cfg.clients}
     fed = cfg.federation
-    est = pqfl.FederatedDetector(method="pqfl", rounds=fed.rounds, local_epochs=fed.local_epochs, lr=fed.lr,
-                                 batch_size=fed.batch_size, lam=fed.lam, random_state=fed.seed)
+    est = pqfl.FederatedDetector(
+        method="pqfl",
+        rounds=fed.rounds,
+        local_epochs=fed.local_epochs,
+        lr=fed.lr,
+        batch_size=fed.batch_size,
+        lam=fed.lam,
+        random_state=fed.seed,
+    )
     return cfg, fleet, est.fit(train, profiles, validation=val), train, val
 
 
@@ -179,7 +193,11 @@ def test_import_pqfl_stays_light():
 def test_the_documented_three_client_example_runs():
     """docs/examples/three_clients.py: numpy, scikit-learn's digits and pqfl only."""
     script = ROOT / "docs" / "examples" / "three_clients.py"
-    imports = {line.split()[1].split(".")[0] for line in script.read_text().splitlines() if line.startswith(("import ", "from "))}
+    imports = {
+        line.split()[1].split(".")[0]
+        for line in script.read_text().splitlines()
+        if line.startswith(("import ", "from "))
+    }
     assert imports == {"numpy", "sklearn", "pqfl"}
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]

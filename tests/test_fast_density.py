@@ -17,9 +17,15 @@ from tests.test_quantum import simulated_value_and_grad
 def test_reupload_density_path_matches_pennylane_on_mixed_noise_correlators():
     qubits, layers = 4, 3
     spec = CircuitSpec(
-        qubits, layers, "angle", tuple(entangling_pairs("all_to_all", qubits)),
-        depolarizing=(0.08, 0.0, 0.03, 0.0), amplitude_damping=(0.0, 0.12, 0.0, 0.05), readout=(0.0, 0.04, 0.0, 0.02),
-        reupload=True, correlators=True,
+        qubits,
+        layers,
+        "angle",
+        tuple(entangling_pairs("all_to_all", qubits)),
+        depolarizing=(0.08, 0.0, 0.03, 0.0),
+        amplitude_damping=(0.0, 0.12, 0.0, 0.05),
+        readout=(0.0, 0.04, 0.0, 0.02),
+        reupload=True,
+        correlators=True,
     )
     rng = np.random.default_rng(300)
     X = rng.normal(size=(3, spec.n_features))

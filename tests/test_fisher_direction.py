@@ -19,7 +19,9 @@ from tests.test_benchmark import TINY_SUITE, _odds_like
 def _suite(tmp_path):
     _odds_like(tmp_path / "toy.mat")
     suite = {**TINY_SUITE, "methods": ["pqfl"]}
-    suite["datasets"] = [{**TINY_SUITE["datasets"][0], "objective_overrides": {"supervised": {"dataset.projection": "fisher"}}}]
+    suite["datasets"] = [
+        {**TINY_SUITE["datasets"][0], "objective_overrides": {"supervised": {"dataset.projection": "fisher"}}}
+    ]
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
     return tmp_path / "suite.yaml"
 

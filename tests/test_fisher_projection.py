@@ -18,7 +18,9 @@ def _labelled(seed: int = 0, n: int = 600, d: int = 8):
     """Correlated features with differing scales; anomalies shifted along a low-variance direction."""
     rng = np.random.default_rng(seed)
     rotation = np.linalg.qr(rng.normal(size=(d, d)))[0]
-    X = (rng.normal(size=(n, d)) * np.linspace(3.0, 0.5, d)) @ rotation.T * rng.uniform(0.5, 20.0, d) + rng.normal(size=d) * 5
+    X = (rng.normal(size=(n, d)) * np.linspace(3.0, 0.5, d)) @ rotation.T * rng.uniform(0.5, 20.0, d) + rng.normal(
+        size=d
+    ) * 5
     y = (rng.random(n) < 0.15).astype(int)
     weak = np.linalg.svd(X - X.mean(0))[2][-1]  # the data's least-variance direction
     X[y == 1] += 4.0 * np.std((X - X.mean(0)) @ weak) * weak
@@ -52,7 +54,9 @@ def test_rest_of_the_basis_is_the_pca_of_what_the_fisher_direction_leaves():
     w = V[:, 0]
     np.testing.assert_allclose(stats.eigvals[0], np.var(Z @ w), rtol=1e-9)
     rest = PCA().fit(Z - np.outer(Z @ w, w))
-    np.testing.assert_allclose(stats.eigvals[1:], rest.explained_variance_[:-1] * (len(Z) - 1) / len(Z), rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(
+        stats.eigvals[1:], rest.explained_variance_[:-1] * (len(Z) - 1) / len(Z), rtol=1e-7, atol=1e-10
+    )
     np.testing.assert_allclose(stats.eigvals.sum(), plain.eigvals.sum(), rtol=1e-9)  # total variance kept
     for k in range(1, 4):  # same components up to sign
         assert abs(V[:, k] @ rest.components_[k - 1]) == pytest.approx(1.0, abs=1e-6)
@@ -128,9 +132,14 @@ def test_a_client_can_keep_the_fisher_direction_alone():
     y = np.concatenate([d.y_train for d in datas])
     pca = GlobalStats.from_sums([SufficientStats.of(X)])
     fisher = GlobalStats.from_sums([SufficientStats.of(X)], [SufficientStats.of(X[y == 1])], ridge=0.5)
-    assert not np.allclose(fisher.eigvecs[:, 0], GlobalStats.from_sums([SufficientStats.of(X)], [SufficientStats.of(X[y == 1])]).eigvecs[:, 0])
+    assert not np.allclose(
+        fisher.eigvecs[:, 0],
+        GlobalStats.from_sums([SufficientStats.of(X)], [SufficientStats.of(X[y == 1])]).eigvecs[:, 0],
+    )
     np.testing.assert_allclose(stats.eigvecs, pca.eigvecs, atol=1e-9)  # the dataset's projection (pooled baseline)
-    np.testing.assert_allclose(setups[0].feature_map.components, pca.eigvecs[:, : setups[0].feature_map.components.shape[1]], atol=1e-9)
+    np.testing.assert_allclose(
+        setups[0].feature_map.components, pca.eigvecs[:, : setups[0].feature_map.components.shape[1]], atol=1e-9
+    )
     np.testing.assert_allclose(setups[1].feature_map.components, fisher.eigvecs[:, :3], atol=1e-9)
 
 

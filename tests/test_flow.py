@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import copy
+import os
 
 import mlflow
 import numpy as np
@@ -52,10 +52,7 @@ def two_runs(harness, tmp_path_factory):
 
 
 def _metrics_only(result: dict) -> dict:
-    return {
-        m: {k: v for k, v in r.items() if k not in ("wall_s",)}
-        for m, r in result["methods"].items()
-    }
+    return {m: {k: v for k, v in r.items() if k not in ("wall_s",)} for m, r in result["methods"].items()}
 
 
 def test_same_seed_gives_identical_metrics(two_runs):
@@ -105,9 +102,7 @@ def test_mlflow_layout(two_runs):
         assert {"config.yaml", "results.csv", "plots"} <= top
         plots = {a.path for a in client.list_artifacts(run_id, "plots")}
         assert plots == {"plots/convergence.png", "plots/roc_pr.png"}
-        children = client.search_runs(
-            [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
-        )
+        children = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
         assert sorted(c.data.tags["pqfl.client"] for c in children) == ["amp-3q", "angle-2q-noisy", "iqp-2q-shots"]
         for child in children:
             assert child.info.status == "FINISHED"
@@ -154,7 +149,9 @@ def test_fast_and_reference_simulators_give_the_same_metrics(two_runs):
 
 def test_one_class_objective_runs_without_labels(harness, tmp_path):
     """one_class trains on distances from a fixed centre; the labels only score the test split."""
-    cfg = write_config(tmp_path, federation={**TINY["federation"], "objective": "one_class", "methods": ["pqfl", "local"]})
+    cfg = write_config(
+        tmp_path, federation={**TINY["federation"], "objective": "one_class", "methods": ["pqfl", "local"]}
+    )
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:

@@ -23,7 +23,6 @@ from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 import tasks.circuits as hw_tasks
 from flows.train import pqfl_train
 from pqfl.config import ClientProfile
-from tasks.settings import RetryConfig
 from pqfl.quantum.ansatz import entangling_pairs, shape
 from pqfl.quantum.devices import load_device
 from pqfl.quantum.encodings import z_signs
@@ -32,6 +31,7 @@ from pqfl.quantum.qiskit_backend import aer_device_backend, build_template, para
 from pqfl.quantum.spec import CircuitSpec
 from pqfl.rng import derive_rng
 from tasks.retry import FaultPlan, TransientError, retry_options
+from tasks.settings import RetryConfig
 from tests.tiny import TINY, write_config
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -64,7 +64,9 @@ STATEVECTOR_CASES = list(itertools.product(ENCODINGS, ("ring", "linear", "all_to
 ]
 
 
-@pytest.mark.parametrize("encoding, pattern, qubits", STATEVECTOR_CASES, ids=["-".join(map(str, c)) for c in STATEVECTOR_CASES])
+@pytest.mark.parametrize(
+    "encoding, pattern, qubits", STATEVECTOR_CASES, ids=["-".join(map(str, c)) for c in STATEVECTOR_CASES]
+)
 def test_template_matches_fast_simulator_on_aer_statevector(encoding, pattern, qubits):
     """Noiseless ⟨Z_i⟩ of the bound qiskit template (aer statevector) equals fast_expvals to 1e-10."""
     spec = CircuitSpec(qubits, 2, encoding, tuple(entangling_pairs(pattern, qubits)))
@@ -133,8 +135,12 @@ def test_correlators_from_the_same_shots_estimate_the_exact_values():
     assert spec.correlators and spec.n_outputs == 10
     X, theta = _problem(spec, batch=5, seed=13)
     shots = 8000
-    z = run_job(AerSimulator(), prepare_job(spec, X, theta, load_device("toronto"), profile.layout, seed=1), shots, seed=2)
-    exact = np.asarray(fast_expvals(CircuitSpec(spec.qubits, spec.layers, "angle", spec.pairs, correlators=True), X, theta))
+    z = run_job(
+        AerSimulator(), prepare_job(spec, X, theta, load_device("toronto"), profile.layout, seed=1), shots, seed=2
+    )
+    exact = np.asarray(
+        fast_expvals(CircuitSpec(spec.qubits, spec.layers, "angle", spec.pairs, correlators=True), X, theta)
+    )
     assert z.shape == exact.shape == (5, 10)
     assert np.all(np.abs(z - exact) <= Z_TOL * _sigma(exact, shots) + 1e-12), (z, exact)
     assert np.abs(exact[:, 4:]).max() > 0.2  # the correlators are not all ~0
@@ -145,7 +151,9 @@ def test_device_noise_on_aer_is_closer_to_the_calibrated_training_model_than_to_
     profile, spec = _device_spec("manila", encoding="angle", layers=1)
     X, theta = _problem(spec, batch=12, seed=12)
     device = load_device("manila")
-    z = run_job(aer_device_backend(device, seed=3), prepare_job(spec, X, theta, device, profile.layout, seed=3), 4000, seed=3)
+    z = run_job(
+        aer_device_backend(device, seed=3), prepare_job(spec, X, theta, device, profile.layout, seed=3), 4000, seed=3
+    )
     noisy = np.asarray(fast_expvals(spec, X, theta))
     clean = np.asarray(fast_expvals(CircuitSpec(spec.qubits, spec.layers, spec.encoding, spec.pairs), X, theta))
     rms = lambda a: float(np.sqrt(np.mean((z - a) ** 2)))  # noqa: E731
@@ -246,7 +254,14 @@ def test_tiny_flow_evaluates_device_clients_on_hardware_without_leaking_the_toke
         "federation": {**TINY["federation"], "methods": ["pqfl"]},
         "clients": TINY["clients"][:1]
         + [
-            {"name": "aer-manila", "from_device": "manila", "qubits": 3, "layers": 1, "encoding": "angle", "hardware_shots": 256},
+            {
+                "name": "aer-manila",
+                "from_device": "manila",
+                "qubits": 3,
+                "layers": 1,
+                "encoding": "angle",
+                "hardware_shots": 256,
+            },
             {
                 "name": "ibm-client",
                 "from_device": "manila",

@@ -31,7 +31,9 @@ def _toy(n: int = 40, seed: int = 0):
 def _setup(spec=SPEC, y=None):
     X, y0 = _toy()
     y = y0 if y is None else y
-    profile = ClientProfile(name="c0", qubits=2, layers=1, encoding="amplitude", measure="zz" if spec.correlators else "z")
+    profile = ClientProfile(
+        name="c0", qubits=2, layers=1, encoding="amplitude", measure="zz" if spec.correlators else "z"
+    )
     fmap = FeatureMap("amplitude", 4, np.zeros(4), np.ones(4), None, None)
     return ClientSetup(0, profile, spec, fmap, X, y, X, y, X, y, [0])
 
@@ -61,8 +63,17 @@ def test_refit_head_is_scikit_learn_s_balanced_logistic_regression_on_the_output
     clf = LogisticRegression(class_weight="balanced", max_iter=2000).fit(z, setup.y_train)
     assert np.allclose(new.w, clf.coef_[0], atol=1e-8) and np.isclose(new.b, clf.intercept_[0], atol=1e-8)
     # The model's score is then the classifier's logit.
-    scores = predict_scores(spec, objective="supervised", simulator="fast", shots=None, params=new.params(),
-                            center=None, X=setup.X_test, seed=0, stream=("s",))
+    scores = predict_scores(
+        spec,
+        objective="supervised",
+        simulator="fast",
+        shots=None,
+        params=new.params(),
+        center=None,
+        X=setup.X_test,
+        seed=0,
+        stream=("s",),
+    )
     assert np.allclose(scores, clf.decision_function(z), atol=1e-8)
 
 
@@ -74,8 +85,9 @@ def test_a_client_with_one_class_in_training_keeps_its_head():
 
 def _round(fed, setup=None, state=None):
     setup, state = setup or _setup(), state or _state()
-    return local_round(setup, state, start_theta=state.theta, anchor=None, prox=0.0, fed=fed, simulator="fast",
-                       round_index=2)[0]
+    return local_round(
+        setup, state, start_theta=state.theta, anchor=None, prox=0.0, fed=fed, simulator="fast", round_index=2
+    )[0]
 
 
 def test_local_round_refits_the_head_on_the_trained_circuit():

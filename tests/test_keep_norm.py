@@ -14,9 +14,9 @@ from sklearn.metrics import roc_auc_score
 
 from pqfl.config import ClientProfile, DatasetConfig, FederationConfig, parse_config
 from pqfl.data.preprocessing import GlobalStats, SufficientStats, feature_map
-from pqfl.fleet import prepare
 from pqfl.detector import QuantumDetector
-from pqfl.federated.client import ClientState, ClientSetup
+from pqfl.federated.client import ClientSetup, ClientState
+from pqfl.fleet import prepare
 from pqfl.persistence import load_detector, save_detector
 from pqfl.quantum.spec import CircuitSpec
 
@@ -110,7 +110,9 @@ def test_keep_norm_leaves_angle_encodings_alone():
     X = _data()
     stats = GlobalStats.from_sums([SufficientStats.of(X)])
     for enc in ("angle", "iqp"):
-        assert np.array_equal(feature_map(stats, enc, 4, keep_norm=True).transform(X), feature_map(stats, enc, 4).transform(X))
+        assert np.array_equal(
+            feature_map(stats, enc, 4, keep_norm=True).transform(X), feature_map(stats, enc, 4).transform(X)
+        )
 
 
 def test_keep_norm_makes_scaled_outliers_separable():
@@ -158,13 +160,18 @@ def test_saved_detector_keeps_the_norm_anchor(tmp_path):
     theta = np.full((1, 2, 3), 0.3)
     state = ClientState(theta=theta, w=np.array([0.5, -0.2]), b=0.1, center=np.zeros(2))
     fed = FederationConfig(objective="one_class")
-    det = QuantumDetector.from_federation(setup, [(state, theta)], 0.5, fed, DatasetConfig(keep_norm=True, keep_residual=True))
+    det = QuantumDetector.from_federation(
+        setup, [(state, theta)], 0.5, fed, DatasetConfig(keep_norm=True, keep_residual=True)
+    )
     save_detector(det, tmp_path, columns=[f"x{i}" for i in range(6)])
     loaded = load_detector(tmp_path)
     assert loaded.feature_map_.norm_anchor == pytest.approx(fmap.norm_anchor) and loaded.feature_map_.residual
     assert np.allclose(loaded.feature_map_.transform(X), Z)
-    np.testing.assert_allclose(loaded.decision_function(pd.DataFrame(X, columns=[f"x{i}" for i in range(6)])),
-                               det.decision_function(X), rtol=1e-12)
+    np.testing.assert_allclose(
+        loaded.decision_function(pd.DataFrame(X, columns=[f"x{i}" for i in range(6)])),
+        det.decision_function(X),
+        rtol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("encoding", ["angle", "iqp"])
@@ -205,7 +212,9 @@ def test_angle_residual_flags_rows_off_the_principal_subspace():
 def test_angle_residual_not_needed_when_features_fit():
     X = _data(d=4)
     stats = GlobalStats.from_sums([SufficientStats.of(X)])
-    assert np.array_equal(feature_map(stats, "angle", 4, keep_residual=True).transform(X), feature_map(stats, "angle", 4).transform(X))
+    assert np.array_equal(
+        feature_map(stats, "angle", 4, keep_residual=True).transform(X), feature_map(stats, "angle", 4).transform(X)
+    )
 
 
 @pytest.mark.parametrize("keep_residual", [False, True])

@@ -25,7 +25,10 @@ def _rgb(rng, n: int, side: int = 32) -> np.ndarray:
 def _expected(images: np.ndarray, size: int = 8) -> np.ndarray:
     """What a user gets from Pillow: RGB → L, box-filtered to size×size, scaled to [0, 1]."""
     return np.stack(
-        [np.asarray(Image.fromarray(im).convert("L").resize((size, size), Image.Resampling.BOX), float).ravel() / 255 for im in images]
+        [
+            np.asarray(Image.fromarray(im).convert("L").resize((size, size), Image.Resampling.BOX), float).ravel() / 255
+            for im in images
+        ]
     )
 
 
@@ -49,7 +52,9 @@ def write_cifar100(folder, rng, n_train: int = 6, n_test: int = 3):
     for name, n in (("train.bin", n_train), ("test.bin", n_test)):
         im = _rgb(rng, n)
         coarse, fine = rng.integers(0, 20, n).astype(np.uint8), rng.integers(20, 100, n).astype(np.uint8)
-        (folder / name).write_bytes(np.hstack([coarse[:, None], fine[:, None], im.transpose(0, 3, 1, 2).reshape(n, 3072)]).tobytes())
+        (folder / name).write_bytes(
+            np.hstack([coarse[:, None], fine[:, None], im.transpose(0, 3, 1, 2).reshape(n, 3072)]).tobytes()
+        )
         out.append((im, coarse, fine))
     return [np.concatenate(parts) for parts in zip(*out)]
 
@@ -219,7 +224,7 @@ def test_image_source_reaches_every_encoding_through_federated_pca(tmp_path):
         }
     )
     fleet = prepare(cfg)
-    setups, datas, stats = fleet.clients, fleet.datas, fleet.stats
+    setups, stats = fleet.clients, fleet.stats
     assert len(stats.mean) == 64
     widths = {s.name: s.X_train.shape[1] for s in setups}
     assert widths == {"amp6": 64, "amp3": 8, "angle4": 4}
@@ -265,7 +270,9 @@ def test_anomaly_classes_errors():
 
 def test_context_anomaly_classes_exclude_each_clients_own_normals():
     ds = _classes(n_per_class=80)
-    cfg = PartitionConfig(alpha=0.3, normal="context", normal_classes_per_client=1, anomaly_classes=[2, 3], min_anomalies=3)
+    cfg = PartitionConfig(
+        alpha=0.3, normal="context", normal_classes_per_client=1, anomaly_classes=[2, 3], min_anomalies=3
+    )
     clients = partition(ds, ["a", "b", "c"], cfg, [0], seed=1)
     for c in clients:
         raw = _raw_labels(ds, c)

@@ -161,8 +161,17 @@ def test_pqfl_fixed_point_interpolates_between_local_and_global(quadratic_simula
         out, _ = train_local(
             SPEC,
             **_train_kwargs(
-                X, np.zeros(8), objective="one_class", simulator=quadratic_simulator, anchor=w, lam=lam,
-                epochs=400, batch_size=8, lr=lr, optimizer="sgd", center=c,
+                X,
+                np.zeros(8),
+                objective="one_class",
+                simulator=quadratic_simulator,
+                anchor=w,
+                lam=lam,
+                epochs=400,
+                batch_size=8,
+                lr=lr,
+                optimizer="sgd",
+                center=c,
             ),
             params={"theta": np.zeros((1, 2, 3)), "w": np.zeros(2), "b": np.asarray(0.0)},
         )
@@ -240,7 +249,14 @@ def test_train_local_reduces_the_loss_on_separable_data():
     assert last_epoch < 0.5 * first_epoch
     # The trained detector ranks every anomaly above every normal on this separable set.
     scores = predict_scores(
-        SPEC, objective="supervised", simulator="fast", shots=None, params=trained, center=None, X=X, seed=0,
+        SPEC,
+        objective="supervised",
+        simulator="fast",
+        shots=None,
+        params=trained,
+        center=None,
+        X=X,
+        seed=0,
         stream=("val", 0, 0),
     )
     assert scores[y == 1].min() > scores[y == 0].max()
@@ -252,7 +268,14 @@ def test_predict_scores_chunks_match_direct_evaluation():
     X = rng.normal(size=(300, 4))
     params = _params()
     scores = predict_scores(
-        SPEC, objective="supervised", simulator="fast", shots=None, params=params, center=None, X=X, seed=0,
+        SPEC,
+        objective="supervised",
+        simulator="fast",
+        shots=None,
+        params=params,
+        center=None,
+        X=X,
+        seed=0,
         stream=("test", 0, 0),
     )
     z = np.asarray(fast_expvals(SPEC, X, params["theta"]))
@@ -269,8 +292,17 @@ def test_without_anchor_lambda_is_ignored(quadratic_simulator):
         out, _ = train_local(
             SPEC,
             **_train_kwargs(
-                X, np.zeros(8), objective="one_class", simulator=quadratic_simulator, anchor=None, lam=lam,
-                epochs=5, batch_size=8, lr=0.1, optimizer="sgd", center=c,
+                X,
+                np.zeros(8),
+                objective="one_class",
+                simulator=quadratic_simulator,
+                anchor=None,
+                lam=lam,
+                epochs=5,
+                batch_size=8,
+                lr=0.1,
+                optimizer="sgd",
+                center=c,
             ),
             params={"theta": rng.normal(size=(1, 2, 3)) * 0 + 1.0, "w": np.zeros(2), "b": np.asarray(0.0)},
         )
@@ -285,12 +317,21 @@ def test_without_anchor_lambda_is_ignored(quadratic_simulator):
 def test_head_l2_adds_half_alpha_w_squared_and_leaves_the_bias_alone():
     X, y = _toy()
     params = {k: jnp.asarray(v) for k, v in _params().items()}
-    args = (params["theta"], jnp.asarray(0.0), jnp.asarray(X), jnp.asarray(y), jnp.asarray(class_weights(y)), jnp.zeros(2),
-            jax.random.PRNGKey(0))
+    args = (
+        params["theta"],
+        jnp.asarray(0.0),
+        jnp.asarray(X),
+        jnp.asarray(y),
+        jnp.asarray(class_weights(y)),
+        jnp.zeros(2),
+        jax.random.PRNGKey(0),
+    )
     base = float(LOSS_JIT(params, *args))
     alpha = 0.7
     penalised = local_objective(SPEC, "supervised", "fast", None, head_l2=alpha)
-    assert float(jax.jit(penalised)(params, *args)) == pytest.approx(base + 0.5 * alpha * float(jnp.sum(params["w"] ** 2)), rel=1e-12)
+    assert float(jax.jit(penalised)(params, *args)) == pytest.approx(
+        base + 0.5 * alpha * float(jnp.sum(params["w"] ** 2)), rel=1e-12
+    )
     g0, g1 = GRAD(params, *args), jax.jit(jax.grad(penalised))(params, *args)
     assert np.allclose(g1["w"] - g0["w"], alpha * params["w"]) and float(g1["b"]) == pytest.approx(float(g0["b"]))
     assert np.allclose(g1["theta"], g0["theta"])
@@ -326,14 +367,32 @@ def test_correlator_head_reads_every_output_and_trains():
     assert params["w"].shape == (3,)
     kwargs = _train_kwargs(X, y, epochs=60)
     trained, _ = train_local(spec, params=params, **kwargs)
-    scores = predict_scores(spec, objective="supervised", simulator="fast", shots=None, params=trained, center=None, X=X,
-                            seed=0, stream=("val", 0, 0))
+    scores = predict_scores(
+        spec,
+        objective="supervised",
+        simulator="fast",
+        shots=None,
+        params=trained,
+        center=None,
+        X=X,
+        seed=0,
+        stream=("val", 0, 0),
+    )
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(y, scores) > 0.95
     plain = CircuitSpec(qubits=2, layers=1, encoding="angle", pairs=())
     p0 = {"theta": np.zeros((1, 2, 3)), "w": rng.normal(0.0, 0.1, 2), "b": np.asarray(0.0)}
     trained0, _ = train_local(plain, params=p0, **kwargs)
-    scores0 = predict_scores(plain, objective="supervised", simulator="fast", shots=None, params=trained0, center=None, X=X,
-                             seed=0, stream=("val", 0, 0))
+    scores0 = predict_scores(
+        plain,
+        objective="supervised",
+        simulator="fast",
+        shots=None,
+        params=trained0,
+        center=None,
+        X=X,
+        seed=0,
+        stream=("val", 0, 0),
+    )
     assert roc_auc_score(y, scores0) < 0.8

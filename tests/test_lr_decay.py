@@ -20,8 +20,22 @@ SPEC = CircuitSpec(qubits=2, layers=1, encoding="amplitude", pairs=((0, 1),))
 def _train(optimizer: str, lr: float, lr_scale: float | None):
     X, y = _toy(24)
     return train_local(
-        SPEC, objective="supervised", simulator="fast", shots=None, params=_params(), X=X, y=y, anchor=None, lam=0.0,
-        epochs=3, batch_size=8, lr=lr, optimizer=optimizer, center=None, seed=3, stream=("train", 0, 1),
+        SPEC,
+        objective="supervised",
+        simulator="fast",
+        shots=None,
+        params=_params(),
+        X=X,
+        y=y,
+        anchor=None,
+        lam=0.0,
+        epochs=3,
+        batch_size=8,
+        lr=lr,
+        optimizer=optimizer,
+        center=None,
+        seed=3,
+        stream=("train", 0, 1),
         lr_scale=lr_scale,
     )[0]
 
@@ -62,8 +76,16 @@ def test_local_round_trains_round_k_at_lr_times_decay_to_the_k_minus_1(round_ind
     state = ClientState(theta=p["theta"], w=p["w"], b=float(p["b"]))
 
     def run(fed):
-        new, _ = local_round(setup, state, start_theta=state.theta, anchor=None, prox=0.0, fed=fed, simulator="fast",
-                             round_index=round_index)
+        new, _ = local_round(
+            setup,
+            state,
+            start_theta=state.theta,
+            anchor=None,
+            prox=0.0,
+            fed=fed,
+            simulator="fast",
+            round_index=round_index,
+        )
         return new
 
     decayed = run(FederationConfig(lr=0.2, lr_decay=0.5, local_epochs=2, batch_size=8))

@@ -35,8 +35,15 @@ def browser(tmp_path):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1920,900",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1920,900",
     ):
         options.add_argument(arg)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
@@ -73,29 +80,42 @@ def test_pqfl_ui_shows_the_method_runs_with_mean_auroc(tmp_path, tmp_path_factor
     with running(cmd, f"http://127.0.0.1:{port}/health", tmp_path / "ui.log", env, timeout=240):
         server_s = time.monotonic() - started
         page = runs_page(f"http://127.0.0.1:{port}", experiment_id)
-        assert f"MLflow UI for {store['uri']}: {page}" in (tmp_path / "ui.log").read_text()  # what pqfl ui tells the user
+        assert (
+            f"MLflow UI for {store['uri']}: {page}" in (tmp_path / "ui.log").read_text()
+        )  # what pqfl ui tells the user
         browser.get(page)
         wait = WebDriverWait(browser, 90)
         # The runs table lists one parent run per method, by run name (client runs are nested under them).
         for method in METHODS:
-            wait.until(EC.visibility_of_element_located((By.XPATH, f"//div[@role='row']//a[normalize-space()='{method}']")))
-        for close in browser.find_elements(By.XPATH, "//button[@data-component-id='mlflow.assistant.chat_panel.close']"):
+            wait.until(
+                EC.visibility_of_element_located((By.XPATH, f"//div[@role='row']//a[normalize-space()='{method}']"))
+            )
+        for close in browser.find_elements(
+            By.XPATH, "//button[@data-component-id='mlflow.assistant.chat_panel.close']"
+        ):
             close.click()  # the assistant side panel would hide the right-hand columns
         _show_metric_column(browser, wait, "mean_auroc")
-        wait.until(EC.visibility_of_element_located((By.XPATH, f"//div[@role='columnheader' and @col-id='{METRIC_COL}']")))
+        wait.until(
+            EC.visibility_of_element_located((By.XPATH, f"//div[@role='columnheader' and @col-id='{METRIC_COL}']"))
+        )
         shown = {}
         for method in METHODS:
             row = _row_index(browser, method)
             cell = wait.until(
                 EC.visibility_of_element_located(
-                    (By.XPATH, f"//div[@role='row' and @row-index='{row}']//div[@role='gridcell' and @col-id='{METRIC_COL}']")
+                    (
+                        By.XPATH,
+                        f"//div[@role='row' and @row-index='{row}']//div[@role='gridcell' and @col-id='{METRIC_COL}']",
+                    )
                 )
             )
             shown[method] = cell.text.strip()
         browser_s = time.monotonic() - started - server_s
         shot = tmp_path / "mlflow_ui.png"
         assert browser.save_screenshot(str(shot))
-    print(f"pqfl ui healthy after {server_s:.1f} s; browser checks {browser_s:.1f} s; screenshot {shot}", file=sys.stderr)
+    print(
+        f"pqfl ui healthy after {server_s:.1f} s; browser checks {browser_s:.1f} s; screenshot {shot}", file=sys.stderr
+    )
     if os.environ.get("PQFL_TEST_ARTIFACTS"):  # keep the screenshot where a person can look at it
         Path(os.environ["PQFL_TEST_ARTIFACTS"]).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(os.environ["PQFL_TEST_ARTIFACTS"]) / "mlflow_ui.png")
@@ -103,7 +123,11 @@ def test_pqfl_ui_shows_the_method_runs_with_mean_auroc(tmp_path, tmp_path_factor
         # The table rounds for display: compare at the precision it shows.
         decimals = len(text.partition(".")[2])
         assert decimals >= 2, (method, text)
-        assert float(text) == pytest.approx(expected[method], abs=0.51 * 10**-decimals), (method, text, expected[method])
+        assert float(text) == pytest.approx(expected[method], abs=0.51 * 10**-decimals), (
+            method,
+            text,
+            expected[method],
+        )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
 

@@ -11,20 +11,39 @@ from benchmarks.odds_summary import main, paired_table, target_counts
 from pqfl.benchmark.statistics import paired_difference, summary_table
 
 DATASETS = ("cardio", "pendigits", "optdigits", "vowels", "wbc", "letter")
-METHODS = {"supervised": ("pqfl", "fedavg", "local", "logreg-client"), "one_class": ("pqfl", "fedavg", "local", "iforest-client")}
+METHODS = {
+    "supervised": ("pqfl", "fedavg", "local", "logreg-client"),
+    "one_class": ("pqfl", "fedavg", "local", "iforest-client"),
+}
 
 
 def _payload(seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    records = [{"dataset": d, "objective": o, "method": m, "kind": "x", "seed": s,
-                **{k: float(rng.uniform(0.5, 1.0)) for k in ("mean_auroc", "mean_aupr", "mean_false_error",
-                                                             "mean_missing_error", "worst_auroc")}}
-               for d in DATASETS for o, ms in METHODS.items() for m in ms for s in range(4)]
+    records = [
+        {
+            "dataset": d,
+            "objective": o,
+            "method": m,
+            "kind": "x",
+            "seed": s,
+            **{
+                k: float(rng.uniform(0.5, 1.0))
+                for k in ("mean_auroc", "mean_aupr", "mean_false_error", "mean_missing_error", "worst_auroc")
+            },
+        }
+        for d in DATASETS
+        for o, ms in METHODS.items()
+        for m in ms
+        for s in range(4)
+    ]
     for r in records:  # on cardio PQFL leads every method on every seed: an interval above 0
         if r["dataset"] == "cardio" and r["method"] == "pqfl":
             r["mean_auroc"] = 1.2 + 0.01 * r["seed"] ** 2
     table = summary_table(records)
-    return {"rows": table.to_dict("records"), "paired_difference": paired_difference(pd.DataFrame(records)).to_dict("records")}
+    return {
+        "rows": table.to_dict("records"),
+        "paired_difference": paired_difference(pd.DataFrame(records)).to_dict("records"),
+    }
 
 
 def test_target_counts_follow_the_rows_and_the_intervals(tmp_path, capsys):

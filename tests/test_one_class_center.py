@@ -10,7 +10,6 @@ to X sends every score towards a constant.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from sklearn.metrics import roc_auc_score
 
 from pqfl.config import ClientProfile, FederationConfig
@@ -36,16 +35,38 @@ def _params(seed=0):
 
 def _train(X, center, epochs=60, seed=0):
     params, _ = train_local(
-        SPEC, objective="one_class", simulator="fast", shots=None, params=_params(seed), X=X, y=np.zeros(len(X)),
-        anchor=None, lam=0.0, epochs=epochs, batch_size=8, lr=0.1, optimizer="adam", center=center, seed=seed,
+        SPEC,
+        objective="one_class",
+        simulator="fast",
+        shots=None,
+        params=_params(seed),
+        X=X,
+        y=np.zeros(len(X)),
+        anchor=None,
+        lam=0.0,
+        epochs=epochs,
+        batch_size=8,
+        lr=0.1,
+        optimizer="adam",
+        center=center,
+        seed=seed,
         stream=("t",),
     )
     return params
 
 
 def _scores(params, center, X):
-    return predict_scores(SPEC, objective="one_class", simulator="fast", shots=None, params=params, center=center,
-                          X=X, seed=0, stream=("s",))
+    return predict_scores(
+        SPEC,
+        objective="one_class",
+        simulator="fast",
+        shots=None,
+        params=params,
+        center=center,
+        X=X,
+        seed=0,
+        stream=("s",),
+    )
 
 
 def test_default_centre_is_the_zero_state_and_initial_mean_is_kept():
@@ -62,7 +83,9 @@ def test_local_round_uses_the_configured_centre():
     setup, state = _setup(X, np.zeros(8)), ClientState(theta=_params()["theta"], w=np.zeros(3), b=0.0)
     for kind, expected in (("zero_state", np.ones(3)), ("initial_mean", np.zeros(3))):
         fed = FederationConfig(objective="one_class", one_class_center=kind, local_epochs=1, batch_size=8)
-        new, _ = local_round(setup, state, start_theta=state.theta, anchor=None, prox=0.0, fed=fed, simulator="fast", round_index=1)
+        new, _ = local_round(
+            setup, state, start_theta=state.theta, anchor=None, prox=0.0, fed=fed, simulator="fast", round_index=1
+        )
         assert np.allclose(new.center, expected, atol=1e-12)
 
 

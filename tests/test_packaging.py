@@ -25,15 +25,25 @@ pytestmark = pytest.mark.timeout(600)
 
 def test_pip_install_then_pqfl_run_from_another_directory(tmp_path):
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "mlruns", "*.egg-info", "__pycache__", "build"))
+    shutil.copytree(
+        ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "mlruns", "*.egg-info", "__pycache__", "build")
+    )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    purelib = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                  capture_output=True, text=True, check=True).stdout.strip())
+    purelib = Path(
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     (purelib / "project_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     install = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", str(src)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
     shutil.rmtree(src)  # the installed copy must not need its source tree
@@ -41,13 +51,29 @@ def test_pip_install_then_pqfl_run_from_another_directory(tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="240", PQFL_CACHE_DIR=str(tmp_path / "jax"))
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import pqfl.config as c; print(c.DEFAULT_CONFIG)"],
-                           capture_output=True, text=True, check=True, cwd=work, env=env).stdout.strip()
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="240",
+        PQFL_CACHE_DIR=str(tmp_path / "jax"),
+    )
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import pqfl.config as c; print(c.DEFAULT_CONFIG)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=work,
+        env=env,
+    ).stdout.strip()
     assert where.startswith(str(purelib)) and Path(where).is_file(), where
-    run = subprocess.run([str(venv / "bin" / "pqfl"), "run", "--rounds", "1", "--methods", "pqfl"],
-                         capture_output=True, text=True, timeout=480, cwd=work, env=env)
+    run = subprocess.run(
+        [str(venv / "bin" / "pqfl"), "run", "--rounds", "1", "--methods", "pqfl"],
+        capture_output=True,
+        text=True,
+        timeout=480,
+        cwd=work,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.splitlines()[0].split()[:2] == ["mean", "AUROC"] and "pqfl" in run.stdout
     assert (work / "mlruns" / "mlflow.db").is_file()  # the default store, relative to where it ran

@@ -37,8 +37,17 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def _args(tmp_path: Path) -> list[str]:
     cfg = write_config(tmp_path)
-    return ["run", "--config", str(cfg), "--methods", ",".join(METHODS), "--rounds", str(ROUNDS),
-            "--json", str(tmp_path / "out.json")]
+    return [
+        "run",
+        "--config",
+        str(cfg),
+        "--methods",
+        ",".join(METHODS),
+        "--rounds",
+        str(ROUNDS),
+        "--json",
+        str(tmp_path / "out.json"),
+    ]
 
 
 def _round_lines(text: str) -> list[re.Match]:

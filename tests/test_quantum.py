@@ -26,7 +26,11 @@ NOISES = {
     "readout": {"readout": 0.07},
     "all": {"depolarizing": 0.05, "amplitude_damping": 0.1, "readout": 0.07},
     # A device calibration: every qubit its own values, some of them noiseless.
-    "per_qubit": {"depolarizing": (0.02, 0.0, 0.09), "amplitude_damping": (0.0, 0.15, 0.04), "readout": (0.03, 0.11, 0.0)},
+    "per_qubit": {
+        "depolarizing": (0.02, 0.0, 0.09),
+        "amplitude_damping": (0.0, 0.15, 0.04),
+        "readout": (0.03, 0.11, 0.0),
+    },
 }
 
 
@@ -116,7 +120,9 @@ def test_reuploading_fast_simulator_matches_pennylane_values_and_gradients(patte
     """Angle re-uploading (the encoding before every layer, fresh features each time): the
     fast simulator's state-vector and per-sample density-matrix paths against PennyLane."""
     qubits, layers = 3, 3
-    spec = CircuitSpec(qubits, layers, "angle", tuple(entangling_pairs(pattern, qubits)), **NOISES[noise], reupload=True)
+    spec = CircuitSpec(
+        qubits, layers, "angle", tuple(entangling_pairs(pattern, qubits)), **NOISES[noise], reupload=True
+    )
     assert spec.n_features == qubits * layers
     rng = np.random.default_rng(100 + REUPLOAD_CASES.index((pattern, noise)))
     X = rng.normal(size=(3, spec.n_features))
@@ -163,17 +169,28 @@ CORRELATOR_CASES = [(e, n, False) for e in ENCODINGS for n in ("none", "all", "p
 
 def simulated_value_and_grad(simulate, spec, X, theta, cotangent):
     """The outputs, and the gradient of their cotangent-weighted sum over theta."""
-    (_, z), g = jax.value_and_grad(lambda th: (jnp.sum(simulate(spec, X, th) * cotangent), simulate(spec, X, th)), has_aux=True)(theta)
+    (_, z), g = jax.value_and_grad(
+        lambda th: (jnp.sum(simulate(spec, X, th) * cotangent), simulate(spec, X, th)), has_aux=True
+    )(theta)
     return np.asarray(z), np.asarray(g)
 
 
-@pytest.mark.parametrize("encoding, noise, reupload", CORRELATOR_CASES, ids=["-".join(map(str, c)) for c in CORRELATOR_CASES])
+@pytest.mark.parametrize(
+    "encoding, noise, reupload", CORRELATOR_CASES, ids=["-".join(map(str, c)) for c in CORRELATOR_CASES]
+)
 def test_correlator_readout_matches_pennylane_values_and_gradients(encoding, noise, reupload):
     """measure: zz — ⟨Z_i⟩ then ⟨Z_i Z_j⟩ for every pair, readout flips included, on every
     path of the fast simulator (state vector, Heisenberg, density matrix) against PennyLane."""
     qubits, layers = 3, 2
-    spec = CircuitSpec(qubits, layers, encoding, tuple(entangling_pairs("ring", qubits)), **NOISES[noise],
-                       reupload=reupload, correlators=True)
+    spec = CircuitSpec(
+        qubits,
+        layers,
+        encoding,
+        tuple(entangling_pairs("ring", qubits)),
+        **NOISES[noise],
+        reupload=reupload,
+        correlators=True,
+    )
     assert spec.n_outputs == 6
     rng = np.random.default_rng(200 + CORRELATOR_CASES.index((encoding, noise, reupload)))
     X = rng.normal(size=(2, spec.n_features))
@@ -236,8 +253,12 @@ def test_per_qubit_noise_acts_on_its_own_wire():
     pairs = tuple(entangling_pairs("linear", 3))
     # Equal per-qubit values are the scalar model.
     scalar = CircuitSpec(3, 2, "angle", pairs, depolarizing=0.04, amplitude_damping=0.07, readout=0.05)
-    tupled = CircuitSpec(3, 2, "angle", pairs, depolarizing=(0.04,) * 3, amplitude_damping=[0.07] * 3, readout=(0.05,) * 3)
-    assert np.allclose(np.asarray(fast_expvals(scalar, X, theta)), np.asarray(fast_expvals(tupled, X, theta)), atol=1e-13)
+    tupled = CircuitSpec(
+        3, 2, "angle", pairs, depolarizing=(0.04,) * 3, amplitude_damping=[0.07] * 3, readout=(0.05,) * 3
+    )
+    assert np.allclose(
+        np.asarray(fast_expvals(scalar, X, theta)), np.asarray(fast_expvals(tupled, X, theta)), atol=1e-13
+    )
     # Full damping of the last wire alone resets it (<Z_2> = 1) and leaves the others noisy but
     # not reset; readout on wire 1 alone scales only <Z_1>.
     reset_last = CircuitSpec(3, 2, "angle", pairs, amplitude_damping=(0.0, 0.0, 1.0))
@@ -305,7 +326,12 @@ def test_spec_from_profile():
     from pqfl.config import ClientProfile
 
     profile = ClientProfile(
-        name="x", qubits=4, layers=3, entangling="linear", encoding="angle", noise={"depolarizing": 0.01, "readout": 0.02}
+        name="x",
+        qubits=4,
+        layers=3,
+        entangling="linear",
+        encoding="angle",
+        noise={"depolarizing": 0.01, "readout": 0.02},
     )
     spec = CircuitSpec.from_profile(profile)
     assert spec.pairs == ((0, 1), (1, 2), (2, 3))

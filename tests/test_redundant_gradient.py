@@ -14,14 +14,24 @@ from pqfl.quantum.ansatz import entangling_pairs
 from pqfl.quantum.reference import reference_expvals
 from pqfl.quantum.spec import CircuitSpec
 
-NOISE = {"none": (0.0, 0.0, 0.0), "depolarizing": (0.03, 0.0, 0.0), "damping": (0.0, 0.04, 0.0), "readout": (0.0, 0.0, 0.05)}
+NOISE = {
+    "none": (0.0, 0.0, 0.0),
+    "depolarizing": (0.03, 0.0, 0.0),
+    "damping": (0.0, 0.04, 0.0),
+    "readout": (0.0, 0.0, 0.05),
+}
 
 
 def _spec(encoding, entangling, noise, qubits=3, layers=2):
     dep, damp, ro = NOISE[noise]
     return CircuitSpec(
-        qubits=qubits, layers=layers, encoding=encoding, pairs=tuple(entangling_pairs(entangling, qubits)),
-        depolarizing=dep, amplitude_damping=damp, readout=ro,
+        qubits=qubits,
+        layers=layers,
+        encoding=encoding,
+        pairs=tuple(entangling_pairs(entangling, qubits)),
+        depolarizing=dep,
+        amplitude_damping=damp,
+        readout=ro,
     )
 
 
@@ -33,8 +43,13 @@ def _features(encoding, qubits, n, seed=0):
 @pytest.mark.parametrize(
     "encoding,entangling,noise",
     # each encoding, entangler and noise type at least once
-    [("amplitude", "ring", "none"), ("angle", "all_to_all", "depolarizing"), ("iqp", "linear", "damping"),
-     ("amplitude", "all_to_all", "readout"), ("angle", "ring", "none")],
+    [
+        ("amplitude", "ring", "none"),
+        ("angle", "all_to_all", "depolarizing"),
+        ("iqp", "linear", "damping"),
+        ("amplitude", "all_to_all", "readout"),
+        ("angle", "ring", "none"),
+    ],
 )
 def test_last_layer_omega_has_zero_gradient_on_pennylane(encoding, entangling, noise):
     spec = _spec(encoding, entangling, noise, qubits=2)
@@ -58,8 +73,22 @@ def test_proximal_training_is_the_same_on_fast_and_reference():
     out = {}
     for sim in ("fast", "reference"):
         out[sim], _ = train_local(
-            spec, objective="supervised", simulator=sim, shots=None, params=params, X=X, y=y, anchor=start, lam=0.01,
-            epochs=4, batch_size=8, lr=0.05, optimizer="adam", center=None, seed=0, stream=("t",),
+            spec,
+            objective="supervised",
+            simulator=sim,
+            shots=None,
+            params=params,
+            X=X,
+            y=y,
+            anchor=start,
+            lam=0.01,
+            epochs=4,
+            batch_size=8,
+            lr=0.05,
+            optimizer="adam",
+            center=None,
+            seed=0,
+            stream=("t",),
         )
     # The anchor equals the start, so nothing may move ω_last; everything else agrees to roundoff.
     np.testing.assert_array_equal(out["fast"]["theta"][-1, :, 2], start[-1, :, 2])

@@ -11,15 +11,20 @@ from pqfl.quantum.spec import CircuitSpec
 
 def _spec(qubits, encoding, noisy):
     return CircuitSpec(
-        qubits=qubits, layers=2, encoding=encoding, pairs=tuple((i, (i + 1) % qubits) for i in range(qubits)),
-        depolarizing=0.01 if noisy else 0.0, amplitude_damping=0.0, readout=0.0,
+        qubits=qubits,
+        layers=2,
+        encoding=encoding,
+        pairs=tuple((i, (i + 1) % qubits) for i in range(qubits)),
+        depolarizing=0.01 if noisy else 0.0,
+        amplitude_damping=0.0,
+        readout=0.0,
     )
 
 
 def test_concurrent_reference_calls_match_sequential_ones():
     rng = np.random.default_rng(0)
     cases = []
-    for i, (q, enc, noisy) in enumerate([(3, "angle", False), (4, "amplitude", True), (3, "iqp", True), (4, "angle", False)]):
+    for q, enc, noisy in [(3, "angle", False), (4, "amplitude", True), (3, "iqp", True), (4, "angle", False)]:
         n_features = 2**q if enc == "amplitude" else q
         X = rng.uniform(0.1, 1.0, (5, n_features))
         theta = rng.normal(size=(2, q, 3))

@@ -19,13 +19,13 @@ from sklearn.metrics import roc_auc_score
 
 from flows.detector_model import feature_columns, log_detectors, registered_name
 from pqfl.detector import QuantumDetector, serve_stream
-from tasks.settings import load_run_config as load_config
-from pqfl.fleet import prepare
 from pqfl.federated.aggregation import block_of
 from pqfl.federated.client import evaluate, init_state, local_round
 from pqfl.federated.local_update import predict_scores
 from pqfl.federated.server import init_global
+from pqfl.fleet import prepare
 from pqfl.metrics import client_metrics
+from tasks.settings import load_run_config as load_config
 from tests.mlflow_store import tiny_store
 from tests.servers import VENV_BIN, free_port, running, server_env
 
@@ -80,7 +80,9 @@ def test_every_method_and_client_has_a_registered_version_in_its_client_run(trai
             child = _client_run(client, result["mlflow_parent_run_ids"][method], name)
             assert version.run_id == child.info.run_id
             assert version.tags["pqfl.method"] == method and version.tags["pqfl.client"] == name
-            assert float(version.tags["threshold"]) == pytest.approx(_final(client, child.info.run_id, "threshold"), rel=1e-5)
+            assert float(version.tags["threshold"]) == pytest.approx(
+                _final(client, child.info.run_id, "threshold"), rel=1e-5
+            )
             # The version comes from the one logged model of the client run.
             (logged,) = [o.model_id for o in client.get_run(child.info.run_id).outputs.model_outputs]
             assert version.source == f"models:/{logged}"
@@ -108,7 +110,9 @@ def test_registered_detector_reproduces_the_flow_metrics_from_raw_features(train
             if trained["setups"][index].profile.shots and method != "centralized":
                 # Finite shots: the served detector draws its own (seeded) shots, so only close.
                 assert roc_auc_score(y, scores) == pytest.approx(logged_auroc, abs=0.15)
-                np.testing.assert_array_equal(model.predict(frame)["score"].to_numpy(), scores)  # same request, same answer
+                np.testing.assert_array_equal(
+                    model.predict(frame)["score"].to_numpy(), scores
+                )  # same request, same answer
                 continue
             metrics = client_metrics(y, scores, threshold)
             assert metrics["auroc"] == pytest.approx(logged_auroc, abs=1e-12), (method, name)
@@ -119,13 +123,15 @@ def test_registered_detector_reproduces_the_flow_metrics_from_raw_features(train
 def test_pyfunc_scores_equal_the_in_process_detector(trained, tmp_path):
     """A detector trained in process, logged and registered, then loaded by models:/ URI,
     returns pqfl's own scores for the same rows — every client, shots included."""
-    cfg, setups, datas = trained["cfg"], trained["setups"], trained["datas"]
+    cfg, setups = trained["cfg"], trained["setups"]
     fed = cfg.federation
     G = init_global(cfg.max_layers, cfg.max_qubits, fed.seed, fed.init_scale)
     states, finals = [], []
     for s in setups:
         state = init_state(s, block_of(G, s.spec.layers, s.spec.qubits), fed.seed)
-        state, _ = local_round(s, state, start_theta=state.theta, anchor=None, prox=0.0, fed=fed, simulator=cfg.simulator, round_index=1)
+        state, _ = local_round(
+            s, state, start_theta=state.theta, anchor=None, prox=0.0, fed=fed, simulator=cfg.simulator, round_index=1
+        )
         states.append(state)
         finals.append(evaluate(s, state, state.theta, fed=fed, simulator=cfg.simulator, round_index=1))
     client = trained["client"]
@@ -135,14 +141,28 @@ def test_pyfunc_scores_equal_the_in_process_detector(trained, tmp_path):
         s.name: QuantumDetector.from_federation(s, [(st, st.theta)], f.threshold, fed, cfg.dataset, cfg.simulator)
         for s, st, f in zip(setups, states, finals)
     }
-    uris = log_detectors(client, experiment="in-process", method="local", source=cfg.dataset.source, run_ids=run_ids,
-                         detectors=detectors, step=1)
+    uris = log_detectors(
+        client,
+        experiment="in-process",
+        method="local",
+        source=cfg.dataset.source,
+        run_ids=run_ids,
+        detectors=detectors,
+        step=1,
+    )
     assert uris == {s.name: f"models:/in-process-local-{s.name}/1" for s in setups}
     for index, (setup, state, final) in enumerate(zip(setups, states, finals)):
         served = mlflow.pyfunc.load_model(uris[setup.name]).predict(_raw_test_frame(trained, index))
         expected = predict_scores(
-            setup.spec, objective=fed.objective, simulator=cfg.simulator, shots=setup.profile.shots,
-            params=state.params(), center=state.center, X=setup.X_test, seed=fed.seed, stream=serve_stream(setup.index),
+            setup.spec,
+            objective=fed.objective,
+            simulator=cfg.simulator,
+            shots=setup.profile.shots,
+            params=state.params(),
+            center=state.center,
+            X=setup.X_test,
+            seed=fed.seed,
+            stream=serve_stream(setup.index),
         )
         np.testing.assert_allclose(served["score"].to_numpy(), expected, rtol=1e-12, atol=1e-12)
         np.testing.assert_array_equal(served["flag"].to_numpy(), (expected >= final.threshold).astype(int))
@@ -166,11 +186,27 @@ def test_mlflow_models_serve_answers_with_the_same_scores(trained, tmp_path):
     frame = _raw_test_frame(trained, CLIENTS.index("angle-2q-noisy"))
     expected = mlflow.pyfunc.load_model(uri).predict(frame)
     port = free_port()
-    cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    cmd = [
+        str(VENV_BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        uri,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     started = time.monotonic()
-    with running(cmd, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", server_env(MLFLOW_TRACKING_URI=trained["uri"])):
+    with running(
+        cmd, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", server_env(MLFLOW_TRACKING_URI=trained["uri"])
+    ):
         print(f"mlflow models serve ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
-        status, body = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_split": frame.to_dict(orient="split", index=False)})
+        status, body = _post(
+            f"http://127.0.0.1:{port}/invocations", {"dataframe_split": frame.to_dict(orient="split", index=False)}
+        )
         assert status == 200, body
         served = pd.DataFrame(body["predictions"])
         np.testing.assert_allclose(served["score"].to_numpy(), expected["score"].to_numpy(), rtol=1e-12, atol=1e-12)
@@ -179,10 +215,13 @@ def test_mlflow_models_serve_answers_with_the_same_scores(trained, tmp_path):
         records = frame.iloc[:3, ::-1].to_dict(orient="records")
         status, body = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": records})
         assert status == 200, body
-        np.testing.assert_allclose([p["score"] for p in body["predictions"]], expected["score"].to_numpy()[:3], rtol=1e-12)
+        np.testing.assert_allclose(
+            [p["score"] for p in body["predictions"]], expected["score"].to_numpy()[:3], rtol=1e-12
+        )
         # A request without all raw features is refused with a message naming the column.
         status, body = _post(
-            f"http://127.0.0.1:{port}/invocations", {"dataframe_split": frame.drop(columns=["pixel_3_4"]).to_dict(orient="split", index=False)}
+            f"http://127.0.0.1:{port}/invocations",
+            {"dataframe_split": frame.drop(columns=["pixel_3_4"]).to_dict(orient="split", index=False)},
         )
         assert status == 400 and "pixel_3_4" in body.get("message", ""), (status, body)
 
@@ -198,8 +237,10 @@ def test_tracking_log_models_off_logs_and_registers_nothing(trained, tmp_path):
     run_ids = {s.name: client.create_run(exp_id).info.run_id for s in setups}
     run = MethodRun(client, client.create_run(exp_id).info.run_id, run_ids)
     states = [init_state(s, np.zeros((s.spec.layers, s.spec.qubits, 3)), 0) for s in setups]
-    detectors = {s.name: QuantumDetector.from_federation(s, [(st, st.theta)], 0.0, cfg.federation, cfg.dataset)
-                 for s, st in zip(setups, states)}
+    detectors = {
+        s.name: QuantumDetector.from_federation(s, [(st, st.theta)], 0.0, cfg.federation, cfg.dataset)
+        for s, st in zip(setups, states)
+    }
     assert run.log_models(cfg, "pqfl", detectors) == {}
     assert client.search_registered_models() == []
     assert all(not client.get_run(i).outputs.model_outputs for i in run_ids.values())

@@ -66,8 +66,19 @@ def test_replicas_keep_the_data_and_change_only_the_random_streams():
     np.testing.assert_array_equal(heads[0], init_state(setup, block, seed=3).w)
     assert not np.allclose(heads[1], heads[0])
     # Same start, own minibatch order: the restarts train to different models.
-    trained = [local_round(v, init_state(v, block, 3), start_theta=block, anchor=None, prox=0.0, fed=FED,
-                           simulator="fast", round_index=1)[0] for v in virtual[:2]]
+    trained = [
+        local_round(
+            v,
+            init_state(v, block, 3),
+            start_theta=block,
+            anchor=None,
+            prox=0.0,
+            fed=FED,
+            simulator="fast",
+            round_index=1,
+        )[0]
+        for v in virtual[:2]
+    ]
     assert not np.allclose(trained[0].theta, trained[1].theta)
 
 
@@ -76,8 +87,16 @@ def test_evaluating_restarts_scores_their_ensemble():
     block = block_of(init_global(1, 2, 5), 1, 2)
     members = []
     for v in replicas([setup], 2):
-        state, _ = local_round(v, init_state(v, block, 5), start_theta=block, anchor=None, prox=0.0, fed=FED,
-                               simulator="fast", round_index=1)
+        state, _ = local_round(
+            v,
+            init_state(v, block, 5),
+            start_theta=block,
+            anchor=None,
+            prox=0.0,
+            fed=FED,
+            simulator="fast",
+            round_index=1,
+        )
         members.append((state, state.theta))
     one = evaluate(setup, *members[0], fed=FED, simulator="fast", round_index=1)
     alone = evaluate_members(setup, members[:1], fed=FED, simulator="fast", round_index=1)
@@ -85,8 +104,17 @@ def test_evaluating_restarts_scores_their_ensemble():
     np.testing.assert_array_equal(one.test_scores, alone.test_scores)
     both = evaluate_members(setup, members, fed=FED, simulator="fast", round_index=1)
     scores = [
-        predict_scores(setup.spec, objective="supervised", simulator="fast", shots=None, params=st.params(theta=th),
-                       center=None, X=setup.X_test, seed=FED.seed, stream=("test", *replace(setup, replica=r).stream_id, 1))
+        predict_scores(
+            setup.spec,
+            objective="supervised",
+            simulator="fast",
+            shots=None,
+            params=st.params(theta=th),
+            center=None,
+            X=setup.X_test,
+            seed=FED.seed,
+            stream=("test", *replace(setup, replica=r).stream_id, 1),
+        )
         for r, (st, th) in enumerate(members)
     ]
     np.testing.assert_allclose(both.test_scores, combine_scores(scores, "supervised"), atol=1e-12)
@@ -101,5 +129,7 @@ def test_config_checks_restarts():
     clients = TINY["clients"] + [device]
     ok = {**TINY, "clients": clients}
     parse_config(ok)  # a hardware evaluation with one model is fine
-    with pytest.raises(ValueError, match=r"federation\.restarts: 2 .*'aer-manila' gets a hardware evaluation \(aer\).*restarts: 1"):
+    with pytest.raises(
+        ValueError, match=r"federation\.restarts: 2 .*'aer-manila' gets a hardware evaluation \(aer\).*restarts: 1"
+    ):
         parse_config({**ok, "federation": {**TINY["federation"], "restarts": 2}})

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from flows.tracking import MethodRun, ROUND_METRICS
+from flows.tracking import ROUND_METRICS, MethodRun
 from pqfl.results import ClientEvaluation, ClientRound, RoundReport, RoundSummary
 from tests.tiny import TINY, write_config
 
@@ -40,11 +40,15 @@ def _env(tmp_path: Path) -> dict:
 
 
 def _cli(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(PQFL + args, capture_output=True, text=True, timeout=timeout, env=_env(tmp_path), cwd=tmp_path)
+    return subprocess.run(
+        PQFL + args, capture_output=True, text=True, timeout=timeout, env=_env(tmp_path), cwd=tmp_path
+    )
 
 
 def _metrics(result: dict) -> dict:
-    return {m: {k: v for k, v in r.items() if k not in ("wall_s", "retries_total")} for m, r in result["methods"].items()}
+    return {
+        m: {k: v for k, v in r.items() if k not in ("wall_s", "retries_total")} for m, r in result["methods"].items()
+    }
 
 
 def _flow_states(tmp_path: Path, ids: list[str]) -> dict[str, str]:
@@ -61,8 +65,13 @@ def _kill_during_round_3(args: list[str], tmp_path: Path) -> str:
     """Start `pqfl run`, SIGKILL its whole process group (the CLI and its temporary Prefect
     server) as soon as round 2 is reported, i.e. while round 3 trains; return its stderr."""
     proc = subprocess.Popen(
-        PQFL + args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env(tmp_path),
-        cwd=tmp_path, start_new_session=True,
+        PQFL + args,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+        start_new_session=True,
     )
     seen: list[str] = []
     deadline = time.monotonic() + 300
@@ -86,8 +95,14 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path):
     # lr_decay: each round's rate comes from its index, so the resumed rounds must train at
     # the rates the uninterrupted run used. restarts: the checkpoint holds both restarts'
     # clients and server models, and the resumed run must continue each of them.
-    federation = {**TINY["federation"], "methods": ["pqfl"], "rounds": ROUNDS, "local_epochs": 2, "lr_decay": 0.8,
-                  "restarts": 2}
+    federation = {
+        **TINY["federation"],
+        "methods": ["pqfl"],
+        "rounds": ROUNDS,
+        "local_epochs": 2,
+        "lr_decay": 0.8,
+        "restarts": 2,
+    }
     (tmp_path / "clean").mkdir()
     clean_cfg = write_config(tmp_path / "clean", federation=federation)
     # The interrupted run also meets a transient fault in every job (each retried once after
@@ -110,7 +125,9 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert f"round  3/{ROUNDS}" not in stderr
     client = MlflowClient(tracking_uri=_env(tmp_path)["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name(TINY["name"])
-    killed = client.search_runs([exp.experiment_id], filter_string="tags.`pqfl.role` = 'parent' and attributes.status = 'RUNNING'")
+    killed = client.search_runs(
+        [exp.experiment_id], filter_string="tags.`pqfl.role` = 'parent' and attributes.status = 'RUNNING'"
+    )
     assert len(killed) == 1, "the killed run is left RUNNING until it is resumed"
     run_id = killed[0].info.run_id
     ckpt_path = Path(killed[0].data.tags["pqfl.checkpoint"])
@@ -189,7 +206,9 @@ def test_runs_orphaned_before_their_first_checkpoint_are_failed(tmp_path):
     child = tracker.client.create_run(tracker.experiment_id, tags={"mlflow.parentRunId": orphan.info.run_id})
     other = tracker.client.create_run(tracker.experiment_id, tags={"pqfl.invocation": "inv", "pqfl.method": "local"})
     assert tracker.fail_orphans("inv", "pqfl", "crashed") == [orphan.info.run_id]
-    statuses = {r: tracker.client.get_run(r).info.status for r in (orphan.info.run_id, child.info.run_id, other.info.run_id)}
+    statuses = {
+        r: tracker.client.get_run(r).info.status for r in (orphan.info.run_id, child.info.run_id, other.info.run_id)
+    }
     assert statuses == {orphan.info.run_id: "FAILED", child.info.run_id: "FAILED", other.info.run_id: "RUNNING"}
     assert tracker.client.get_run(orphan.info.run_id).data.tags["pqfl.failure"] == "crashed"
 
@@ -202,8 +221,17 @@ def test_relogging_a_round_adds_no_duplicate_steps(tmp_path):
     parent = client.create_run(exp).info.run_id
     child = client.create_run(exp).info.run_id
     run = MethodRun(client, parent, {"a": child})
-    ev = ClientEvaluation(client="a", threshold=0.0, val_auroc=0.6, auroc=0.5, aupr=0.5, false_error=0.1,
-                          missing_error=0.2, f1=0.3, test_scores=np.zeros(3))
+    ev = ClientEvaluation(
+        client="a",
+        threshold=0.0,
+        val_auroc=0.6,
+        auroc=0.5,
+        aupr=0.5,
+        false_error=0.1,
+        missing_error=0.2,
+        f1=0.3,
+        test_scores=np.zeros(3),
+    )
     row = ClientRound(ev, loss=1.0, retries=2, dropped=False)
 
     def report(k: int, retries: int) -> RoundReport:

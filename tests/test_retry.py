@@ -10,14 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 from prefect import flow, task
 from prefect.runtime import task_run
-from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.train import pqfl_train
-from tasks.settings import RetryConfig
-from tasks.settings import parse_run_config as parse_config
 from pqfl.errors import PQFLInputError, PQFLRunError
 from tasks.retry import (
     FAULT_RATE_ENV,
@@ -29,6 +27,8 @@ from tasks.retry import (
     retry_options,
     with_fault_env,
 )
+from tasks.settings import RetryConfig
+from tasks.settings import parse_run_config as parse_config
 from tests.tiny import TINY, write_config
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -78,7 +78,9 @@ def test_fault_draws_are_seeded_and_spare_the_last_attempt():
     rate = sum(draws) / len(draws)
     assert 0.2 < rate < 0.4, rate  # 240 Bernoulli(0.3) draws
     other_seed = FaultPlan(seed=6, method="pqfl", max_retries=3, transient_rate=0.3)
-    assert draws != [other_seed.transient_fault("train", f"c{c}", r, a) for c in range(8) for r in range(1, 11) for a in (1, 2, 3)]
+    assert draws != [
+        other_seed.transient_fault("train", f"c{c}", r, a) for c in range(8) for r in range(1, 11) for a in (1, 2, 3)
+    ]
     always = FaultPlan(seed=5, method="pqfl", max_retries=3, transient_rate=1.0)
     assert [always.transient_fault("train", "c", 1, a) for a in (1, 2, 3, 4)] == [True, True, True, False]
     no_retries = FaultPlan(seed=5, method="pqfl", max_retries=0, transient_rate=1.0)

@@ -22,7 +22,7 @@ Shots are set with ``qml.set_shots`` (the ``shots=`` device kwarg is deprecated)
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +53,7 @@ CASES = [
     ("iqp", 3, 1, "ring"),
     ("iqp", 3, 2, "linear"),
 ]
-CASE_IDS = [f"{e}-q{q}-l{l}-{p}" for e, q, l, p in CASES]
+CASE_IDS = [f"{e}-q{q}-l{layers}-{p}" for e, q, layers, p in CASES]
 
 # (encoding, qubits, layers, entangling pattern, readout p)
 READOUT_CASES = [
@@ -105,7 +105,7 @@ def _assert_on_shot_lattice(est, shots):
     assert np.allclose(counts, np.round(counts), atol=1e-6), counts
 
 
-@lru_cache(maxsize=None)
+@cache
 def _noiseless_run(index: int):
     """Exact values, aer estimates and pqfl estimates for CASES[index] (cached for reuse)."""
     spec = _spec(*CASES[index])

@@ -16,7 +16,16 @@ from pqfl.federated import jobs
 from pqfl.federated.aggregation import grouped_average
 from pqfl.federated.rounds import BelowQuorum, Federation, run_federation
 from pqfl.federated.strategies import (
-    STRATEGIES, Centralized, FedAvg, FedProx, FitInstructions, Local, PQFL, Roles, Strategy, strategy_for,
+    PQFL,
+    STRATEGIES,
+    Centralized,
+    FedAvg,
+    FedProx,
+    FitInstructions,
+    Local,
+    Roles,
+    Strategy,
+    strategy_for,
 )
 from pqfl.fleet import prepare
 from tests.tiny import TINY
@@ -168,7 +177,7 @@ def test_a_new_strategy_needs_no_change_to_the_loop(tiny):
     # Same training and server model as FedAvg; only the evaluated block differs.
     np.testing.assert_array_equal(result.state.global_theta, fedavg.state.global_theta)
     assert result.strategy == "fedavg-ft" and _summary(result) != _summary(fedavg)
-    for (state, theta), in result.members:
+    for ((state, theta),) in result.members:
         assert theta is state.theta
 
 

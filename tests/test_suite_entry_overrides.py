@@ -16,9 +16,12 @@ def test_entry_objective_overrides_apply_to_their_dataset_and_objective_only():
             "base": {"clients": [{"name": "a", "qubits": 2}], "federation": {"lr": 0.2, "lambda": 0.1}},
             "objective_overrides": {"one_class": {"federation.lr": 0.05}},
             "datasets": [
-                {"name": "d1", "source": "sklearn:digits",
-                 "overrides": {"federation.lambda": 0.3},
-                 "objective_overrides": {"one_class": {"federation.lr": 0.01, "dataset.keep_norm": True}}},
+                {
+                    "name": "d1",
+                    "source": "sklearn:digits",
+                    "overrides": {"federation.lambda": 0.3},
+                    "objective_overrides": {"one_class": {"federation.lr": 0.01, "dataset.keep_norm": True}},
+                },
                 {"name": "d2", "source": "sklearn:digits"},
             ],
         }

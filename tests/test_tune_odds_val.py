@@ -30,13 +30,18 @@ def test_tuning_prints_validation_only_and_averages_the_tuning_seeds(tmp_path, c
     for r in rows:
         assert len(r["per_client"]) == 2 and abs(r["val_auroc"] - np.mean(r["per_client"])) < 1e-3
     # The table's cell is the mean over the tuning seeds.
-    table = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in out.splitlines()
-             if line.startswith("| ") and not line.startswith("| variant")}
+    table = {
+        line.split("|")[1].strip(): float(line.split("|")[2])
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| variant")
+    }
     for name in ("logreg-client", "as is", "lambda 1"):
         seeds = [r["val_auroc"] for r in rows if r["variant"] == name]
         assert abs(table[name] - np.mean(seeds)) < 2e-3
     # The variant was applied: a strong proximal pull changes PQFL's validation scores.
-    assert [r["per_client"] for r in rows if r["variant"] == "as is"] != [r["per_client"] for r in rows if r["variant"] == "lambda 1"]
+    assert [r["per_client"] for r in rows if r["variant"] == "as is"] != [
+        r["per_client"] for r in rows if r["variant"] == "lambda 1"
+    ]
 
 
 def test_tuning_refuses_the_suites_reporting_seeds(tmp_path):

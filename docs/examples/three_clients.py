@@ -18,8 +18,13 @@ rng = np.random.default_rng(0)
 normal, anomalous = np.flatnonzero(digit == 0), np.flatnonzero(digit != 0)
 profiles = {
     "amplitude-6q": {"qubits": 6, "layers": 2, "encoding": "amplitude", "entangling": "ring"},
-    "angle-4q": {"qubits": 4, "layers": 3, "encoding": "angle", "entangling": "linear",
-                 "noise": {"depolarizing": 0.005, "readout": 0.01}},
+    "angle-4q": {
+        "qubits": 4,
+        "layers": 3,
+        "encoding": "angle",
+        "entangling": "linear",
+        "noise": {"depolarizing": 0.005, "readout": 0.01},
+    },
     "iqp-5q": {"qubits": 5, "layers": 2, "encoding": "iqp", "shots": 1024},
 }
 train, test = {}, {}

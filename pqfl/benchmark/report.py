@@ -19,8 +19,17 @@ from pqfl.benchmark.statistics import relative_change, win_counts
 if TYPE_CHECKING:
     from pqfl.benchmark.suite import Suite
 
-JSON_KEYS = ("dataset", "method", "objective", "mean_auroc", "mean_auroc_std", "mean_aupr", "mean_false_error",
-             "mean_missing_error", "worst_auroc")
+JSON_KEYS = (
+    "dataset",
+    "method",
+    "objective",
+    "mean_auroc",
+    "mean_auroc_std",
+    "mean_aupr",
+    "mean_false_error",
+    "mean_missing_error",
+    "worst_auroc",
+)
 
 
 def json_rows(table: pd.DataFrame) -> list[dict]:
@@ -49,14 +58,22 @@ def display_table(table: pd.DataFrame, pyod: pd.DataFrame) -> pd.DataFrame:
     """The report's main table: mean ± std AUROC and the other means, PyOD columns for one_class."""
     out = table.copy()
     out["AUROC"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(out["mean_auroc"], out["mean_auroc_std"])]
-    out = out.rename(columns={"mean_aupr": "AUPR", "mean_false_error": "false err", "mean_missing_error": "missing err",
-                              "worst_auroc": "worst AUROC"})
+    out = out.rename(
+        columns={
+            "mean_aupr": "AUPR",
+            "mean_false_error": "false err",
+            "mean_missing_error": "missing err",
+            "worst_auroc": "worst AUROC",
+        }
+    )
     cols = ["dataset", "objective", "method", "AUROC", "AUPR", "false err", "missing err", "worst AUROC"]
     out = out[cols]
     if not pyod.empty and (out["objective"] == "one_class").any():
         for col in ("pyod_best_roc", "pyod_best_detector", "pyod_iforest_roc"):
-            out[col] = [pyod.at[d, col] if o == "one_class" and d in pyod.index else None
-                        for d, o in zip(out["dataset"], out["objective"])]
+            out[col] = [
+                pyod.at[d, col] if o == "one_class" and d in pyod.index else None
+                for d, o in zip(out["dataset"], out["objective"])
+            ]
     return out
 
 
@@ -66,14 +83,24 @@ def paired_display(paired: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     keep = paired[paired["against"].isin(methods) | paired["against"].str.endswith("-client")]
     if keep.empty:
         return keep
-    cells = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] {n}/{k}" if not math.isnan(lo) else f"{d:+.3f} {n}/{k}"
-             for d, lo, hi, n, k in zip(keep["difference"], keep["ci_low"], keep["ci_high"], keep["pqfl >= it"], keep["seeds"])]
+    cells = [
+        f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] {n}/{k}" if not math.isnan(lo) else f"{d:+.3f} {n}/{k}"
+        for d, lo, hi, n, k in zip(
+            keep["difference"], keep["ci_low"], keep["ci_high"], keep["pqfl >= it"], keep["seeds"]
+        )
+    ]
     wide = keep.assign(cell=cells).pivot(index=["dataset", "objective"], columns="against", values="cell")
     return wide.reindex(pd.unique(pd.MultiIndex.from_frame(keep[["dataset", "objective"]]))).fillna("")
 
 
-def build_report(suite: Suite, table: pd.DataFrame, pyod: pd.DataFrame, wall_s: float, notes: list[str],
-                 paired: pd.DataFrame | None = None) -> str:
+def build_report(
+    suite: Suite,
+    table: pd.DataFrame,
+    pyod: pd.DataFrame,
+    wall_s: float,
+    notes: list[str],
+    paired: pd.DataFrame | None = None,
+) -> str:
     """The markdown report of a run: its tables from ``summary_table`` (and ``paired_difference``)."""
     parts = [f"# Benchmark `{suite.name}`", ""]
     if suite.description:
@@ -101,13 +128,21 @@ def build_report(suite: Suite, table: pd.DataFrame, pyod: pd.DataFrame, wall_s: 
         parts += ["## Datasets where PQFL's mean-client AUROC ≥ the other method's", "", markdown_table(wins), ""]
     shown = paired_display(paired, list(suite.methods)) if paired is not None and not paired.empty else pd.DataFrame()
     if not shown.empty:
-        parts += ["## PQFL minus the other method, paired by seed (mean-client AUROC)", "",
-                  "Mean per-seed difference, its 95% paired-t interval, and on how many seeds PQFL was ≥ the "
-                  "other method. An interval that holds 0 does not separate the two on these seeds.", "",
-                  markdown_table(shown), ""]
+        parts += [
+            "## PQFL minus the other method, paired by seed (mean-client AUROC)",
+            "",
+            "Mean per-seed difference, its 95% paired-t interval, and on how many seeds PQFL was ≥ the "
+            "other method. An interval that holds 0 does not separate the two on these seeds.",
+            "",
+            markdown_table(shown),
+            "",
+        ]
     if not pyod.empty:
-        parts += ["PyOD columns: PyOD's published unsupervised ROC-AUC on the whole file (60/40 split, "
-                  "standardised), a reference point only: its split and its pooled detectors differ from the "
-                  "federated per-client setup here.", ""]
+        parts += [
+            "PyOD columns: PyOD's published unsupervised ROC-AUC on the whole file (60/40 split, "
+            "standardised), a reference point only: its split and its pooled detectors differ from the "
+            "federated per-client setup here.",
+            "",
+        ]
     parts += [f"- {n}" for n in notes]
     return "\n".join(parts).rstrip() + "\n"

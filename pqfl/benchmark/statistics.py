@@ -54,7 +54,9 @@ def per_seed_table(records: list[dict]) -> pd.DataFrame:
 
 def summary_table(records: list[dict]) -> pd.DataFrame:
     """Mean ± std over seeds of each metric, one row per dataset × objective × method."""
-    frame = pd.DataFrame([{k: r[k] for k in ("dataset", "objective", "method", "kind", "seed", *METRICS)} for r in records])
+    frame = pd.DataFrame(
+        [{k: r[k] for k in ("dataset", "objective", "method", "kind", "seed", *METRICS)} for r in records]
+    )
     keys = ["dataset", "objective", "method"]
     grouped = frame.groupby(keys, sort=False)
     table = grouped[list(METRICS)].mean()
@@ -95,9 +97,18 @@ def paired_difference(frame: pd.DataFrame, metric: str = "mean_auroc", confidenc
                 low, high = float(ci.low), float(ci.high)
             elif len(both) > 1:
                 low = high = float(diff.mean())
-            rows.append({"dataset": dataset, "objective": objective, "against": other, "seeds": len(both),
-                         "difference": float(diff.mean()), "ci_low": low, "ci_high": high,
-                         "pqfl >= it": int((diff >= 0).sum())})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "objective": objective,
+                    "against": other,
+                    "seeds": len(both),
+                    "difference": float(diff.mean()),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "pqfl >= it": int((diff >= 0).sum()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -110,8 +121,14 @@ def win_counts(table: pd.DataFrame) -> pd.DataFrame:
             continue
         for other in [c for c in wide.columns if c != PROPOSED]:
             both = wide[[PROPOSED, other]].dropna()
-            rows.append({"objective": objective, "against": other,
-                         "pqfl >= it": int((both[PROPOSED] >= both[other]).sum()), "datasets": len(both)})
+            rows.append(
+                {
+                    "objective": objective,
+                    "against": other,
+                    "pqfl >= it": int((both[PROPOSED] >= both[other]).sum()),
+                    "datasets": len(both),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -129,5 +146,9 @@ def pyod_reference(path: Path | None, datasets: dict[str, str]) -> pd.DataFrame:
             continue
         values = match.iloc[0][detectors].astype(float)
         values = values[values > 0]  # 0.0 marks a detector PyOD did not run on this dataset
-        rows[label] = {"pyod_best_roc": values.max(), "pyod_best_detector": values.idxmax(), "pyod_iforest_roc": values.get("IForest")}
+        rows[label] = {
+            "pyod_best_roc": values.max(),
+            "pyod_best_detector": values.idxmax(),
+            "pyod_iforest_roc": values.get("IForest"),
+        }
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -82,10 +82,12 @@ class Suite(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _unique(self) -> "Suite":
+    def _unique(self) -> Suite:
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
-            raise ValueError(f"datasets: names repeat ({sorted({n for n in names if names.count(n) > 1})}); name each entry once")
+            raise ValueError(
+                f"datasets: names repeat ({sorted({n for n in names if names.count(n) > 1})}); name each entry once"
+            )
         if len(set(self.methods)) != len(self.methods):
             raise ValueError("methods: a method is listed twice; list each once")
         return self
@@ -116,7 +118,9 @@ def load_suite(path: str | Path) -> Suite:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise PQFLInputError(f"{path}:{where}: YAML syntax error ({getattr(err, 'problem', err)}); fix the YAML syntax") from None
+        raise PQFLInputError(
+            f"{path}:{where}: YAML syntax error ({getattr(err, 'problem', err)}); fix the YAML syntax"
+        ) from None
     if not isinstance(data, dict):
         raise PQFLInputError(f"{path}: expected a YAML mapping with name, base and datasets")
     try:
@@ -192,8 +196,14 @@ def expand_cases(suite: Suite, data_dir: str | Path | None) -> list[Case]:
                 for seed in entry.seeds or suite.seeds:
                     cfg = _case_config(suite, entry, objective, seed, value, data_dir)
                     cases.append(
-                        Case(dataset=label, entry=entry.name, objective=objective, seed=seed, sweep_value=value,
-                             config=cfg.model_dump(mode="json", by_alias=True))
+                        Case(
+                            dataset=label,
+                            entry=entry.name,
+                            objective=objective,
+                            seed=seed,
+                            sweep_value=value,
+                            config=cfg.model_dump(mode="json", by_alias=True),
+                        )
                     )
     return cases
 
@@ -221,5 +231,7 @@ def check_suite(suite_path: str, data_dir: str | None) -> tuple[Suite, list[Case
                 loaded[source] = loaded[source] if source in loaded else load_source(source)
                 load_and_partition(cfg, loaded[source])
         except PQFLInputError as err:
-            raise PQFLInputError(f"dataset {case.dataset!r}, objective {case.objective}, seed {case.seed}: {err}") from err
+            raise PQFLInputError(
+                f"dataset {case.dataset!r}, objective {case.objective}, seed {case.seed}: {err}"
+            ) from err
     return spec, cases

@@ -83,7 +83,12 @@ def _split(idx: np.ndarray, labels: np.ndarray, cfg: PartitionConfig, seed: int)
 
 
 def partition(
-    ds: Dataset, client_names: list[str], cfg: PartitionConfig, normal_classes: list[int], seed: int, attempts: int = 200
+    ds: Dataset,
+    client_names: list[str],
+    cfg: PartitionConfig,
+    normal_classes: list[int],
+    seed: int,
+    attempts: int = 200,
 ) -> list[ClientData]:
     """Spread ``ds`` over the named clients; identical output for identical inputs and seed.
 
@@ -98,11 +103,15 @@ def partition(
     if not ds.anomaly_labels and cfg.normal == "global":
         missing = sorted(set(normal_classes) - present)
         if missing:
-            raise PQFLInputError(f"dataset.normal_classes: classes {missing} do not occur in {ds.name}; pick existing classes")
+            raise PQFLInputError(
+                f"dataset.normal_classes: classes {missing} do not occur in {ds.name}; pick existing classes"
+            )
     if not ds.anomaly_labels and cfg.anomaly_classes is not None:
         missing = sorted(set(cfg.anomaly_classes) - present)
         if missing:
-            raise PQFLInputError(f"partition.anomaly_classes: classes {missing} do not occur in {ds.name}; pick existing classes")
+            raise PQFLInputError(
+                f"partition.anomaly_classes: classes {missing} do not occur in {ds.name}; pick existing classes"
+            )
         if cfg.normal == "global" and set(cfg.anomaly_classes) <= set(normal_classes):
             raise PQFLInputError(
                 "partition.anomaly_classes: every listed class is also in dataset.normal_classes; list classes that are not normal"

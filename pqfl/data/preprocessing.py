@@ -43,11 +43,11 @@ class SufficientStats:
     outer: np.ndarray  # Σ x xᵀ, shape (d, d)
 
     @classmethod
-    def of(cls, X: np.ndarray) -> "SufficientStats":
+    def of(cls, X: np.ndarray) -> SufficientStats:
         X = np.asarray(X, dtype=np.float64)
         return cls(len(X), X.sum(axis=0), X.T @ X)
 
-    def __add__(self, other: "SufficientStats") -> "SufficientStats":
+    def __add__(self, other: SufficientStats) -> SufficientStats:
         return SufficientStats(self.n + other.n, self.total + other.total, self.outer + other.outer)
 
 
@@ -63,7 +63,7 @@ class GlobalStats:
     @classmethod
     def from_sums(
         cls, stats: list[SufficientStats], anomalies: list[SufficientStats] | None = None, ridge: float = 1e-3
-    ) -> "GlobalStats":
+    ) -> GlobalStats:
         """The statistics of all training rows, summed over clients.
 
         With ``anomalies`` (each client's sums over its labelled anomalous training rows),
@@ -208,7 +208,9 @@ def feature_map(
         components = stats.eigvecs[:, : out_dim - 1]
         w = np.sqrt(np.r_[stats.eigvals[: out_dim - 1], stats.eigvals[out_dim - 1 :].sum()])
         w = _common(w, stats) if angle_scale == "common" else w
-        return FeatureMap(encoding, out_dim, stats.mean, stats.scale, components, np.where(w > 1e-12, w, 1.0), None, True)
+        return FeatureMap(
+            encoding, out_dim, stats.mean, stats.scale, components, np.where(w > 1e-12, w, 1.0), None, True
+        )
     components = None if d <= out_dim and encoding == "amplitude" else stats.eigvecs[:, : min(out_dim, d)]
     whiten = None
     if encoding != "amplitude":

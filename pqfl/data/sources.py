@@ -33,7 +33,6 @@ import scipy.io
 
 from pqfl.errors import PQFLInputError
 
-
 # Every scheme ``load_source`` understands (the config validates against this list).
 SCHEMES = ("sklearn", "odds", "csv", "cifar10", "cifar100", "svhn", "imagefolder")
 
@@ -55,7 +54,9 @@ class Dataset:
 
 def _check(X: np.ndarray, y: np.ndarray, where: str, anomaly_labels: bool) -> None:
     if X.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[0] == 0:
-        raise PQFLInputError(f"{where}: expected a 2-D feature matrix with one label per row, got X{X.shape}, y{y.shape}")
+        raise PQFLInputError(
+            f"{where}: expected a 2-D feature matrix with one label per row, got X{X.shape}, y{y.shape}"
+        )
     if not np.all(np.isfinite(X)):
         bad = int((~np.isfinite(X)).any(axis=1).sum())
         raise PQFLInputError(f"{where}: {bad} rows have NaN or infinite features; clean or impute them first")
@@ -74,7 +75,9 @@ def _load_sklearn(name: str) -> Dataset:
         d = datasets.load_breast_cancer()
         # target 0 = malignant: the rarer class is the anomaly.
         return Dataset(d.data.astype(np.float64), (d.target == 0).astype(np.int64), True, "breast_cancer")
-    raise PQFLInputError(f"dataset.source: unknown scikit-learn dataset {name!r}; use sklearn:digits or sklearn:breast_cancer")
+    raise PQFLInputError(
+        f"dataset.source: unknown scikit-learn dataset {name!r}; use sklearn:digits or sklearn:breast_cancer"
+    )
 
 
 def _load_odds(path: Path) -> Dataset:
@@ -83,7 +86,9 @@ def _load_odds(path: Path) -> Dataset:
     try:
         mat = scipy.io.loadmat(path)
     except Exception as err:  # scipy raises several types for corrupt files
-        raise PQFLInputError(f"dataset.source: {path} is not a readable MATLAB .mat file ({type(err).__name__}); re-download it") from None
+        raise PQFLInputError(
+            f"dataset.source: {path} is not a readable MATLAB .mat file ({type(err).__name__}); re-download it"
+        ) from None
     if "X" not in mat or "y" not in mat:
         raise PQFLInputError(f"dataset.source: {path} has no 'X' and 'y' arrays; ODDS files hold both")
     X = np.asarray(mat["X"], dtype=np.float64)
@@ -103,19 +108,25 @@ def _load_csv(spec: str) -> Dataset:
     try:
         frame = pd.read_csv(path)
     except Exception as err:
-        raise PQFLInputError(f"dataset.source: {path} is not a readable CSV ({type(err).__name__}); check the file") from None
+        raise PQFLInputError(
+            f"dataset.source: {path} is not a readable CSV ({type(err).__name__}); check the file"
+        ) from None
     if label not in frame.columns:
         raise PQFLInputError(f"dataset.source: {path} has no column {label!r}; columns are {list(frame.columns)[:8]}")
     y = frame.pop(label).to_numpy()
     try:
         X = frame.to_numpy(dtype=np.float64)
     except ValueError:
-        raise PQFLInputError(f"dataset.source: {path} has non-numeric feature columns; encode them as numbers") from None
+        raise PQFLInputError(
+            f"dataset.source: {path} has non-numeric feature columns; encode them as numbers"
+        ) from None
     if not np.issubdtype(y.dtype, np.integer):
         if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
             y = y.astype(np.int64)
         else:
-            raise PQFLInputError(f"dataset.source: label column {label!r} in {path} must hold integers; recode the labels")
+            raise PQFLInputError(
+                f"dataset.source: label column {label!r} in {path} must hold integers; recode the labels"
+            )
     binary = set(np.unique(y).tolist()) <= {0, 1}
     _check(X, y, str(path), anomaly_labels=binary)
     return Dataset(X, y.astype(np.int64), binary, path.stem)
@@ -138,7 +149,9 @@ def _options(scheme: str, spec: str, allowed: tuple[str, ...]) -> tuple[Path, di
 def _image_size(scheme: str, opts: dict[str, str]) -> int:
     text = opts.get("size", str(IMAGE_SIZE))
     if not text.isdigit() or not 1 <= int(text) <= 64:
-        raise PQFLInputError(f"dataset.source: {scheme} option size={text!r} must be an integer 1-64 (side of the reduced image)")
+        raise PQFLInputError(
+            f"dataset.source: {scheme} option size={text!r} must be an integer 1-64 (side of the reduced image)"
+        )
     return int(text)
 
 
@@ -163,7 +176,9 @@ def _gray_small(images: np.ndarray, size: int) -> np.ndarray:
 def _cifar_dir(scheme: str, path: Path, inner: str, files: list[str]) -> Path:
     """The folder holding the binary files: ``path`` itself or its ``inner`` sub-folder."""
     if not path.is_dir():
-        raise PQFLInputError(f"dataset.source: directory {path} not found; give the unpacked {inner} folder of the {scheme} binary version")
+        raise PQFLInputError(
+            f"dataset.source: directory {path} not found; give the unpacked {inner} folder of the {scheme} binary version"
+        )
     folder = path / inner if (path / inner).is_dir() and not (path / files[0]).exists() else path
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
@@ -176,7 +191,9 @@ def _cifar_dir(scheme: str, path: Path, inner: str, files: list[str]) -> Path:
     return folder
 
 
-def _read_records(path: Path, label_bytes: int, label_index: int, n_labels: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_records(
+    path: Path, label_bytes: int, label_index: int, n_labels: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR binary file: records of ``label_bytes`` label bytes then 3072 pixel bytes
     (1024 red, 1024 green, 1024 blue, each 32×32 row-major). Memory-mapped, converted in chunks."""
     record = label_bytes + 3072
@@ -215,7 +232,9 @@ def _load_cifar(scheme: str, spec: str) -> Dataset:
         folder = _cifar_dir(scheme, path, "cifar-100-binary", files)
         kind = opts.get("label", "fine")
         if kind not in ("fine", "coarse"):
-            raise PQFLInputError(f"dataset.source: cifar100 option label={kind!r}; use label=fine (100 classes) or label=coarse (20)")
+            raise PQFLInputError(
+                f"dataset.source: cifar100 option label={kind!r}; use label=fine (100 classes) or label=coarse (20)"
+            )
         # Each record starts with the coarse then the fine label byte.
         label_bytes, label_index, n_labels = 2, (1 if kind == "fine" else 0), (100 if kind == "fine" else 20)
     size = _image_size(scheme, opts)
@@ -239,7 +258,9 @@ def _load_svhn(spec: str) -> Dataset:
             "use SVHN's cropped-digits train_32x32.mat / test_32x32.mat"
         ) from None
     if "X" not in mat or "y" not in mat:
-        raise PQFLInputError(f"dataset.source: {path} has no 'X' and 'y' arrays; use SVHN's cropped-digits *_32x32.mat files")
+        raise PQFLInputError(
+            f"dataset.source: {path} has no 'X' and 'y' arrays; use SVHN's cropped-digits *_32x32.mat files"
+        )
     images, y = mat["X"], np.asarray(mat["y"]).ravel()
     if images.ndim != 4 or images.shape[2] != 3 or images.shape[3] != len(y):
         raise PQFLInputError(
@@ -247,7 +268,9 @@ def _load_svhn(spec: str) -> Dataset:
             "X (32, 32, 3, N) with one label per image"
         )
     if not np.all((y >= 0) & (y <= 10)):
-        raise PQFLInputError(f"dataset.source: {path} has labels outside 1-10; the cropped-digits format labels 1-9 and 10 for digit 0")
+        raise PQFLInputError(
+            f"dataset.source: {path} has labels outside 1-10; the cropped-digits format labels 1-9 and 10 for digit 0"
+        )
     y = np.where(y == 10, 0, y).astype(np.int64)  # SVHN writes digit 0 as label 10
     X = _gray_small(np.moveaxis(images, 3, 0).astype(np.uint8, copy=False), size)
     del mat, images
@@ -261,7 +284,9 @@ def _load_imagefolder(spec: str) -> Dataset:
     path, opts = _options("imagefolder", spec, ("size",))
     size = _image_size("imagefolder", opts)
     if not path.is_dir():
-        raise PQFLInputError(f"dataset.source: directory {path} not found; give a folder with one sub-folder of images per class")
+        raise PQFLInputError(
+            f"dataset.source: directory {path} not found; give a folder with one sub-folder of images per class"
+        )
     classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     rows, labels = [], []
     for label, name in enumerate(classes):
@@ -272,7 +297,9 @@ def _load_imagefolder(spec: str) -> Dataset:
                 with Image.open(file) as img:
                     small = img.convert("L").resize((size, size), Image.Resampling.BOX)
             except (UnidentifiedImageError, OSError) as err:
-                raise PQFLInputError(f"dataset.source: {file} is not a readable image ({type(err).__name__}); remove or replace it") from None
+                raise PQFLInputError(
+                    f"dataset.source: {file} is not a readable image ({type(err).__name__}); remove or replace it"
+                ) from None
             rows.append(np.asarray(small, dtype=np.float64).ravel() / 255.0)
             labels.append(label)
     if not rows:
@@ -281,7 +308,9 @@ def _load_imagefolder(spec: str) -> Dataset:
         )
     found = sorted(set(labels))
     if len(found) < 2:
-        raise PQFLInputError(f"dataset.source: {path} has images of only one class ({classes[found[0]]!r}); add a sub-folder per class")
+        raise PQFLInputError(
+            f"dataset.source: {path} has images of only one class ({classes[found[0]]!r}); add a sub-folder per class"
+        )
     X, y = np.stack(rows), np.asarray(labels, dtype=np.int64)
     _check(X, y, str(path), anomaly_labels=False)
     return Dataset(X, y, False, path.name, tuple(classes))

@@ -44,7 +44,9 @@ def share_groups(encodings: list[str], share: str) -> list[int]:
     raise ValueError(f"unknown share {share!r}; use fleet or encoding")
 
 
-def grouped_average(previous: np.ndarray, blocks: list[np.ndarray], weights: list[float], groups: list[int]) -> np.ndarray:
+def grouped_average(
+    previous: np.ndarray, blocks: list[np.ndarray], weights: list[float], groups: list[int]
+) -> np.ndarray:
     """``masked_average`` within each group: ``previous`` is (groups, L_max, Q_max, 3) and
     ``groups[n]`` is block n's group; a group that uploads nothing keeps its tensor."""
     if not (len(blocks) == len(weights) == len(groups)):

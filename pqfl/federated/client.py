@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.special import logsumexp
 
+from pqfl.baselines import DETECTORS
 from pqfl.config import ClientProfile, FederationConfig
 from pqfl.data.preprocessing import FeatureMap
-from pqfl.baselines import DETECTORS
 from pqfl.federated.local_update import predict_outputs, predict_scores, train_local
 from pqfl.metrics import choose_threshold, client_metrics
 from pqfl.model import SIMULATORS
@@ -136,8 +136,15 @@ def refit_head(setup: ClientSetup, state: ClientState, *, simulator: str, seed: 
     whose training rows hold one class keeps its head."""
     if len(np.unique(setup.y_train)) < 2:
         return state
-    z = predict_outputs(setup.spec, simulator=simulator, shots=setup.profile.shots, theta=state.theta, X=setup.X_train,
-                        seed=seed, stream=("head", *setup.stream_id, round_index))
+    z = predict_outputs(
+        setup.spec,
+        simulator=simulator,
+        shots=setup.profile.shots,
+        theta=state.theta,
+        X=setup.X_train,
+        seed=seed,
+        stream=("head", *setup.stream_id, round_index),
+    )
     clf = DETECTORS["logreg"][1](seed, len(z)).fit(z, setup.y_train)
     return replace(state, w=clf.coef_[0].astype(np.float64), b=float(clf.intercept_[0]))
 
@@ -162,14 +169,24 @@ def combine_scores(scores: list[np.ndarray], objective: str) -> np.ndarray:
 
 
 def evaluate(
-    setup: ClientSetup, state: ClientState, theta: np.ndarray, *, fed: FederationConfig, simulator: str, round_index: int
+    setup: ClientSetup,
+    state: ClientState,
+    theta: np.ndarray,
+    *,
+    fed: FederationConfig,
+    simulator: str,
+    round_index: int,
 ) -> ClientEvaluation:
     """Metrics on the test split at the threshold chosen on the validation split."""
     return evaluate_members(setup, [(state, theta)], fed=fed, simulator=simulator, round_index=round_index)
 
 
 def evaluate_members(
-    setup: ClientSetup, members: list[tuple[ClientState, np.ndarray]], *, fed: FederationConfig, simulator: str,
+    setup: ClientSetup,
+    members: list[tuple[ClientState, np.ndarray]],
+    *,
+    fed: FederationConfig,
+    simulator: str,
     round_index: int,
 ) -> ClientEvaluation:
     """``evaluate`` for a detector made of several restarts' (state, θ): their scores are

@@ -44,8 +44,14 @@ class Trained:
 
 def train_client(job: TrainJob) -> Trained:
     state, loss = local_round(
-        job.setup, job.state, start_theta=job.start, anchor=job.anchor, prox=job.prox, fed=job.federation,
-        simulator=job.simulator, round_index=job.round_index,
+        job.setup,
+        job.state,
+        start_theta=job.start,
+        anchor=job.anchor,
+        prox=job.prox,
+        fed=job.federation,
+        simulator=job.simulator,
+        round_index=job.round_index,
     )
     return Trained(state, loss)
 
@@ -62,8 +68,9 @@ class EvalJob:
 
 
 def evaluate_client(job: EvalJob) -> ClientEvaluation:
-    return evaluate_members(job.setup, job.members, fed=job.federation, simulator=job.simulator,
-                            round_index=job.round_index)
+    return evaluate_members(
+        job.setup, job.members, fed=job.federation, simulator=job.simulator, round_index=job.round_index
+    )
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,13 @@ def _locked_cache(fn):
 
 @_locked_cache
 def compiled_step(
-    spec: CircuitSpec, objective: str, simulator: str, shots, optimizer: str, lr: float, head_l2: float = 0.0,
+    spec: CircuitSpec,
+    objective: str,
+    simulator: str,
+    shots,
+    optimizer: str,
+    lr: float,
+    head_l2: float = 0.0,
     scheduled: bool = False,
 ):
     """A jitted (params, opt_state, ...) → (params, opt_state, loss) step, cached per structure.

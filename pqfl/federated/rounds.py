@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -128,7 +128,9 @@ class Federation:
     history stays empty and reports carry no summary.
     """
 
-    def __init__(self, fleet: Fleet, strategy: str | Strategy, federation: FederationConfig, *, simulator: str = "fast"):
+    def __init__(
+        self, fleet: Fleet, strategy: str | Strategy, federation: FederationConfig, *, simulator: str = "fast"
+    ):
         self.strategy = strategy_for(strategy, federation)
         self.federation, self.simulator = federation, simulator
         self.roles = self.strategy.roles(fleet, federation)
@@ -159,8 +161,10 @@ class Federation:
     ) -> FederationResult:
         state = resume if resume is not None else self.initial_state()
         if len(state.states) != len(self.trainers):
-            raise ValueError(f"resume: the state holds {len(state.states)} trainers, this federation has "
-                             f"{len(self.trainers)}; resume with the config that wrote it")
+            raise ValueError(
+                f"resume: the state holds {len(state.states)} trainers, this federation has "
+                f"{len(self.trainers)}; resume with the config that wrote it"
+            )
         for k in range(state.round + 1, self.federation.rounds + 1):
             state = self._round(state, k, map_fn, evaluate)
             if on_round is not None:
@@ -186,22 +190,30 @@ class Federation:
     def _round(self, state: FederationState, k: int, map_fn: Callable, evaluate: bool) -> FederationState:
         started = time.perf_counter()
         T = len(self.roles.trainers)
-        sampled = sample_clients(T, self.federation.client_fraction, self.federation.min_clients, self.federation.seed, k)
+        sampled = sample_clients(
+            T, self.federation.client_fraction, self.federation.min_clients, self.federation.seed, k
+        )
         participants = [t + r * T for r in range(self.federation.restarts) for t in sampled]
         states, losses, retries, failed = self._train(state, participants, k, map_fn)
         survivors = [i for i in participants if i not in failed]
         G = state.global_theta
         if self.strategy.uploads:  # join: the server combines what the survivors upload
-            job = AggregateJob(self.strategy, G, [states[i].theta for i in survivors],
-                               [float(self.trainers[i].n_train) for i in survivors], [self.groups[i] for i in survivors])
+            job = AggregateJob(
+                self.strategy,
+                G,
+                [states[i].theta for i in survivors],
+                [float(self.trainers[i].n_train) for i in survivors],
+                [self.groups[i] for i in survivors],
+            )
             (G,) = _gather(map_fn(aggregate_uploads, [job]), 1)
             if isinstance(G, _Failed):
                 raise G.error
         evaluations = self._evaluate(states, G, k, map_fn) if evaluate else []
         report = self._report(k, evaluations, losses, retries, failed, survivors, started)
         history = [*state.history, report.summary] if evaluate else state.history
-        return FederationState(k, G, states, history, state.retries_total + report.retries,
-                               [*state.dropped, *report.dropped], report)
+        return FederationState(
+            k, G, states, history, state.retries_total + report.retries, [*state.dropped, *report.dropped], report
+        )
 
     def _train(self, state: FederationState, participants: list[int], k: int, map_fn: Callable):
         """Fan-out: the participants' local training. Returns the new states, losses and
@@ -210,7 +222,9 @@ class Federation:
         jobs = []
         for i in participants:
             fit = self.strategy.configure_fit(state.states[i].theta, self._block(state.global_theta, i))
-            jobs.append(TrainJob(self.trainers[i], state.states[i], fit.start, fit.anchor, fit.prox, fed, self.simulator, k))
+            jobs.append(
+                TrainJob(self.trainers[i], state.states[i], fit.start, fit.anchor, fit.prox, fed, self.simulator, k)
+            )
         states, losses, retries, failed = list(state.states), {}, {}, {}
         for i, out in zip(participants, _gather(map_fn(train_client, jobs), len(jobs))):
             retries[i] = out.retries
@@ -220,16 +234,27 @@ class Federation:
                 states[i], losses[i] = out.state, out.loss
         survivors = len(participants) - len(failed)
         for i, err in failed.items():
-            log.warning("%-11s round %2d/%d  client %s dropped after %d retries (%s); %d of %d clients remain",
-                        self.strategy.name, k, fed.rounds, self._label(i), retries[i], _reason(err), survivors,
-                        len(participants))
+            log.warning(
+                "%-11s round %2d/%d  client %s dropped after %d retries (%s); %d of %d clients remain",
+                self.strategy.name,
+                k,
+                fed.rounds,
+                self._label(i),
+                retries[i],
+                _reason(err),
+                survivors,
+                len(participants),
+            )
         quorum = min(fed.min_clients, T)
         done = min(sum(1 for i in participants if i not in failed and i // T == r) for r in range(R))  # worst restart
         if done < quorum:
             reasons = "; ".join(f"{self.trainers[i].name}: {_reason(e)}" for i, e in failed.items())
-            raise BelowQuorum(f"{self.strategy.name} round {k}: only {done} of {len(participants) // R} clients "
-                              f"finished local training ({reasons}), below the quorum federation.min_clients = {quorum}",
-                              k, self._dropped(failed, k))
+            raise BelowQuorum(
+                f"{self.strategy.name} round {k}: only {done} of {len(participants) // R} clients "
+                f"finished local training ({reasons}), below the quorum federation.min_clients = {quorum}",
+                k,
+                self._dropped(failed, k),
+            )
         return states, losses, retries, failed
 
     def _evaluate(self, states: list[ClientState], G: np.ndarray, k: int, map_fn: Callable) -> list[ClientEvaluation]:
@@ -239,8 +264,9 @@ class Federation:
         evaluations = []
         for c, out in zip(self.clients, _gather(map_fn(evaluate_client, jobs), len(jobs))):
             if isinstance(out, _Failed):
-                raise EvaluationFailed(f"{self.strategy.name} round {k}: evaluating client {c.name} failed "
-                                       f"({_reason(out.error)})", k) from out.error
+                raise EvaluationFailed(
+                    f"{self.strategy.name} round {k}: evaluating client {c.name} failed ({_reason(out.error)})", k
+                ) from out.error
             evaluations.append(out)
         return evaluations
 
@@ -256,8 +282,10 @@ class Federation:
             t = roles.trainer_of(n)
             own = 0 if roles.pooled else trained.get(t, 0)
             rows.append(ClientRound(ev, loss.get(t), own + ev.retries, not roles.pooled and t in failed_trainers))
-        in_round = min(sum(1 for n in range(len(self.clients)) if roles.trainer_of(n) + r * T in survivors)
-                       for r in range(self.federation.restarts))
+        in_round = min(
+            sum(1 for n in range(len(self.clients)) if roles.trainer_of(n) + r * T in survivors)
+            for r in range(self.federation.restarts)
+        )
         total = sum(retries.values()) + sum(ev.retries for ev in evaluations)
         summary = RoundSummary.of(k, evaluations) if evaluations else None
         return RoundReport(k, summary, rows, in_round, self._dropped(failed, k), total, time.perf_counter() - started)
@@ -282,4 +310,6 @@ def run_federation(
 ) -> FederationResult:
     """Train ``fleet`` under ``strategy`` (a method name or a :class:`Strategy`) for
     ``federation.rounds`` rounds; see :class:`Federation`."""
-    return Federation(fleet, strategy, federation, simulator=simulator).run(map_fn=map_fn, on_round=on_round, resume=resume)
+    return Federation(fleet, strategy, federation, simulator=simulator).run(
+        map_fn=map_fn, on_round=on_round, resume=resume
+    )

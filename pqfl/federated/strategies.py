@@ -44,8 +44,10 @@ class Roles:
     def __post_init__(self):
         expected = 1 if self.pooled else len(self.clients)
         if len(self.trainers) != expected or len(self.groups) != len(self.trainers):
-            raise ValueError(f"roles: {len(self.trainers)} trainers and {len(self.groups)} groups for "
-                             f"{len(self.clients)} clients; expected {expected} of each")
+            raise ValueError(
+                f"roles: {len(self.trainers)} trainers and {len(self.groups)} groups for "
+                f"{len(self.clients)} clients; expected {expected} of each"
+            )
 
     def trainer_of(self, client: int) -> int:
         return 0 if self.pooled else client
@@ -78,7 +80,9 @@ class Strategy:
         its group's global block."""
         return FitInstructions(start=own)
 
-    def aggregate(self, previous: np.ndarray, blocks: list[np.ndarray], weights: list[float], groups: list[int]) -> np.ndarray:
+    def aggregate(
+        self, previous: np.ndarray, blocks: list[np.ndarray], weights: list[float], groups: list[int]
+    ) -> np.ndarray:
         """The server's new tensors (one per sharing group) from the uploaded blocks: the
         masked average weighted by training-set size (HeteroFL-style FedAvg)."""
         return grouped_average(previous, blocks, weights, groups)
@@ -88,7 +92,7 @@ class Strategy:
         return own
 
     @classmethod
-    def from_config(cls, federation: FederationConfig) -> "Strategy":
+    def from_config(cls, federation: FederationConfig) -> Strategy:
         """The strategy with its weights taken from the federation settings."""
         return cls()
 

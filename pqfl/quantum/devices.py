@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 # A device with more qubits than this needs an explicit ``qubits``: the noisy simulation
 # (Heisenberg picture, memory ~ q·4^q) gets expensive beyond it.
@@ -70,7 +70,9 @@ def resolve_device_name(name: str) -> str:
     """The fake-backend class name for ``name``; ValueError listing valid names if unknown."""
     cls_name = _aliases().get(_normalise(name))
     if cls_name is None:
-        examples = ", ".join(n for n in ("FakeManilaV2", "FakeNairobiV2", "FakeLagosV2", "FakeGuadalupeV2") if n in _device_classes())
+        examples = ", ".join(
+            n for n in ("FakeManilaV2", "FakeNairobiV2", "FakeLagosV2", "FakeGuadalupeV2") if n in _device_classes()
+        )
         raise ValueError(
             f"unknown device {name!r}; use a fake backend of qiskit_ibm_runtime.fake_provider such as {examples} "
             f"(or manila, fake_nairobi; {len(_device_classes())} are installed)"
@@ -78,7 +80,7 @@ def resolve_device_name(name: str) -> str:
     return cls_name
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_device(name: str):
     """A (cached) instance of the fake backend ``name``; treat it as read-only."""
     return _device_classes()[resolve_device_name(name)]()
@@ -276,7 +278,9 @@ def device_profile(name: str, qubits: int | None = None, layout=None) -> DeviceP
                 )
             qubits = n_dev
         if qubits > n_dev:
-            raise ValueError(f"qubits: {backend.name} has only {n_dev} qubits (asked for {qubits}); use at most {n_dev}")
+            raise ValueError(
+                f"qubits: {backend.name} has only {n_dev} qubits (asked for {qubits}); use at most {n_dev}"
+            )
         layout = tuple(range(n_dev)) if qubits == n_dev else connected_subset(backend, qubits)
     index = {q: i for i, q in enumerate(layout)}
     pairs = tuple((index[a], index[b]) for a, b in coupling_edges(backend) if a in index and b in index)

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pennylane as qml
 
-
 REUPLOADABLE = ("angle",)  # encodings that can be re-uploaded before every layer
 
 

@@ -25,7 +25,6 @@ from pqfl.quantum.ansatz import noise_kraus
 from pqfl.quantum.encodings import encoded_states, measured_signs
 from pqfl.quantum.spec import CircuitSpec
 
-
 REAL_ENCODINGS = ("amplitude", "angle")  # encodings whose states have real amplitudes
 
 
@@ -287,9 +286,13 @@ def _expvals_density(spec: CircuitSpec, X, theta):
     c, s = jnp.cos(x), jnp.sin(x)
     zero, one = jnp.zeros_like(c), jnp.ones_like(c)
     # RY(x) on Pauli coefficients (I, X, Y, Z): r_X → cos x r_X + sin x r_Z, r_Z → cos x r_Z − sin x r_X.
-    ry = jnp.stack([jnp.stack(row, -1) for row in (
-        [one, zero, zero, zero], [zero, c, zero, s], [zero, zero, one, zero], [zero, -s, zero, c]
-    )], -2)  # (batch, layers, q, 4, 4)
+    ry = jnp.stack(
+        [
+            jnp.stack(row, -1)
+            for row in ([one, zero, zero, zero], [zero, c, zero, s], [zero, zero, one, zero], [zero, -s, zero, c])
+        ],
+        -2,
+    )  # (batch, layers, q, 4, 4)
     # Layer 0: the angle-encoded product state RY(x)|0⟩ (re-uploading is angle-only), per
     # wire the Pauli vector (1, sin x, 0, cos x), then Rot.
     wires = jnp.einsum("wpr,bwr->wpb", rot[0], ry[:, 0, :, :, 0] + ry[:, 0, :, :, 3])
@@ -334,8 +337,10 @@ def heisenberg_observables(spec: CircuitSpec, theta):
     for layer in reversed(range(spec.layers)):
         for wire in range(q):
             channel = channels[wire]
-            s = channel if pending[wire] is None else (
-                pending[wire] if channel is None else jnp.einsum("abcd,cdij->abij", channel, pending[wire])
+            s = (
+                channel
+                if pending[wire] is None
+                else (pending[wire] if channel is None else jnp.einsum("abcd,cdij->abij", channel, pending[wire]))
             )
             if s is not None:
                 obs = _apply_super(obs, s, wire, q)

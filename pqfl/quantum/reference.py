@@ -7,7 +7,7 @@ It is also used for drawings and OpenQASM export.
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
+from functools import cache
 from itertools import combinations
 
 import jax.numpy as jnp
@@ -55,7 +55,7 @@ def circuit_function(spec: CircuitSpec, with_noise: bool = True):
 PENNYLANE_LOCK = threading.RLock()
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference_qnode(spec: CircuitSpec):
     """A JAX-interface QNode; default.mixed when the spec has any noise."""
     if spec.noisy or spec.has_readout:

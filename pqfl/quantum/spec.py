@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from pqfl.quantum.ansatz import entangling_pairs
@@ -47,13 +48,15 @@ class CircuitSpec:
 
     def __post_init__(self):
         if self.reupload and self.encoding not in REUPLOADABLE:
-            raise ValueError(f"reupload: data re-uploading is implemented for {', '.join(REUPLOADABLE)} encoding, not {self.encoding!r}")
+            raise ValueError(
+                f"reupload: data re-uploading is implemented for {', '.join(REUPLOADABLE)} encoding, not {self.encoding!r}"
+            )
         for name in NOISE_FIELDS:
             object.__setattr__(self, name, _per_qubit_or_scalar(name, getattr(self, name), self.qubits))
         object.__setattr__(self, "pairs", tuple(tuple(int(w) for w in p) for p in self.pairs))
 
     @classmethod
-    def from_profile(cls, profile) -> "CircuitSpec":
+    def from_profile(cls, profile) -> CircuitSpec:
         noise = profile.noise
         return cls(
             qubits=profile.qubits,

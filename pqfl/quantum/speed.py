@@ -133,7 +133,9 @@ def cell_default_mixed(q: int, jit: bool) -> dict:
 
     X, y, theta, w = _data(q)
     n = MIXED_SUBSET.get(q, 256)
-    qnode = qml.QNode(_pl_circuit(q, True), qml.device("default.mixed", wires=q), interface="jax", diff_method="backprop")
+    qnode = qml.QNode(
+        _pl_circuit(q, True), qml.device("default.mixed", wires=q), interface="jax", diff_method="backprop"
+    )
 
     def cost(th, wv, Xs, ys):
         z = jnp.stack(qnode(Xs, th), axis=-1)
@@ -188,13 +190,20 @@ def run_benchmark(qubits=QUBITS, timeout: float = 600.0, progress=print) -> dict
     for name, q in plan:
         res = _in_subprocess(name, q, timeout)
         cells[f"{name}_q{q}"] = res
-        progress(f"[bench] {name:<20} q={q:<2} " + (f"{res['step_s'] * 1000:10.1f} ms" if "step_s" in res else res["error"]))
+        progress(
+            f"[bench] {name:<20} q={q:<2} " + (f"{res['step_s'] * 1000:10.1f} ms" if "step_s" in res else res["error"])
+        )
     mixed = lambda q: cells.get(f"default_mixed_q{q}") or cells.get(f"default_mixed_eager_q{q}")  # noqa: E731
 
     def ratio(slow, fast):
         return slow["step_s"] / fast["step_s"] if slow and "step_s" in slow and "step_s" in fast else None
 
-    out = {"layers": LAYERS, "batch": BATCH, "noise": {"depolarizing": NOISE[0], "amplitude_damping": NOISE[1]}, "cells": cells}
+    out = {
+        "layers": LAYERS,
+        "batch": BATCH,
+        "noise": {"depolarizing": NOISE[0], "amplitude_damping": NOISE[1]},
+        "cells": cells,
+    }
     if 8 in qubits:
         out["speedup_vs_per_sample_q8"] = ratio(cells["per_sample_q8"], cells["fast_q8"])
         out["speedup_vs_broadcast_autograd_q8"] = ratio(cells["broadcast_q8"], cells["fast_q8"])
@@ -212,7 +221,9 @@ def format_table(cells: dict, qubits) -> str:
         c = cells.get(key) or {}
         return f"{c['peak_rss_mb']:.0f}" if "peak_rss_mb" in c else "-"
 
-    rows = ["qubits | fast ms | per-sample ms | broadcast ms | fast noisy ms | default.mixed ms | peak MB fast/noisy/mixed"]
+    rows = [
+        "qubits | fast ms | per-sample ms | broadcast ms | fast noisy ms | default.mixed ms | peak MB fast/noisy/mixed"
+    ]
     for q in qubits:
         mixed = f"default_mixed_q{q}" if f"default_mixed_q{q}" in cells else f"default_mixed_eager_q{q}"
         rows.append(
