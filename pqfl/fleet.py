@@ -2,13 +2,12 @@
 
 Loading, partitioning and the federated preprocessing (feature maps from summed
 statistics) happen once; every method of a run trains on the same :class:`Fleet`, so
-methods compare on identical data. The centralized baseline builds a pooled setup (all
-clients' training rows) with a noiseless circuit as large as the largest client's.
+methods compare on identical data. A pooled model (the centralized baseline) is built
+from a fleet by its strategy (``pqfl.federated.strategies.Centralized``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +27,11 @@ from pqfl.rng import derive_rng
 MAX_FEATURES = 4096
 
 
-def _setup(
+def client_setup(
     index: int, profile: ClientProfile, stats: GlobalStats, data: ClientData, dataset: DatasetConfig
 ) -> ClientSetup:
+    """A client's setup: its circuit, and its feature map (from the federated ``stats``)
+    applied to each of its splits."""
     spec = CircuitSpec.from_profile(profile)
     fmap = feature_map(
         stats, profile.encoding, spec.n_features, dataset.keep_norm, dataset.keep_residual, dataset.angle_scale
@@ -48,13 +49,6 @@ def _setup(
         y_test=data.y_test,
         normal_classes=data.normal_classes,
     )
-
-
-def centralized_profile(profiles: list[ClientProfile]) -> ClientProfile:
-    """The pooled baseline's circuit: noiseless, the fleet's largest size, its commonest encoding."""
-    encoding = Counter(c.encoding for c in profiles).most_common(1)[0][0]
-    qubits, layers = max(c.qubits for c in profiles), max(c.layers for c in profiles)
-    return ClientProfile(name="centralized", qubits=qubits, layers=layers, encoding=encoding)
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,7 @@ def build_fleet(datas: list[ClientData], profiles: list[ClientProfile], dataset:
         p: GlobalStats.from_sums(sums, anomalies if p == "fisher" else None, dataset.fisher_ridge) for p in used
     }
     setups = [
-        _setup(i, prof, by_projection[proj], d, dataset)
+        client_setup(i, prof, by_projection[proj], d, dataset)
         for i, (prof, proj, d) in enumerate(zip(profiles, projection, datas))
     ]
     return Fleet(setups, datas, by_projection[dataset.projection], dataset)
@@ -123,21 +117,3 @@ def load_and_partition(cfg: Config, loaded: Dataset | None = None) -> list[Clien
                 f"{ds.name} has {ds.X.shape[1]}; use at most {ds.X.shape[1]} qubits or amplitude encoding"
             )
     return partition(ds, [c.name for c in cfg.clients], cfg.partition, cfg.dataset.normal_classes, cfg.federation.seed)
-
-
-def pooled_setup(fleet: Fleet) -> tuple[ClientSetup, list[ClientSetup]]:
-    """The centralized baseline: one setup on pooled training rows, plus per-client evaluation views."""
-    datas, stats = fleet.datas, fleet.stats
-    profile = centralized_profile([s.profile for s in fleet.clients])
-    pooled = ClientData(
-        "centralized",
-        np.concatenate([d.X_train for d in datas]),
-        np.concatenate([d.y_train for d in datas]),
-        np.concatenate([d.X_val for d in datas]),
-        np.concatenate([d.y_val for d in datas]),
-        np.concatenate([d.X_test for d in datas]),
-        np.concatenate([d.y_test for d in datas]),
-    )
-    trainer = _setup(len(datas), profile, stats, pooled, fleet.dataset)
-    views = [_setup(len(datas), profile.model_copy(update={"name": d.name}), stats, d, fleet.dataset) for d in datas]
-    return trainer, views

@@ -20,6 +20,7 @@ from pqfl.baselines import DETECTORS, detectors_for
 from pqfl.config import Config, parse_config
 from pqfl.data.sources import load_source
 from pqfl.errors import PQFLInputError
+from pqfl.federated.strategies import STRATEGIES
 from pqfl.fleet import load_and_partition, prepare
 
 Objective = Literal["supervised", "one_class"]
@@ -63,9 +64,7 @@ class Suite(_Strict):
     experiment: str | None = None  # MLflow experiment (default: pqfl-benchmark-NAME)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     objectives: list[Objective] = Field(default_factory=lambda: ["supervised"], min_length=1)
-    methods: list[Literal["local", "fedavg", "fedprox", "pqfl", "centralized"]] = Field(
-        default_factory=lambda: ["pqfl", "fedavg", "local"], min_length=1
-    )
+    methods: list[str] = Field(default_factory=lambda: ["pqfl", "fedavg", "local"], min_length=1)
     baselines: list[str] | None = None  # scikit-learn references (default: all of pqfl.baselines.DETECTORS)
     base: dict[str, Any]  # a pqfl config every case starts from (dataset.source comes from the entry)
     objective_overrides: dict[Objective, dict[str, Any]] = Field(default_factory=dict)
@@ -73,6 +72,13 @@ class Suite(_Strict):
     sweep: Sweep | None = None
     # CSV of PyOD's published ROC-AUC (rows = datasets, a column per detector); relative to --data-dir.
     pyod_reference: str | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v):
+        if unknown := [m for m in v if m not in STRATEGIES]:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(STRATEGIES)}")
+        return v
 
     @field_validator("baselines")
     @classmethod

@@ -18,6 +18,7 @@ global (L_max, Q_max, 3) tensor, its encoding and classical head stay local.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -25,8 +26,8 @@ import numpy as np
 
 from pqfl.federated.aggregation import grouped_average, share_groups
 
-if TYPE_CHECKING:  # type hints only: the fleet module imports the client setups
-    from pqfl.config import FederationConfig
+if TYPE_CHECKING:  # type hints only: the config and fleet modules import this one
+    from pqfl.config import ClientProfile, FederationConfig
     from pqfl.federated.client import ClientSetup
     from pqfl.fleet import Fleet
 
@@ -156,15 +157,37 @@ class PQFL(Strategy):
 class Centralized(Local):
     """One model trained on every client's training rows pooled (an upper reference with no
     privacy), scored at each client. Its circuit is noiseless, as large as the fleet's
-    largest, with the fleet's commonest encoding (:func:`pqfl.fleet.pooled_setup`)."""
+    largest, with the fleet's commonest encoding."""
 
     name: ClassVar[str] = "centralized"
 
     def roles(self, fleet, federation):
-        from pqfl.fleet import pooled_setup
+        return Roles(*self.pooled_setup(fleet), [0], pooled=True)
 
-        trainer, views = pooled_setup(fleet)
-        return Roles(views, [trainer], [0], pooled=True)
+    @staticmethod
+    def profile(profiles: list[ClientProfile]) -> ClientProfile:
+        """The pooled model's circuit: noiseless, the fleet's largest size, its commonest encoding."""
+        from pqfl.config import ClientProfile
+
+        encoding = Counter(c.encoding for c in profiles).most_common(1)[0][0]
+        qubits, layers = max(c.qubits for c in profiles), max(c.layers for c in profiles)
+        return ClientProfile(name="centralized", qubits=qubits, layers=layers, encoding=encoding)
+
+    def pooled_setup(self, fleet: Fleet) -> tuple[list[ClientSetup], list[ClientSetup]]:
+        """The per-client evaluation views of the pooled model, and its one trainer on the
+        pooled training rows (the fleet's feature maps refitted to its circuit)."""
+        from pqfl.data.partition import ClientData
+        from pqfl.fleet import client_setup
+
+        datas, n = fleet.datas, len(fleet.datas)
+        profile = self.profile([s.profile for s in fleet.clients])
+        splits = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
+        pooled = ClientData("centralized", *(np.concatenate([getattr(d, k) for d in datas]) for k in splits))
+        trainer = client_setup(n, profile, fleet.stats, pooled, fleet.dataset)
+        views = [
+            client_setup(n, profile.model_copy(update={"name": d.name}), fleet.stats, d, fleet.dataset) for d in datas
+        ]
+        return views, [trainer]
 
 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Local, FedAvg, FedProx, PQFL, Centralized)}
