@@ -429,16 +429,20 @@ def parse_config(data: Any, origin: str = "config", schema: type[Config] = Confi
         raise PQFLInputError(f"{origin}: {_describe(err)}") from None
 
 
-def load_config(path: str | Path | None = None, schema: type[Config] = Config) -> Config:
-    """Load and validate a YAML config (the embedded default when ``path`` is None)."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
-    if not path.is_file():
-        raise PQFLInputError(f"config file {path} not found; pass an existing YAML file with --config")
+def read_yaml(path: Path) -> Any:
+    """The parsed contents of a YAML file; a syntax error raises PQFLInputError with its line and column."""
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise PQFLInputError(f"{path}:{where}: YAML syntax error ({problem}); fix the YAML syntax") from None
-    return parse_config(data, origin=str(path), schema=schema)
+
+
+def load_config(path: str | Path | None = None, schema: type[Config] = Config) -> Config:
+    """Load and validate a YAML config (the embedded default when ``path`` is None)."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise PQFLInputError(f"config file {path} not found; pass an existing YAML file with --config")
+    return parse_config(read_yaml(path), origin=str(path), schema=schema)

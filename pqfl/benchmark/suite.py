@@ -13,11 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pqfl.baselines import DETECTORS, detectors_for
-from pqfl.config import Config, parse_config
+from pqfl.config import Config, parse_config, read_yaml
 from pqfl.data.sources import load_source
 from pqfl.errors import PQFLInputError
 from pqfl.federated.strategies import STRATEGIES
@@ -119,14 +118,7 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise PQFLInputError(f"--suite: file {path} not found; pass a suite YAML such as benchmarks/suites/odds.yaml")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise PQFLInputError(
-            f"{path}:{where}: YAML syntax error ({getattr(err, 'problem', err)}); fix the YAML syntax"
-        ) from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise PQFLInputError(f"{path}: expected a YAML mapping with name, base and datasets")
     try:
