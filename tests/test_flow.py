@@ -18,6 +18,7 @@ from flows.detector_model import feature_columns, registered_name
 from flows.train import pqfl_train
 from pqfl.config import load_config
 from pqfl.fleet import prepare
+from pqfl.quantum.reference import to_openqasm
 from tests.tiny import TINY, write_config
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -117,8 +118,8 @@ def test_mlflow_layout(two_runs):
                 assert child.data.params["noise.depolarizing"] == "0.0"
 
 
-def test_artifacts_hold_the_results(two_runs, tmp_path):
-    first, _, client, *_ = two_runs
+def test_artifacts_hold_the_results(two_runs, tmp_path, monkeypatch):
+    first, _, client, folder, _ = two_runs
     import pandas as pd
 
     run_id = first["mlflow_parent_run_ids"]["pqfl"]
@@ -134,6 +135,15 @@ def test_artifacts_hold_the_results(two_runs, tmp_path):
     assert qasm.startswith("OPENQASM 2.0") and "qreg q[3]" in qasm
     drawing = open(client.download_artifacts(children[0].info.run_id, "circuit/circuit.txt", str(tmp_path))).read()
     assert drawing.count("Rot(") == 3
+    # The circuit is drawn at the encoding of the federated mean, with the client's trained θ: no data row.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
+    det = (
+        mlflow.pyfunc.load_model(f"models:/{registered_name('tiny', 'pqfl', 'amp-3q')}/1")
+        .unwrap_python_model()
+        .detector
+    )
+    fmap = det.feature_map_
+    assert qasm == to_openqasm(det.circuit_, fmap.transform(fmap.mean[None, :])[0], det.members_[0].theta)
 
 
 def test_fast_and_reference_simulators_give_the_same_metrics(two_runs):
