@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from flows.checkpoint import read_checkpoint
 from flows.tracking import ROUND_METRICS, MethodRun
 from pqfl.results import ClientEvaluation, ClientRound, RoundReport, RoundSummary
 from tests.tiny import TINY, write_config
@@ -132,7 +133,7 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path):
     run_id = killed[0].info.run_id
     ckpt_path = Path(killed[0].data.tags["pqfl.checkpoint"])
     assert ckpt_path.parent.parent == tmp_path / "store" / "checkpoints"
-    ckpt = pickle.loads(ckpt_path.read_bytes())
+    ckpt = read_checkpoint(ckpt_path)
     assert ckpt.round == 2 and not ckpt.finished  # killed inside round 3
     assert not [p for p in ckpt_path.parent.iterdir() if p.name.endswith(".tmp")]
     killed_flows = sorted(ckpt.flow_runs.values())
@@ -248,16 +249,23 @@ def test_relogging_a_round_adds_no_duplicate_steps(tmp_path):
 
 
 def test_a_checkpoint_of_another_format_is_refused_by_name(tmp_path):
-    """Format 1 held one (L, Q, 3) global tensor; format 2 has a sharing-group axis. An old
-    checkpoint is refused with the file and the fix, not resumed into a wrong shape."""
+    """Formats before 4 were pickles; a format-4 archive whose header names another format is
+    refused too. Either way the file and the fix are named, and nothing is resumed."""
+    import io
+    import json
     from types import SimpleNamespace
 
-    from flows.checkpoint import FORMAT, CheckpointStore
+    from flows.checkpoint import FORMAT, HEADER, CheckpointStore
     from pqfl.errors import PQFLInputError
 
-    store = CheckpointStore(tmp_path, "inv")
+    store = CheckpointStore(tmp_path, "0b7c1f54-3f4e-4a40-9d0b-0d6f2bba1c11")
     store.folder.mkdir(parents=True)
-    store.path("pqfl").write_bytes(pickle.dumps(SimpleNamespace(method="pqfl", format=FORMAT - 1)))
-    with pytest.raises(PQFLInputError, match=r"pqfl\.ckpt was written by another pqfl version; start a new run"):
+    store.path("pqfl").write_bytes(pickle.dumps(SimpleNamespace(method="pqfl", format=FORMAT - 2)))
+    with pytest.raises(PQFLInputError, match=r"pqfl\.ckpt is not a pqfl checkpoint .*a pickle of pqfl before format 4"):
+        store.load("pqfl")
+    buffer = io.BytesIO()
+    np.savez(buffer, **{HEADER: np.frombuffer(json.dumps({"format": FORMAT - 1}).encode(), dtype=np.uint8)})
+    store.path("pqfl").write_bytes(buffer.getvalue())
+    with pytest.raises(PQFLInputError, match=r"pqfl\.ckpt was written by another pqfl version \(format 3"):
         store.load("pqfl")
     assert store.load("fedavg") is None

@@ -5,9 +5,7 @@ metrics with retried faults, a dropped client, and a run below quorum."""
 from __future__ import annotations
 
 import os
-import pickle
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -15,6 +13,7 @@ from prefect import flow, task
 from prefect.runtime import task_run
 from prefect.testing.utilities import prefect_test_harness
 
+from flows.checkpoint import read_checkpoint
 from flows.train import pqfl_train
 from pqfl.errors import PQFLInputError, PQFLRunError
 from tasks.retry import (
@@ -261,5 +260,5 @@ def test_below_quorum_the_flow_fails_and_keeps_the_last_checkpoint(store):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "mean_auroc")] == [1]
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert {c.info.status for c in children} == {"FAILED"}
-    ckpt = pickle.loads(Path(run.data.tags["pqfl.checkpoint"]).read_bytes())
+    ckpt = read_checkpoint(run.data.tags["pqfl.checkpoint"])
     assert ckpt.round == 1 and not ckpt.finished and [h.round for h in ckpt.history] == [1]

@@ -159,17 +159,41 @@ class Federation:
         resume: FederationState | None = None,
         evaluate: bool = True,
     ) -> FederationResult:
-        state = resume if resume is not None else self.initial_state()
-        if len(state.states) != len(self.trainers):
-            raise ValueError(
-                f"resume: the state holds {len(state.states)} trainers, this federation has "
-                f"{len(self.trainers)}; resume with the config that wrote it"
-            )
+        state = self.initial_state() if resume is None else self.check_state(resume)
         for k in range(state.round + 1, self.federation.rounds + 1):
             state = self._round(state, k, map_fn, evaluate)
             if on_round is not None:
                 on_round(state)
         return FederationResult(self.strategy.name, self.clients, state, self.members(state))
+
+    def check_state(self, state: FederationState) -> FederationState:
+        """``state`` if it fits this federation (trainers, block and head shapes, server
+        tensors, round); ValueError naming what does not, so a foreign state never trains."""
+
+        def refuse(what: str) -> None:
+            raise ValueError(f"resume: {what}; resume with the config that wrote the state")
+
+        if len(state.states) != len(self.trainers):
+            refuse(f"the state holds {len(state.states)} trainers, this federation has {len(self.trainers)}")
+        for s, st in zip(self.trainers, state.states):
+            want = (s.spec.layers, s.spec.qubits, 3)
+            if np.shape(st.theta) != want or np.shape(st.w) != (s.spec.n_outputs,):
+                refuse(
+                    f"trainer {s.name} has θ {np.shape(st.theta)} and head {np.shape(st.w)}, its circuit needs "
+                    f"{want} and ({s.spec.n_outputs},)"
+                )
+            if st.center is not None and np.shape(st.center) != (s.spec.n_outputs,):
+                refuse(f"trainer {s.name} has a one-class centre of shape {np.shape(st.center)}")
+        base = self.roles.trainers
+        groups = (max(self.roles.groups, default=0) + 1) * self.federation.restarts
+        want = (groups, max(s.spec.layers for s in base), max(s.spec.qubits for s in base), 3)
+        if np.shape(state.global_theta) != want:
+            refuse(f"the server tensors have shape {np.shape(state.global_theta)}, this federation's are {want}")
+        if not 0 <= state.round <= self.federation.rounds:
+            refuse(f"round {state.round} is outside 0..{self.federation.rounds}")
+        if state.last is not None and state.last.clients and len(state.last.clients) != len(self.clients):
+            refuse(f"the last round reports {len(state.last.clients)} clients, this federation has {len(self.clients)}")
+        return state
 
     def members(self, state: FederationState) -> list[list[Member]]:
         """Per client, the (state, θ) of each restart's model it is evaluated with."""
