@@ -10,13 +10,20 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import tempfile
+import threading
 import time
+import traceback
 from pathlib import Path
 
 # Quiet, offline-friendly Prefect defaults; the user's own settings win.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Prefect's console handler prints a failing or interrupted run's errors and tracebacks; the
+# CLI ends every run with one line of its own instead (tracebacks go to a log file).
+os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # e.g. "Creating initial MLflow database tables"
 # A local Dask cluster (runner kind dask) logs its start-up and shutdown at INFO/WARNING.
@@ -26,7 +33,10 @@ import pandas as pd  # noqa: E402
 
 from pqfl.config import METHODS  # noqa: E402
 from pqfl.errors import PQFLInputError, PQFLRunError  # noqa: E402
-from tasks.settings import load_run_config  # noqa: E402
+from tasks.settings import (
+    load_run_config,  # noqa: E402
+    parse_run_config,  # noqa: E402
+)
 
 TABLE_COLUMNS = {
     "mean_auroc": "mean AUROC",
@@ -114,11 +124,17 @@ def _bench(args) -> int:
 
 def _overrides(args) -> dict:
     out = {}
-    if args.methods:
+    if args.methods is not None:
+        from pqfl.config import clip
+
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if not methods:
+            raise PQFLInputError(
+                f"--methods: no method given ({clip(repr(args.methods))}); list one or more of {','.join(METHODS)}"
+            )
         unknown = [m for m in methods if m not in METHODS]
-        if unknown or not methods:
-            raise PQFLInputError(f"--methods: unknown method(s) {unknown}; choose from {','.join(METHODS)}")
+        if unknown:
+            raise PQFLInputError(f"--methods: unknown method(s) {clip(unknown)}; choose from {','.join(METHODS)}")
         out["federation.methods"] = methods
     if args.rounds is not None:
         out["federation.rounds"] = args.rounds
@@ -138,9 +154,42 @@ def format_table(rows: dict[str, dict]) -> str:
     return frame.to_string(float_format=lambda v: f"{v:.3f}")
 
 
+def _check_output(flag: str, path: Path) -> None:
+    """Refuse an output file the run could not write at its end: a folder, a path under a
+    regular file, or a folder without write permission."""
+    from flows.tracking import writable_folder
+
+    if path.is_dir():
+        raise PQFLInputError(f"{flag}: {path} is a folder; give a file name")
+    above = path.parent.resolve()
+    while not above.exists():
+        above = above.parent
+    if not above.is_dir():
+        raise PQFLInputError(f"{flag}: {path} lies under the regular file {above}; choose a path in a folder")
+    if not writable_folder(above) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PQFLInputError(f"{flag}: {path} cannot be written (no permission); choose a writable path")
+
+
+def _check_outputs(cfg, json_out: str | None) -> None:
+    """Everything a run writes, checked before it starts: the MLflow store, the checkpoint
+    folder and the ``--json`` file."""
+    from flows.checkpoint import CHECKPOINT_ENV, checkpoint_root
+    from flows.tracking import check_store, tracking_uri, writable_folder
+
+    uri = tracking_uri(cfg)
+    check_store(uri)
+    root = checkpoint_root(uri)  # a store without a checkpoint folder fails here, not mid-run
+    if not writable_folder(root):
+        raise PQFLInputError(
+            f"{CHECKPOINT_ENV}: the checkpoint folder {root} cannot be written; set {CHECKPOINT_ENV} "
+            "to a writable folder or make it writable"
+        )
+    if json_out:
+        _check_output("--json", Path(json_out))
+
+
 def _run(args) -> int:
-    from flows.checkpoint import checkpoint_root, resume_target
-    from flows.tracking import tracking_uri
+    from flows.checkpoint import resume_target
     from pqfl.fleet import prepare
     from tasks.retry import with_fault_env
 
@@ -153,13 +202,13 @@ def _run(args) -> int:
         _, cfg = resume_target(args.resume, args.config)
     else:
         cfg = with_fault_env(load_run_config(args.config).with_overrides(_overrides(args)))
-        checkpoint_root(tracking_uri(cfg))  # a store without a checkpoint folder fails here, not mid-run
+    _check_outputs(cfg, args.json_out)
     prepare(cfg)  # fail fast on data problems, before any server or run starts
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
 
     from flows.progress import show_progress
-    from flows.runners import api_for_dask
+    from flows.runners import prefect_api
     from flows.train import pqfl_train
     from pqfl.compile_cache import enable_persistent_cache
 
@@ -171,7 +220,7 @@ def _run(args) -> int:
         file=sys.stderr,
     )
     # per-round lines on stderr (a progress bar when it is a terminal); Dask workers get a shared Prefect API
-    with show_progress(cfg), api_for_dask(cfg.runner):
+    with show_progress(cfg), prefect_api():
         result = pqfl_train(args.config, None if args.resume else _overrides(args), resume=args.resume)
     result["wall_s"] = time.perf_counter() - started
     print(format_table(result["methods"]))
@@ -214,9 +263,11 @@ def _benchmark(args) -> int:
     from flows.benchmark import check_run_suite
 
     spec, cases = check_run_suite(args.suite, args.data_dir)  # fail fast: suite, configs, data files
+    _check_outputs(parse_run_config(cases[0].config), args.json_out)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
     from flows.benchmark import pqfl_benchmark
+    from flows.runners import prefect_api
     from pqfl.compile_cache import enable_persistent_cache
 
     enable_persistent_cache()
@@ -227,7 +278,8 @@ def _benchmark(args) -> int:
     progress.addHandler(handler)
     progress.propagate = False
     print(f"[pqfl] benchmark {spec.name}: {len(cases)} cases, methods {','.join(spec.methods)}", file=sys.stderr)
-    result = pqfl_benchmark(args.suite, args.data_dir, args.json_out)
+    with prefect_api():
+        result = pqfl_benchmark(args.suite, args.data_dir, args.json_out)
     print(result["table"])
     print(
         f"\nwall time {result['wall_s']:.1f} s; MLflow experiment '{result['experiment']}', run {result['mlflow_run_id']}"
@@ -243,18 +295,70 @@ def _ui(args) -> int:
     return serve_ui(load_run_config(args.config), args.host, args.port)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def _signal_name(err: BaseException) -> str:
+    """SIGINT for Ctrl-C's KeyboardInterrupt; SIGTERM for ours or Prefect's TerminationSignal."""
+    if isinstance(err, Terminated) or getattr(err, "signal", None) == signal.SIGTERM:
+        return "SIGTERM"
+    return "SIGINT"
+
+
+def _failure_log(err: BaseException) -> Path:
+    """Write ``err``'s traceback to a log file (the console gets one line) and return its path."""
+    path = Path(tempfile.gettempdir()) / f"pqfl-failure-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.write_text("".join(traceback.format_exception(err)))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 a run failed after it started, 2 bad input (nothing started),
+    130 interrupted by SIGINT (Ctrl-C), 143 interrupted by SIGTERM. Every ending other
+    than 0 is one line on stderr; a traceback goes to a log file whose path is printed."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         args = _parser().parse_args(argv)
-        return {"run": _run, "compare": _compare, "bench": _bench, "benchmark": _benchmark, "ui": _ui}[args.command](
-            args
-        )
+        commands = {"run": _run, "compare": _compare, "bench": _bench, "benchmark": _benchmark, "ui": _ui}
+        return commands[args.command](args)
     except PQFLInputError as err:
         print(f"pqfl: error: {err}", file=sys.stderr)
         return 2
     except PQFLRunError as err:
         print(f"pqfl: run failed: {err}", file=sys.stderr)
         return 1
+    except BaseException as err:
+        if isinstance(err, SystemExit):
+            raise
+        name = (
+            _signal_name(err)
+            if isinstance(err, KeyboardInterrupt) or type(err).__name__ == "TerminationSignal"
+            else None
+        )
+        if name is not None:
+            from flows.recorder import MethodRecorder
+
+            if MethodRecorder.interrupted:
+                print(
+                    f"pqfl: interrupted by {name}: the runs are marked KILLED and their last round is checkpointed; "
+                    f"resume with `pqfl run --resume {MethodRecorder.interrupted[-1]}`",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"pqfl: interrupted by {name}", file=sys.stderr)
+            return 130 if name == "SIGINT" else 143
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        print(f"pqfl: run failed: {reason} (traceback in {_failure_log(err)})", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

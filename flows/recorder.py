@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from dataclasses import replace
+from typing import ClassVar
 from uuid import UUID
 
 from prefect import get_client
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, TerminationSignal
 from prefect.states import Crashed
 
 from flows.checkpoint import CheckpointStore, MethodCheckpoint
 from flows.device_evaluation import evaluate_on_hardware, hardware_summary
 from flows.tracking import MethodRun, Tracker
 from pqfl.detector import QuantumDetector
-from pqfl.errors import PQFLRunError
+from pqfl.errors import PQFLInputError, PQFLRunError
 from pqfl.federated.rounds import Federation, FederationResult, FederationState
 from tasks.settings import RunConfig
 
@@ -44,6 +46,8 @@ def _dropped_tag(dropped) -> str:
 
 class MethodRecorder:
     """One method's MLflow runs and checkpoints within a flow run (``flow_runs`` names it)."""
+
+    interrupted: ClassVar[list[str]] = []  # parent run ids closed as KILLED in this process, to resume
 
     def __init__(
         self,
@@ -97,8 +101,10 @@ class MethodRecorder:
         return self.ckpt.finished
 
     def finished_result(self) -> dict:
-        """The result of a method that completed before a crash (its end may not have been recorded)."""
-        self.run.finish("FINISHED")
+        """The result of a method that completed before a crash. Its runs are closed only if the
+        crash came before that was recorded; a FINISHED run is left as it is."""
+        if self.tracker.client.get_run(self.run.parent_id).info.status != "FINISHED":
+            self.run.finish("FINISHED")
         log.info("%-11s finished before the resume; MLflow run %s", self.method, self.run.parent_id)
         return self.ckpt.result
 
@@ -184,7 +190,26 @@ class MethodRecorder:
         return out
 
     def fail(self, err: BaseException) -> BaseException:
-        """Close the runs as FAILED; a run error comes back with how to resume."""
+        """Close the runs: KILLED after an interruption (Ctrl-C, SIGTERM), which comes back
+        carrying the run id to resume; FAILED otherwise, with the reason in ``pqfl.failure``
+        and, for an unexpected error, its traceback as the artifact ``failure.txt``. A run
+        error comes back with how to resume."""
+        if isinstance(err, (KeyboardInterrupt, TerminationSignal)):
+            signal = "SIGTERM" if isinstance(err, TerminationSignal) or type(err).__name__ == "Terminated" else "SIGINT"
+            self.run.finish(
+                "KILLED",
+                reason=f"interrupted by {signal} after round {self.ckpt.round}; resume with "
+                f"`pqfl run --resume {self.run.parent_id}`",
+            )
+            MethodRecorder.interrupted.append(self.run.parent_id)
+            return err
+        if not isinstance(err, (PQFLRunError, PQFLInputError)):
+            try:
+                self.tracker.client.log_text(
+                    self.run.parent_id, "".join(traceback.format_exception(err)), "failure.txt"
+                )
+            except Exception:  # noqa: BLE001 — the store itself may be what failed; the reason still goes below
+                pass
         if isinstance(err, PQFLRunError):
             dropped = [*self.ckpt.state.dropped, *getattr(err, "dropped", [])]
             if dropped:

@@ -1,22 +1,39 @@
-"""Where the client tasks run: the Prefect task runner a config asks for, and a Prefect API
-address that Dask workers can report to.
+"""Where the client tasks run: the Prefect task runner a config asks for, and the Prefect
+API the run reports to.
 
-Without ``PREFECT_API_URL`` a flow talks to a temporary Prefect server that it starts
-itself, and the settings it hands to prefect-dask carry no address. Each Dask worker
-process would then try to start a temporary server of its own, which is slow and can
-time out (measured: a 165 s first round, with clients dropped). For ``runner.kind: dask``
-:func:`api_for_dask` starts that temporary server up front and sets its address, so the
-flow and every worker on this machine use one server. Remote workers need a server they
-can reach: start ``prefect server start --host 0.0.0.0`` and set ``PREFECT_API_URL``; it
-is then used as is.
+With ``PREFECT_API_URL`` set, that server is used as is (a user who runs many jobs keeps
+one up; remote Dask workers need one they can reach: ``prefect server start --host
+0.0.0.0``). Without it, :func:`prefect_api` starts Prefect's temporary server once for the
+whole command and sets its address, so every subflow, and every Dask worker on this
+machine, uses that one server (left to themselves, Dask workers each started a server of
+their own: measured, a 165 s first round with clients dropped).
+
+The server runs in a session of its own, so a terminal's Ctrl-C reaches ``pqfl``, which
+still needs the server to record the interruption, and not the server; it is stopped when
+the command ends, and on Linux it is also told to exit if ``pqfl`` itself is killed
+(``PR_SET_PDEATHSIG``), so no server outlives the command.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+import prefect
+from prefect.logging.handlers import APILogWorker
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    get_current_settings,
+    temporary_settings,
+)
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from tasks.settings import RunnerConfig
@@ -43,19 +60,50 @@ def task_runner_for(runner: RunnerConfig):
     return ThreadPoolTaskRunner(max_workers=runner.max_workers)
 
 
+def _exit_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux; elsewhere a no-op)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class TemporaryServer(SubprocessASGIServer):
+    """Prefect's temporary API server, started as Prefect starts it but in a session of its
+    own that exits with this process."""
+
+    def _run_uvicorn_command(self) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            **get_current_settings().to_environment_variables(exclude_unset=True),
+        }
+        args = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                "--log-level", "error", "--lifespan", "on"]  # fmt: skip
+        return subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=_exit_with_parent)
+
+
 @contextmanager
-def api_for_dask(runner: RunnerConfig) -> Iterator[str | None]:
-    """Yield the API URL in use; start and set a temporary server if Dask needs one."""
-    if runner.kind != "dask" or PREFECT_API_URL.value():
+def prefect_api() -> Iterator[str]:
+    """Yield the Prefect API URL the command uses: ``PREFECT_API_URL``, else a temporary
+    server started here and stopped on the way out (also on an interruption)."""
+    if PREFECT_API_URL.value():
         yield PREFECT_API_URL.value()
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()  # the instance a flow without an API URL would start
+    with socket.socket() as probe:  # a free port on the loopback interface
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = TemporaryServer(port)
     # A loaded machine (Dask workers importing JAX) can take longer than Prefect's 20 s default.
-    server.start(timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120))
     try:
+        server.start(timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120))
         with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server.api_url
+            try:
+                yield server.api_url
+            finally:
+                APILogWorker.drain_all(timeout=5)  # send the logs still queued while the server is up
     finally:
         server.stop()

@@ -8,23 +8,29 @@ metrics, circuit drawing and OpenQASM); artifacts: config, results CSV, plots.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import sqlite3
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
-import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
-from mlflow.entities import Metric, Param  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+import pandas as pd
+import yaml
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
-from pqfl.detector import QuantumDetector  # noqa: E402
+from pqfl.detector import QuantumDetector
+from pqfl.errors import PQFLInputError
 from pqfl.plots import client_roc_pr_plot, method_convergence_plot
-from pqfl.quantum.reference import draw_text, to_openqasm  # noqa: E402
-from pqfl.results import SUMMARY_METRICS as ROUND_METRICS  # noqa: E402
-from pqfl.results import ClientEvaluation, RoundReport, RoundSummary  # noqa: E402
-from tasks.settings import RunConfig  # noqa: E402
+from pqfl.quantum.reference import draw_text, to_openqasm
+from pqfl.results import SUMMARY_METRICS as ROUND_METRICS
+from pqfl.results import ClientEvaluation, RoundReport, RoundSummary
+from tasks.settings import RunConfig
 
 PARENT_TAG = "pqfl.role"
 
@@ -32,6 +38,72 @@ PARENT_TAG = "pqfl.role"
 def tracking_uri(cfg: RunConfig) -> str:
     """``MLFLOW_TRACKING_URI`` when set (as MLflow users expect), else the configured store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` store (None for any other store)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def writable_folder(folder: Path) -> bool:
+    """Whether files can be created in ``folder``, or in the nearest existing folder above it."""
+    folder = folder.resolve()
+    while not folder.exists():
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
+def check_store(uri: str) -> None:
+    """Refuse, before anything starts, a store this run could not use: a SQLite path that is a
+    folder, read-only, in a folder that cannot be written, corrupt, or a SQLite database
+    that is not an MLflow store (MLflow would turn it into one); an HTTP server that does not
+    answer within 5 s. Raises PQFLInputError naming the store and the fix."""
+    where = f"MLflow store {uri[:200]}"
+    path = sqlite_path(uri)
+    if path is None:
+        if uri.startswith(("http://", "https://")):
+            try:
+                urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
+            except (OSError, ValueError) as err:
+                raise PQFLInputError(
+                    f"{where} does not answer ({str(getattr(err, 'reason', err))[:120]}); start the tracking server "
+                    "or point MLFLOW_TRACKING_URI (or tracking.uri) at one that runs"
+                ) from None
+        return
+    if path.is_dir():
+        raise PQFLInputError(f"{where}: {path} is a folder; point the URI at a database file inside it")
+    if not writable_folder(path.parent):
+        raise PQFLInputError(f"{where}: the folder of {path} cannot be written; choose a writable location")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise PQFLInputError(f"{where}: {path} is read-only; make it writable or use another store")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        raise PQFLInputError(
+            f"{where}: {path} is not a readable SQLite database ({err}); restore it or use another store"
+        ) from None
+    if not {"experiments", "runs", "alembic_version"} <= tables:
+        raise PQFLInputError(
+            f"{where}: {path} is a SQLite database but not an MLflow store; refusing to add MLflow's tables to it: "
+            "point the URI at a new file or an MLflow store"
+        )
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client of the store at ``uri``. A SQLite store's schema is created (or migrated) under
+    a file lock, so runs started at once on a new store do not race in MLflow's table creation."""
+    path = sqlite_path(uri)
+    if path is None:
+        return MlflowClient(tracking_uri=uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=uri)  # creating the client creates or migrates the schema
+        client.search_experiments(max_results=1)
+    return client
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -160,11 +232,17 @@ class Tracker:
         self.cfg = cfg
         self.uri = tracking_uri(cfg)
         root = _artifact_root(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = open_store(self.uri)
         exp = self.client.get_experiment_by_name(cfg.experiment_name)
-        self.experiment_id = (
-            exp.experiment_id if exp else self.client.create_experiment(cfg.experiment_name, artifact_location=root)
-        )
+        if exp is None:
+            try:
+                self.experiment_id = self.client.create_experiment(cfg.experiment_name, artifact_location=root)
+            except MlflowException as err:  # another run created it a moment ago
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                self.experiment_id = self.client.get_experiment_by_name(cfg.experiment_name).experiment_id
+        else:
+            self.experiment_id = exp.experiment_id
         self.flow_run_id = flow_run_id or "none"
         self.commit = git_commit()
 
@@ -187,7 +265,10 @@ class Tracker:
         """Continue existing runs (crash-resume): mark them RUNNING again and note the resume."""
         for run_id in [parent_id, *client_run_ids.values()]:
             self.client.update_run(run_id, status="RUNNING")
-        resumes = int(self.client.get_run(parent_id).data.tags.get("pqfl.resumes", "0")) + 1
+        tags = self.client.get_run(parent_id).data.tags
+        if "pqfl.failure" in tags:  # the reason the previous attempt stopped no longer holds
+            self.client.delete_tag(parent_id, "pqfl.failure")
+        resumes = int(tags.get("pqfl.resumes", "0")) + 1
         self.client.set_tag(parent_id, "pqfl.resumes", str(resumes))
         self.client.set_tag(parent_id, f"prefect.flow_run_id.resume{resumes}", self.flow_run_id)
         return MethodRun(self.client, parent_id, dict(client_run_ids))

@@ -1,11 +1,17 @@
 """The run configuration: one validated object loaded from YAML.
 
 Every field is checked at load time; an impossible value raises
-:class:`~pqfl.errors.PQFLInputError` naming the field and the fix.
+:class:`~pqfl.errors.PQFLInputError` naming the field and the fix. Numbers must be finite
+and integers must not be booleans (YAML's ``true`` would pass as 1); client and experiment
+names are kept to a safe character set, because they become file, task, tag and
+registered-model names.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -13,6 +19,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -32,6 +39,56 @@ MAX_QUBITS = 16
 MAX_REUPLOAD_NOISY_QUBITS = 8  # noisy re-uploading keeps 4^q Pauli coefficients per sample (pqfl.quantum.fast)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"  # package data
+
+# A client's name ends up in file names, Prefect task-run names, MLflow tags and registered
+# models ({experiment}-{method}-{client}); MLflow refuses empty names and names over 500 characters.
+CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}")
+
+
+def clip(text: object, limit: int = 200) -> str:
+    """``text`` for an error message: cut to ``limit`` characters, control characters escaped (one line)."""
+    s = str(text)
+    if len(s) > limit:
+        s = f"{s[:limit]}… ({len(s):,} characters)"
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
+def _not_bool(kind: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected {kind}, not true or false")
+        return value
+
+    return BeforeValidator(check)
+
+
+Int = Annotated[int, _not_bool("an integer")]
+Float = Annotated[float, _not_bool("a number")]
+
+
+def _named(pattern: re.Pattern, rule: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(rule)
+        return value
+
+    return AfterValidator(check)
+
+
+ClientName = Annotated[
+    str,
+    _named(
+        CLIENT_NAME, "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (no '/' or spaces)"
+    ),
+]
+ExperimentName = Annotated[
+    str,
+    _named(
+        EXPERIMENT_NAME,
+        "use 1-128 letters, digits, spaces, '.', '_' or '-', starting with a letter or digit (no '/')",
+    ),
+]
 
 
 def _gib(n_bytes: float) -> str:
@@ -57,7 +114,7 @@ def _within_simulator(qubits: int) -> int:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DatasetConfig(_Strict):
@@ -66,8 +123,8 @@ class DatasetConfig(_Strict):
     source: str = "sklearn:digits"
     # Classes treated as normal at every client (global anomaly setup). Ignored when
     # partition.normal is "context", where each client's own dominant classes are normal.
-    normal_classes: list[int] = Field(default_factory=lambda: [0])
-    max_samples: int | None = Field(default=None, ge=10)
+    normal_classes: list[Int] = Field(default_factory=lambda: [0])
+    max_samples: Int | None = Field(default=None, ge=10)
     # Amplitude-encoded clients keep each row's norm in one extra amplitude (2^q − 1 PCA
     # features + a constant; pqfl.data.preprocessing). Off: the state holds the direction only.
     keep_norm: bool = False
@@ -84,7 +141,7 @@ class DatasetConfig(_Strict):
     # sums over their anomalous rows), then the principal components of what it leaves.
     projection: Literal["pca", "fisher"] = "pca"
     # fisher: ridge added to the within-class covariance, relative to its mean eigenvalue.
-    fisher_ridge: float = Field(default=1e-3, ge=0)
+    fisher_ridge: Float = Field(default=1e-3, ge=0)
 
     @field_validator("source")
     @classmethod
@@ -93,7 +150,7 @@ class DatasetConfig(_Strict):
 
         if not v.startswith(tuple(f"{s}:" for s in SCHEMES)):
             raise ValueError(
-                f"unknown dataset source {v!r}; use one of sklearn:digits, sklearn:breast_cancer, "
+                "unknown dataset source; use one of sklearn:digits, sklearn:breast_cancer, "
                 "odds:PATH.mat, csv:PATH#label=COLUMN, cifar10:DIR, cifar100:DIR, svhn:FILE.mat, imagefolder:DIR"
             )
         return v
@@ -102,18 +159,18 @@ class DatasetConfig(_Strict):
 class PartitionConfig(_Strict):
     """How samples are spread over clients (non-IID) and split per client."""
 
-    alpha: float = Field(default=0.5, gt=0, description="Dirichlet concentration over classes")
+    alpha: Float = Field(default=0.5, gt=0, description="Dirichlet concentration over classes")
     normal: Literal["context", "global"] = "context"
-    normal_classes_per_client: int = Field(default=2, ge=1)
-    anomaly_ratio: float = Field(default=0.2, gt=0, lt=1)
-    min_anomalies: int = Field(default=6, ge=3)
-    quantity_skew: float = Field(default=0.0, ge=0, description="lognormal sigma of client sizes")
+    normal_classes_per_client: Int = Field(default=2, ge=1)
+    anomaly_ratio: Float = Field(default=0.2, gt=0, lt=1)
+    min_anomalies: Int = Field(default=6, ge=3)
+    quantity_skew: Float = Field(default=0.0, ge=0, description="lognormal sigma of client sizes")
     # Class-labelled data: the classes anomalies are drawn from (default: every class that is
     # not normal at the client). Rows of other non-normal classes are left out.
-    anomaly_classes: list[int] | None = Field(default=None, min_length=1)
-    train: float = Field(default=0.5, gt=0, lt=1)
-    val: float = Field(default=0.2, gt=0, lt=1)
-    test: float = Field(default=0.3, gt=0, lt=1)
+    anomaly_classes: list[Int] | None = Field(default=None, min_length=1)
+    train: Float = Field(default=0.5, gt=0, lt=1)
+    val: Float = Field(default=0.2, gt=0, lt=1)
+    test: Float = Field(default=0.3, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _splits_sum_to_one(self) -> PartitionConfig:
@@ -132,6 +189,8 @@ def _probability(upper: float, inclusive: bool):
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError("expected a probability, or a list with one per qubit")
+            if not math.isfinite(v):
+                raise ValueError("probabilities must be finite numbers")
             if not (0 <= v <= upper if inclusive else 0 <= v < upper):
                 bound = f"<= {upper}" if inclusive else f"< {upper}"
                 raise ValueError(f"probabilities must be >= 0 and {bound}")
@@ -170,9 +229,9 @@ class ClientProfile(_Strict):
     they are filled in at load time, so a dumped profile shows what the client runs.
     """
 
-    name: str = Field(min_length=1)
-    qubits: Annotated[int, Field(ge=1), AfterValidator(_within_simulator)]
-    layers: int = Field(default=2, ge=1)
+    name: ClientName
+    qubits: Annotated[Int, Field(ge=1), AfterValidator(_within_simulator)]
+    layers: Int = Field(default=2, ge=1)
     entangling: Literal["ring", "linear", "all_to_all", "device"] = "ring"
     encoding: Literal["amplitude", "angle", "iqp"] = "amplitude"
     # Data re-uploading (angle only): the encoding again before every layer, each time with
@@ -185,14 +244,14 @@ class ClientProfile(_Strict):
     # data has (dataset.projection when unset).
     projection: Literal["pca", "fisher"] | None = None
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
-    shots: int | None = Field(default=None, ge=1)
+    shots: Int | None = Field(default=None, ge=1)
     # Device clients (docs/devices.md).
     from_device: str | None = None
-    layout: list[int] | None = None  # physical qubit of each logical qubit
-    coupling: list[tuple[int, int]] | None = None  # entangling pairs when entangling is "device"
+    layout: list[Int] | None = None  # physical qubit of each logical qubit
+    coupling: list[tuple[Int, Int]] | None = None  # entangling pairs when entangling is "device"
     backend: Literal["aer", "ibm_runtime"] | None = None  # where the hardware evaluation runs
     device: str | None = None  # IBM Quantum backend name, for backend: ibm_runtime
-    hardware_shots: int = Field(default=1024, ge=1)
+    hardware_shots: Int = Field(default=1024, ge=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -245,18 +304,18 @@ class FederationConfig(_Strict):
     """The federated optimisation: methods, rounds and local optimiser."""
 
     methods: list[str] = Field(default_factory=lambda: list(METHODS), min_length=1)
-    rounds: int = Field(default=10, ge=1)
-    local_epochs: int = Field(default=2, ge=1)
-    lr: float = Field(default=0.05, gt=0)
+    rounds: Int = Field(default=10, ge=1)
+    local_epochs: Int = Field(default=2, ge=1)
+    lr: Float = Field(default=0.05, gt=0)
     # Round k's local training runs at lr × lr_decay^(k−1) (1 = constant): later rounds take
     # smaller steps, so the final personal models settle instead of bouncing at full step.
-    lr_decay: float = Field(default=1.0, gt=0, le=1)
-    batch_size: int = Field(default=64, ge=1)
-    lam: float = Field(default=0.1, ge=0, alias="lambda")
-    mu: float = Field(default=0.01, ge=0)
-    client_fraction: float = Field(default=1.0, gt=0, le=1)
-    min_clients: int = Field(default=1, ge=1)
-    seed: int = Field(default=0, ge=0)
+    lr_decay: Float = Field(default=1.0, gt=0, le=1)
+    batch_size: Int = Field(default=64, ge=1)
+    lam: Float = Field(default=0.1, ge=0, alias="lambda")
+    mu: Float = Field(default=0.01, ge=0)
+    client_fraction: Float = Field(default=1.0, gt=0, le=1)
+    min_clients: Int = Field(default=1, ge=1)
+    seed: Int = Field(default=0, ge=0)
     objective: Literal["supervised", "one_class"] = "supervised"
     # one_class centre in ⟨Z⟩ space: zero_state = (1, …, 1), the ⟨Z⟩ of |0…0⟩, which no
     # unitary maps every input to (no hypersphere collapse); initial_mean = the training
@@ -264,9 +323,9 @@ class FederationConfig(_Strict):
     one_class_center: Literal["zero_state", "initial_mean"] = "zero_state"
     optimizer: Literal["adam", "sgd"] = "adam"
     # Standard deviation of the initial shared angles (pqfl.federated.server.init_global).
-    init_scale: float = Field(default=0.3, ge=0)
+    init_scale: Float = Field(default=0.3, ge=0)
     # supervised: L2 penalty (α/2)‖w‖² on each client's classical head (0 = none).
-    head_l2: float = Field(default=0.0, ge=0)
+    head_l2: Float = Field(default=0.0, ge=0)
     # supervised: after each local round, "logreg" refits the head as the per-client
     # reference does (class-balanced logistic regression, scikit-learn) on what the
     # client's circuit outputs for its training rows; "sgd" keeps the jointly trained head.
@@ -279,9 +338,9 @@ class FederationConfig(_Strict):
     # its own server model; same data, same rounds). Each client's detector is the ensemble
     # of its R personal models: supervised, the log-odds of their mean anomaly probability;
     # one_class, their mean distance (pqfl.federated.client.combine_scores). 1 = one model.
-    restarts: int = Field(default=1, ge=1)
+    restarts: Int = Field(default=1, ge=1)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
 
     @field_validator("methods")
     @classmethod
@@ -304,7 +363,7 @@ class Config(_Strict):
     the simulator. The orchestration sections (runner, retries, faults, tracking) are kept
     as given; ``tasks.settings.RunConfig`` validates them."""
 
-    name: str = "pqfl"
+    name: ExperimentName = "pqfl"
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     federation: FederationConfig = Field(default_factory=FederationConfig)
@@ -380,7 +439,7 @@ class Config(_Strict):
                     node[leaf] = value
             except (KeyError, IndexError, ValueError, TypeError):
                 raise PQFLInputError(
-                    f"override {dotted}: no such config field; use a path like federation.rounds"
+                    f"override {clip(dotted)}: no such config field; use a path like federation.rounds"
                 ) from None
         return parse_config(data, origin="overrides", schema=type(self))
 
@@ -404,7 +463,7 @@ class Config(_Strict):
 
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
+    loc = clip(".".join(str(p) for p in first["loc"]))
     msg = first["msg"].removeprefix("Value error, ")
     if not loc:  # a whole-config check; its message starts with the field it is about
         return msg
@@ -415,7 +474,7 @@ def _describe(err: ValidationError) -> str:
         return f"{loc}: unknown field; remove it or check its spelling against docs/configuration.md"
     if isinstance(got, (dict, list)) or got is None:
         return f"{loc}: {msg}"
-    return f"{loc}: {msg} (got {got!r})"
+    return f"{loc}: {msg} (got {clip(repr(got))})"
 
 
 def parse_config(data: Any, origin: str = "config", schema: type[Config] = Config) -> Config:
@@ -432,7 +491,15 @@ def parse_config(data: Any, origin: str = "config", schema: type[Config] = Confi
 def read_yaml(path: Path) -> Any:
     """The parsed contents of a YAML file; a syntax error raises PQFLInputError with its line and column."""
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise PQFLInputError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save it as UTF-8"
+        ) from None
+    except OSError as err:
+        raise PQFLInputError(f"{path}: cannot be read ({err.strerror}); check the path and its permissions") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -443,6 +510,6 @@ def read_yaml(path: Path) -> Any:
 def load_config(path: str | Path | None = None, schema: type[Config] = Config) -> Config:
     """Load and validate a YAML config (the embedded default when ``path`` is None)."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
-    if not path.is_file():
-        raise PQFLInputError(f"config file {path} not found; pass an existing YAML file with --config")
+    if not os.path.isfile(path):  # unlike Path.is_file, False (not OSError) for a name too long
+        raise PQFLInputError(f"config file {clip(path)} not found; pass an existing YAML file with --config")
     return parse_config(read_yaml(path), origin=str(path), schema=schema)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pqfl.config import ClientProfile, Config, DatasetConfig
-from pqfl.data.partition import ClientData, partition
+from pqfl.data.partition import ClientData, partition, shortage
 from pqfl.data.preprocessing import GlobalStats, SufficientStats, feature_map
 from pqfl.data.sources import Dataset, load_source
 from pqfl.errors import PQFLInputError
@@ -96,13 +96,20 @@ def build_fleet(datas: list[ClientData], profiles: list[ClientProfile], dataset:
 
 def load_and_partition(cfg: Config, loaded: Dataset | None = None) -> list[ClientData]:
     """The clients' private splits: load (unless ``loaded``, the source already read),
-    subsample, check the features, partition (no feature map)."""
+    subsample, check the features, partition (no feature map), check the batch size."""
     ds = load_source(cfg.dataset.source) if loaded is None else loaded
+    names = [c.name for c in cfg.clients]
     if cfg.dataset.max_samples and len(ds.y) > cfg.dataset.max_samples:
         keep = np.sort(
             derive_rng(cfg.federation.seed, "subsample").choice(len(ds.y), cfg.dataset.max_samples, replace=False)
         )
-        ds = type(ds)(ds.X[keep], ds.y[keep], ds.anomaly_labels, ds.name)
+        full, ds = ds, type(ds)(ds.X[keep], ds.y[keep], ds.anomaly_labels, ds.name)
+        missing, _ = shortage(ds, len(names), cfg.partition, cfg.dataset.normal_classes)
+        if missing and not shortage(full, len(names), cfg.partition, cfg.dataset.normal_classes)[0]:
+            raise PQFLInputError(
+                f"dataset.max_samples: {cfg.dataset.max_samples} rows (of {len(full.y)}) leave too few for "
+                f"{len(names)} clients: {missing}; raise max_samples"
+            )
     n_features = ds.X.shape[1]
     if n_features > MAX_FEATURES:
         raise PQFLInputError(
@@ -116,4 +123,15 @@ def load_and_partition(cfg: Config, loaded: Dataset | None = None) -> list[Clien
                 f"clients.{c.name}.qubits: {c.encoding} encoding on {c.qubits} qubits needs {c.qubits} features but "
                 f"{ds.name} has {ds.X.shape[1]}; use at most {ds.X.shape[1]} qubits or amplitude encoding"
             )
-    return partition(ds, [c.name for c in cfg.clients], cfg.partition, cfg.dataset.normal_classes, cfg.federation.seed)
+    datas = partition(ds, names, cfg.partition, cfg.dataset.normal_classes, cfg.federation.seed)
+    # A minibatch is padded to batch_size rows (zero weight), so a batch larger than any model's
+    # training rows only costs memory. The pooled (centralized) model trains on every client's
+    # rows; a batch above the largest client's rows is full-batch training for the others.
+    largest, pooled = max(d.n_train for d in datas), sum(d.n_train for d in datas)
+    if cfg.federation.batch_size > pooled:
+        raise PQFLInputError(
+            f"federation.batch_size: {cfg.federation.batch_size} is more than the {pooled} training rows of all "
+            f"{len(datas)} clients together (the largest client has {largest}), so every minibatch would be mostly "
+            f"padding; use a batch_size of at most {largest}"
+        )
+    return datas

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pqfl.config import Config, load_config, parse_config
+from pqfl.config import Config, ExperimentName, Float, Int, clip, load_config, parse_config
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 _DASK_ADDRESS = re.compile(r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.\-]*):(?P<port>[0-9]{1,5})")
@@ -34,7 +34,7 @@ class RunnerConfig(_Strict):
     """
 
     kind: Literal["threads", "processes", "dask"] = "threads"
-    max_workers: int | None = Field(default=None, ge=1)
+    max_workers: Int | None = Field(default=None, ge=1)
     address: str | None = None
 
     @field_validator("address")
@@ -66,9 +66,9 @@ class RetryConfig(_Strict):
     ``retry_jitter_factor``). Permanent failures (invalid circuit, bad config) fail at once.
     """
 
-    max_retries: int = Field(default=3, ge=0, le=50)
-    backoff_s: float = Field(default=1.0, ge=0, description="delay before the first retry; doubles each retry")
-    jitter: float = Field(default=0.5, ge=0, description="Prefect retry_jitter_factor (0 = exact delays)")
+    max_retries: Int = Field(default=3, ge=0, le=50)
+    backoff_s: Float = Field(default=1.0, ge=0, description="delay before the first retry; doubles each retry")
+    jitter: Float = Field(default=0.5, ge=0, description="Prefect retry_jitter_factor (0 = exact delays)")
 
 
 class FaultConfig(_Strict):
@@ -83,16 +83,16 @@ class FaultConfig(_Strict):
     The environment variable ``PQFL_FAULT_RATE`` overrides ``transient_rate``.
     """
 
-    transient_rate: float = Field(default=0.0, ge=0, le=1)
-    outage: dict[str, list[int]] = Field(default_factory=dict)
-    permanent: dict[str, list[int]] = Field(default_factory=dict)
+    transient_rate: Float = Field(default=0.0, ge=0, le=1)
+    outage: dict[str, list[Int]] = Field(default_factory=dict)
+    permanent: dict[str, list[Int]] = Field(default_factory=dict)
 
 
 class TrackingConfig(_Strict):
     """Where MLflow writes. ``MLFLOW_TRACKING_URI`` in the environment overrides ``uri``."""
 
     uri: str = "sqlite:///mlruns/mlflow.db"
-    experiment: str | None = None
+    experiment: ExperimentName | None = None  # default: the config's name
     # Log and register every client's final detector as an MLflow model (about 0.2-0.5 s
     # each); sweeps that only compare metrics can turn it off.
     log_models: bool = True
@@ -112,9 +112,11 @@ class RunConfig(Config):
         for kind, plan in (("outage", self.faults.outage), ("permanent", self.faults.permanent)):
             for client, rounds in plan.items():
                 if client not in names:
-                    raise ValueError(f"faults.{kind}: unknown client {client!r}; use one of {names}")
+                    raise ValueError(f"faults.{kind}: unknown client {clip(repr(client))}; use one of {clip(names)}")
                 if any(r < 1 for r in rounds):
-                    raise ValueError(f"faults.{kind}.{client}: rounds start at 1 (got {rounds}); list rounds 1..K")
+                    raise ValueError(
+                        f"faults.{kind}.{client}: rounds start at 1 (got {clip(rounds)}); list rounds 1..K"
+                    )
         return self
 
     @property

@@ -2,21 +2,25 @@
 exit code 2, no traceback, no MLflow run. tests/test_cli.py already covers negative lr and
 λ, zero rounds, min_clients above the client count, duplicate client names, unknown
 encoding and ansatz, a missing dataset or config file and YAML syntax errors; these are
-the rest. A failure after a run has started (below quorum) marks that run FAILED."""
+the rest, hostile input included (unsafe names, NaN and boolean numbers, files that are
+not UTF-8 or not numbers, values too long to echo, which the message cuts short). A
+failure after a run has started (below quorum) marks that run FAILED."""
 
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.io
 from mlflow.tracking import MlflowClient
 
+from flows.checkpoint import read_checkpoint
 from flows.cli import main
 from pqfl.config import MAX_QUBITS
 from pqfl.fleet import MAX_FEATURES
@@ -123,6 +127,117 @@ def unknown_fault_client(p: Path):
     return ["run", "--config", str(write_config(p, faults={"outage": {"nobody": [1]}}))], ["faults.outage", "'nobody'"]
 
 
+def _with_config(p: Path, **sections) -> list[str]:
+    return ["run", "--config", str(write_config(p, **sections))]
+
+
+def empty_experiment_name(p: Path):
+    return _with_config(p, name=""), [f"{p / 'config.yaml'}: name: ", "1-128 letters, digits", "(got '')"]
+
+
+def long_experiment_name(p: Path):
+    return _with_config(p, name="x" * 600), [": name: ", "1-128 letters", "(602 characters)"]
+
+
+def experiment_name_climbing_out(p: Path):
+    return _with_config(p, name="../x"), [": name: ", "starting with a letter or digit", "(got '../x')"]
+
+
+def experiment_path_as_tracking_experiment(p: Path):
+    return _with_config(p, tracking={"experiment": "/tmp/x"}), ["tracking.experiment", "(got '/tmp/x')"]
+
+
+def client_name_with_a_slash(p: Path):
+    clients = [{**TINY["clients"][0], "name": "a/b"}]
+    return _with_config(p, clients=clients), ["clients.0.name", "1-64 letters, digits", "(got 'a/b')"]
+
+
+def nan_lr(p: Path):
+    return _with_config(p, federation={"lr": float("nan")}), ["federation.lr", "finite number", "nan"]
+
+
+def infinite_lambda(p: Path):
+    return _with_config(p, federation={"lambda": float("inf")}), ["federation.lambda", "finite number", "inf"]
+
+
+def boolean_seed(p: Path):
+    return _with_config(p, federation={"seed": True}), ["federation.seed", "an integer, not true or false"]
+
+
+def boolean_rounds(p: Path):
+    return _with_config(p, federation={"rounds": True}), ["federation.rounds", "an integer, not true or false"]
+
+
+def batch_size_beyond_every_client(p: Path):
+    return _with_config(p, federation={"batch_size": 10_000_000_000}), [
+        "federation.batch_size: 10000000000",
+        "training rows of all 3 clients together (the largest client has",
+        "use a batch_size of at most",
+    ]
+
+
+def latin1_config(p: Path):
+    path = write_config(p)
+    path.write_bytes(("# caf\u00e9 settings\n" + path.read_text()).encode("latin-1"))
+    return ["run", "--config", str(path)], [str(path), "not UTF-8", "save it as UTF-8"]
+
+
+def duplicate_csv_column(p: Path):
+    X, y = _rows()
+    lines = ["f0,label,f1,label"] + [f"{a},{int(b)},{c},{int(b)}" for a, b, c in zip(X[:, 0], y, X[:, 1])]
+    (p / "dup.csv").write_text("\n".join(lines) + "\n")
+    return _with_source(p, f"csv:{p / 'dup.csv'}#label=label"), ["dup.csv", "['label']", "unique name"]
+
+
+def values_overflowing_the_statistics(p: Path):
+    X, y = _rows()
+    pd.DataFrame({"f0": X[:, 0] * 1e300, "f1": X[:, 1], "label": y.astype(int)}).to_csv(p / "big.csv", index=False)
+    return _with_source(p, f"csv:{p / 'big.csv'}#label=label"), ["big.csv", "overflow", "rescale the features"]
+
+
+def string_mat(p: Path):
+    _, y = _rows(n=4)
+    scipy.io.savemat(p / "text.mat", {"X": np.array(["abc", "def", "ghi", "jkl"]), "y": y.reshape(-1, 1)})
+    return _with_source(p, f"odds:{p / 'text.mat'}"), ["text.mat", "X holds text", "numeric"]
+
+
+def complex_mat(p: Path):
+    X, y = _rows()
+    return _with_source(p, _odds(p / "complex.mat", X + 1j, y)), ["complex.mat", "X holds complex numbers"]
+
+
+def huge_dataset_source(p: Path):
+    return ["run", "--config", str(write_config(p)), "--dataset", "odds:" + "x" * 20_000_000], [
+        "dataset.source",
+        "characters)",
+    ]
+
+
+def huge_unknown_source(p: Path):
+    return _with_source(p, "nope:" + "x" * 2_000_000), ["dataset.source: unknown dataset source", "characters)"]
+
+
+def no_anomalies_at_all(p: Path):
+    X, _ = _rows()
+    return _with_source(p, _odds(p / "normal.mat", X, np.zeros(len(X)))), ["has no anomalies (y = 1 rows)"]
+
+
+def tiny_max_samples(p: Path):
+    return _with_config(p, dataset={"max_samples": 12}), [
+        "dataset.max_samples: 12",
+        "3 clients",
+        "raise max_samples",
+    ]
+
+
+def empty_methods_flag(p: Path):
+    return ["run", "--config", str(write_config(p)), "--methods", ""], ["--methods", "no method"]
+
+
+def blank_methods_flag(p: Path):
+    return ["run", "--config", str(write_config(p)), "--methods", " , "], ["--methods", "no method", "' , '"]
+
+
 CASES = {
     f.__name__: f
     for f in (
@@ -136,6 +251,27 @@ CASES = {
         unknown_device,
         fault_rate_env,
         unknown_fault_client,
+        empty_experiment_name,
+        long_experiment_name,
+        experiment_name_climbing_out,
+        experiment_path_as_tracking_experiment,
+        client_name_with_a_slash,
+        nan_lr,
+        infinite_lambda,
+        boolean_seed,
+        boolean_rounds,
+        batch_size_beyond_every_client,
+        latin1_config,
+        duplicate_csv_column,
+        values_overflowing_the_statistics,
+        string_mat,
+        complex_mat,
+        huge_dataset_source,
+        huge_unknown_source,
+        no_anomalies_at_all,
+        tiny_max_samples,
+        empty_methods_flag,
+        blank_methods_flag,
     )
 }
 
@@ -145,6 +281,7 @@ def _check_one_line(code: int, stderr: str, needles: list[str], tmp_path: Path) 
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr[-2000:]
     assert lines[0].startswith("pqfl: error: ")
+    assert len(lines[0]) <= 1500, lines[0][:3000]  # values are cut short, not echoed whole
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     assert "Traceback" not in stderr
@@ -170,6 +307,18 @@ def test_bad_data_file_as_a_user_runs_it(tmp_path):
     _check_one_line(proc.returncode, proc.stderr, needles, tmp_path)
 
 
+def test_client_name_climbing_out_of_the_store_as_a_user_runs_it(tmp_path):
+    """A client name that would be a path outside the store is refused before anything is written."""
+    token = f"pqfl-escape-{uuid.uuid4().hex[:12]}"
+    name = f"../../{token}"
+    config = write_config(tmp_path, clients=[{**TINY["clients"][0], "name": name}])
+    proc = _run(["run", "--config", str(config)], tmp_path)
+    _check_one_line(proc.returncode, proc.stderr, ["clients.0.name", f"(got '{name}')"], tmp_path)
+    assert not list(tmp_path.rglob(f"*{token}*"))
+    for folder in (tmp_path.parent, tmp_path.parent.parent, Path("/tmp")):
+        assert not list(folder.glob(f"*{token}*")), folder
+
+
 def test_failure_after_the_run_started_marks_it_failed(tmp_path):
     """Below quorum in round 2: exit 1 with one closing line, the run FAILED with its reason,
     no run left RUNNING, the round-1 checkpoint intact."""
@@ -189,5 +338,5 @@ def test_failure_after_the_run_started_marks_it_failed(tmp_path):
     (parent,) = [r for r in runs if r.data.tags.get("pqfl.role") == "parent"]
     assert "PQFLRunError" in parent.data.tags["pqfl.failure"] and "min_clients" in parent.data.tags["pqfl.failure"]
     assert parent.info.run_id in last
-    ckpt = pickle.loads(Path(parent.data.tags["pqfl.checkpoint"]).read_bytes())
+    ckpt = read_checkpoint(parent.data.tags["pqfl.checkpoint"])
     assert ckpt.round == 1 and not ckpt.finished

@@ -4,13 +4,27 @@ PQFLInputError whose message names the field and says how to fix it."""
 from __future__ import annotations
 
 import copy
+import types
+import typing
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
-from pqfl.config import DEFAULT_CONFIG, MAX_QUBITS, Config, load_config
+from pqfl.config import (
+    DEFAULT_CONFIG,
+    MAX_QUBITS,
+    ClientProfile,
+    Config,
+    DatasetConfig,
+    FederationConfig,
+    NoiseConfig,
+    PartitionConfig,
+    load_config,
+    parse_config,
+)
 from pqfl.errors import PQFLInputError
+from tasks.settings import FaultConfig, RetryConfig, RunnerConfig, parse_run_config
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +262,149 @@ def test_whole_config_errors_name_their_field_once(tmp_path):
     with pytest.raises(PQFLInputError) as err:
         load_config(path)
     assert str(err.value).startswith(f"{path}: clients: duplicate client names")
+
+
+# --------------------------------------------------------------------------- names and numbers
+
+
+def _minimal(**sections) -> dict:
+    return {"clients": [{"name": "a", "qubits": 2}], **sections}
+
+
+@pytest.mark.parametrize("name", ["a", "clean-6q-amplitude", "amp5-ring-r9", "A.b_c-9", "x" * 64])
+def test_safe_client_names_load(name):
+    assert parse_config(_minimal(clients=[{"name": name, "qubits": 2}])).clients[0].name == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", "-a", ".a", "..", "a/b", "../x", "/tmp/x", "a b", "a:b", "a\n", "caf\u00e9", "x" * 65]
+)
+def test_unsafe_client_names_are_refused(name):
+    with pytest.raises(PQFLInputError) as info:
+        parse_config(_minimal(clients=[{"name": name, "qubits": 2}]))
+    msg = str(info.value)
+    assert msg.startswith("config: clients.0.name: use 1-64 letters, digits, '.', '_' or '-'"), msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("name", ["pqfl", "pqfl-benchmark-odds", "odds-cardio r3", "My run 2.1", "x" * 128])
+def test_safe_experiment_names_load(name):
+    assert parse_config(_minimal(name=name)).name == name
+    assert parse_run_config(_minimal(tracking={"experiment": name})).experiment_name == name
+
+
+@pytest.mark.parametrize("name", ["", " x", "..", "../x", "/tmp/x", "a/b", ".x", "a\tb", "x" * 129])
+@pytest.mark.parametrize("field", ["name", "tracking.experiment"])
+def test_unsafe_experiment_names_are_refused(name, field):
+    data = _minimal(name=name) if field == "name" else _minimal(tracking={"experiment": name})
+    with pytest.raises(PQFLInputError) as info:
+        parse_run_config(data)
+    msg = str(info.value)
+    assert msg.startswith(f"config: {field}: use 1-128 letters, digits, spaces, '.', '_' or '-'"), msg
+    assert "\n" not in msg
+
+
+def test_a_long_name_is_cut_short_in_the_message():
+    with pytest.raises(PQFLInputError) as info:
+        parse_config(_minimal(name="y" * 20_000))
+    msg = str(info.value)
+    assert len(msg) < 500 and "(20,002 characters)" in msg
+
+
+def _plain(annotation):
+    """The type under Optional and Annotated: float for ``Float | None``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            return None
+        annotation = args[0]
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
+
+
+# Every section whose fields the YAML sets directly, and the config path of its fields.
+_SECTIONS = {
+    "dataset": DatasetConfig,
+    "partition": PartitionConfig,
+    "federation": FederationConfig,
+    "clients.0": ClientProfile,
+    "clients.0.noise": NoiseConfig,
+    "runner": RunnerConfig,
+    "retries": RetryConfig,
+    "faults": FaultConfig,
+}
+
+
+def _fields(kind) -> list[str]:
+    return [
+        f"{section}.{info.alias or name}"
+        for section, model in _SECTIONS.items()
+        for name, info in model.model_fields.items()
+        if _plain(info.annotation) is kind
+    ]
+
+
+def _with(path: str, value) -> dict:
+    data = _minimal()
+    node = data
+    *parents, leaf = path.split(".")
+    for p in parents:
+        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+    node[leaf] = value
+    return data
+
+
+def test_every_number_field_is_covered():
+    floats, ints = _fields(float), _fields(int)
+    assert {
+        "federation.lr",
+        "federation.lambda",
+        "federation.mu",
+        "federation.init_scale",
+        "federation.head_l2",
+    } <= set(floats)
+    assert {"dataset.fisher_ridge", "federation.lr_decay", "retries.backoff_s", "faults.transient_rate"} <= set(floats)
+    assert {"federation.seed", "federation.rounds", "federation.batch_size", "clients.0.qubits"} <= set(ints)
+    assert {"dataset.max_samples", "clients.0.shots", "retries.max_retries", "runner.max_workers"} <= set(ints)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("path", _fields(float) + ["clients.0.noise.depolarizing", "clients.0.noise.readout"])
+def test_float_fields_must_be_finite(path, value):
+    with pytest.raises(PQFLInputError) as info:
+        parse_run_config(_with(path, value))
+    msg = str(info.value)
+    assert msg.startswith(f"config: {path}: "), msg
+    assert "finite" in msg, msg
+
+
+@pytest.mark.parametrize("path", _fields(int) + _fields(float) + ["dataset.normal_classes"])
+def test_number_fields_refuse_booleans(path):
+    value = [True] if path == "dataset.normal_classes" else True
+    with pytest.raises(PQFLInputError) as info:
+        parse_run_config(_with(path, value))
+    msg = str(info.value)
+    assert msg.startswith(f"config: {path}"), msg
+    assert "not true or false (got True)" in msg, msg
+
+
+def test_number_fields_still_take_what_they_took():
+    """Integers for float fields, integral floats for integer fields, lists of probabilities."""
+    fed = parse_config(_minimal(federation={"lr": 1, "rounds": 3.0, "lambda": 0, "seed": 7})).federation
+    assert fed.lr == 1.0 and fed.lam == 0.0 and fed.seed == 7
+    assert fed.rounds == 3 and isinstance(fed.rounds, int)
+    noise = parse_config(_with("clients.0.noise.depolarizing", [0.01, 0.02])).clients[0].noise
+    assert noise.depolarizing == [0.01, 0.02]
+
+
+def test_config_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("# r\u00e9glages\nclients: [{name: a, qubits: 2}]\n".encode("latin-1"))
+    with pytest.raises(PQFLInputError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: not UTF-8 text (byte 0xe9 at offset 3); save it as UTF-8"
+
+
+def test_config_path_too_long_for_the_file_system_is_not_found():
+    with pytest.raises(PQFLInputError) as info:
+        load_config("x" * 5000 + ".yaml")
+    assert "not found" in str(info.value) and "(5,005 characters)" in str(info.value)

@@ -8,11 +8,12 @@ import pytest
 import scipy.io
 from sklearn.decomposition import PCA
 
-from pqfl.config import PartitionConfig
-from pqfl.data.partition import partition
+from pqfl.config import PartitionConfig, parse_config
+from pqfl.data.partition import partition, shortage
 from pqfl.data.preprocessing import GlobalStats, SufficientStats, feature_map
 from pqfl.data.sources import Dataset, load_source
 from pqfl.errors import PQFLInputError
+from pqfl.fleet import load_and_partition
 
 NAMES = ["a", "b", "c", "d"]
 SPLITS = ("train", "val", "test")
@@ -393,3 +394,106 @@ def test_feature_map_is_applied_identically_to_any_split():
     stats = GlobalStats.from_sums([SufficientStats.of(X)])
     fmap = feature_map(stats, "angle", 4)
     assert np.array_equal(fmap.transform(X[10:20]), fmap.transform(X)[10:20])
+
+
+# --------------------------------------------------------------------------- what the data lacks
+
+
+def _flags(n_anomalies: int, n_normal: int) -> Dataset:
+    y = np.r_[np.ones(n_anomalies), np.zeros(n_normal)].astype(np.int64)
+    return Dataset(np.random.default_rng(0).normal(size=(len(y), 3)), y, True, "flags")
+
+
+START = "partition: could not give every client at least 6 anomalies and normal samples: the data"
+
+
+@pytest.mark.parametrize(
+    "ds, cfg, normal, expected",
+    [
+        (
+            _flags(0, 300),
+            PartitionConfig(),
+            [0],
+            "(flags) has no anomalies (y = 1 rows); use data with labelled anomalies",
+        ),
+        (_flags(300, 0), PartitionConfig(), [0], "(flags) has no normal rows (y = 0); use data with normal rows"),
+        (
+            _flags(20, 300),
+            PartitionConfig(),
+            [0],
+            "(flags) has 20 anomalies (y = 1 rows), fewer than the 24 that 4 clients take with "
+            "partition.min_anomalies = 6; lower partition.min_anomalies or use fewer clients",
+        ),
+        (
+            _flags(100, 23),
+            PartitionConfig(),
+            [0],
+            "(flags) has 23 normal rows (y = 0), fewer than the 24 that 4 clients take",
+        ),
+        (
+            Dataset(np.zeros((40, 2)), np.arange(40) % 2, False, "two"),
+            PartitionConfig(normal="global"),
+            [0, 1],
+            "(two) has no anomalies (rows outside dataset.normal_classes); make fewer classes normal",
+        ),
+        (
+            Dataset(np.zeros((40, 2)), np.arange(40) % 2, False, "two"),
+            PartitionConfig(normal="context", normal_classes_per_client=2),
+            [0],
+            "(two) has 2 classes, all of them normal at every client (partition.normal_classes_per_client = 2), "
+            "so no anomalies; lower partition.normal_classes_per_client",
+        ),
+        (
+            Dataset(np.zeros((40, 4)), np.arange(40) % 4, False, "four"),
+            PartitionConfig(normal="context"),
+            [0],
+            "(four) has 40 rows (6 anomalies + 6 normal rows per client), fewer than the 48 that 4 clients take",
+        ),
+    ],
+    ids=["no anomalies", "no normal rows", "few anomalies", "few normal rows", "all normal", "context", "few rows"],
+)
+def test_data_without_enough_anomalies_or_normal_rows_says_so(ds, cfg, normal, expected):
+    with pytest.raises(PQFLInputError) as info:
+        partition(ds, NAMES, cfg, normal, seed=0)
+    assert str(info.value).startswith(f"{START} {expected}"), str(info.value)
+    assert "partition.alpha" not in str(info.value)
+
+
+def test_enough_data_badly_spread_still_suggests_alpha():
+    """When the totals suffice, only the draw can be at fault: the hint stays on α."""
+    assert shortage(_flags(24, 24), 4, PartitionConfig(), [0]) == ("", "")
+    with pytest.raises(PQFLInputError) as info:
+        partition(_flags(24, 300), NAMES, PartitionConfig(alpha=0.01), [0], seed=0, attempts=3)
+    assert "raise partition.alpha" in str(info.value) and "the data" not in str(info.value)
+
+
+def _fleet_config(**sections) -> dict:
+    base = {
+        "dataset": {"source": "sklearn:digits"},
+        "partition": {"alpha": 1.0, "min_anomalies": 6},
+        "clients": [{"name": n, "qubits": 3} for n in NAMES],
+    }
+    return {**base, **sections}
+
+
+def test_a_tiny_max_samples_is_named_as_the_cause():
+    with pytest.raises(PQFLInputError) as info:
+        load_and_partition(parse_config(_fleet_config(dataset={"source": "sklearn:digits", "max_samples": 30})))
+    assert str(info.value) == (
+        "dataset.max_samples: 30 rows (of 1797) leave too few for 4 clients: 30 rows (6 anomalies + 6 normal rows "
+        "per client), fewer than the 48 that 4 clients take with partition.min_anomalies = 6; raise max_samples"
+    )
+
+
+def test_batch_size_beyond_every_training_row_is_refused():
+    datas = load_and_partition(parse_config(_fleet_config()))
+    pooled, largest = sum(d.n_train for d in datas), max(d.n_train for d in datas)
+    for ok in (largest, largest + 1, pooled):  # up to the pooled rows: full batches, and the centralized model's
+        load_and_partition(parse_config(_fleet_config(federation={"batch_size": ok})))
+    with pytest.raises(PQFLInputError) as info:
+        load_and_partition(parse_config(_fleet_config(federation={"batch_size": pooled + 1})))
+    assert str(info.value).startswith(
+        f"federation.batch_size: {pooled + 1} is more than the {pooled} training rows of all 4 clients together "
+        f"(the largest client has {largest})"
+    )
+    assert str(info.value).endswith(f"use a batch_size of at most {largest}")

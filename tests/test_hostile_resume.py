@@ -138,3 +138,16 @@ def test_a_manifest_that_is_not_json_is_refused_before_any_run_changes(finished)
     finally:
         manifest.write_text(good)
     _unchanged(client, run_id)
+
+
+def test_resuming_a_finished_run_leaves_it_untouched(finished):
+    """Every method of the invocation finished: the resume reports its results again and
+    changes nothing in MLflow (not even the runs' end times)."""
+    folder, client, run_id, _ = finished
+    before = client.get_run(run_id).info
+    proc = _cli(["run", "--resume", run_id], folder)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "finished before the resume" in proc.stderr and "pqfl" in proc.stdout
+    after = client.get_run(run_id).info
+    assert (after.status, after.end_time) == (before.status, before.end_time)
+    _unchanged(client, run_id)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.io
+import scipy.sparse
 from PIL import Image
 
 from pqfl.config import PartitionConfig, parse_config
@@ -311,3 +312,79 @@ def test_many_clients_scenario_partitions_anomaly_labelled_data():
     assert all(c.y_train.sum() >= 1 and c.y_test.sum() >= 1 for c in clients)
     total = sum(len(c.y_train) + len(c.y_val) + len(c.y_test) for c in clients)
     assert total == 6000
+
+
+# --- hostile files ---------------------------------------------------------------------
+
+
+def _mat(tmp_path, X, y, name="bad.mat") -> str:
+    scipy.io.savemat(tmp_path / name, {"X": X, "y": y})
+    return f"odds:{tmp_path / name}"
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["text X", "cell X", "struct X", "complex X", "text y", "complex y"],
+)
+def test_mat_variables_that_are_not_real_numbers_are_refused(case, tmp_path):
+    X, y = np.random.default_rng(9).normal(size=(4, 2)), np.array([[0.0], [1.0], [0.0], [0.0]])
+    what, value = (
+        case.split()[1],
+        {
+            "text": np.array(["ab", "cd", "ef", "gh"]),
+            "cell": np.array([np.zeros(2), np.ones(3), np.zeros(1), np.ones(2)], dtype=object),
+            "struct": {"a": 1.0},
+            "complex": (X if case.endswith("X") else y) + 1j,
+        }[case.split()[0]],
+    )
+    src = _mat(tmp_path, value, y) if what == "X" else _mat(tmp_path, X, value)
+    kind = {"text": "text", "cell": "a cell array or struct", "struct": "a struct", "complex": "complex numbers"}
+    with pytest.raises(PQFLInputError) as err:
+        load_source(src)
+    msg = str(err.value)
+    assert msg.startswith(f"dataset.source: {tmp_path / 'bad.mat'}: {what} holds {kind[case.split()[0]]}"), msg
+    assert "real numeric arrays" in msg and "\n" not in msg
+
+
+def test_sparse_and_logical_mat_variables_are_read_as_numbers(tmp_path):
+    X = np.eye(6)[:, :4]
+    y = np.array([[0], [1], [0], [0], [1], [0]], dtype=bool)
+    ds = load_source(_mat(tmp_path, scipy.sparse.csc_matrix(X), y))
+    np.testing.assert_array_equal(ds.X, X)
+    np.testing.assert_array_equal(ds.y, y.ravel().astype(int))
+
+
+def test_values_that_overflow_the_shared_statistics_are_refused(tmp_path):
+    X, y = np.random.default_rng(10).normal(size=(50, 3)), (np.arange(50) % 5 == 0).astype(float)[:, None]
+    np.testing.assert_allclose(load_source(_mat(tmp_path, X * 1e150, y, "ok.mat")).X, X * 1e150)  # large but summable
+    for name, src in (
+        ("big.mat", _mat(tmp_path, X * 1e200, y, "big.mat")),
+        ("big.csv", f"csv:{tmp_path / 'big.csv'}#label=label"),
+    ):
+        pd.DataFrame({"a": X[:, 0] * 1e300, "label": y.ravel().astype(int)}).to_csv(tmp_path / "big.csv", index=False)
+        with pytest.raises(PQFLInputError) as err:
+            load_source(src)
+        assert f"{name}: feature values up to" in str(err.value)
+        assert "overflow the sums of squares" in str(err.value) and "rescale the features" in str(err.value)
+
+
+def test_repeated_csv_column_names_are_refused(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("a,label,b,label,a\n1,0,2,0,3\n4,1,5,1,6\n")
+    with pytest.raises(PQFLInputError) as err:
+        load_source(f"csv:{path}#label=label")
+    assert str(err.value) == (
+        f"dataset.source: {path} names the column(s) ['a', 'label'] more than once; give every column a unique name"
+    )
+    path.write_text("a,label,a.1\n1,0,2\n4,1,5\n")  # a column pandas would have made from a repeat, written out
+    assert load_source(f"csv:{path}#label=label").X.shape == (2, 2)
+
+
+@pytest.mark.parametrize("scheme", ["odds", "csv", "svhn", "cifar10", "imagefolder"])
+def test_a_huge_source_string_is_not_echoed_back(scheme):
+    source = f"{scheme}:/{'x' * 20_000_000}" + ("#label=y" if scheme == "csv" else "")
+    with pytest.raises(PQFLInputError) as err:
+        load_source(source)
+    msg = str(err.value)
+    assert msg.startswith("dataset.source: ") and "not found" in msg
+    assert len(msg) < 500 and "characters)" in msg

@@ -7,6 +7,10 @@ per client: ``global`` — the configured normal classes are normal everywhere;
 is normal at one client is an anomaly at another. ``anomaly_classes`` narrows which
 non-normal classes supply the anomalies (anomaly-type sensitivity); the anomalies kept
 per client follow ``anomaly_ratio``. Sources that carry anomaly labels (ODDS) keep them. Each client's rows are split train/val/test, stratified by label.
+
+Every client needs ``min_anomalies`` anomalies and as many normal rows. When the data as a
+whole has too few (:func:`shortage`), no redraw can help, so the error says what is missing
+instead of suggesting a different Dirichlet α.
 """
 
 from __future__ import annotations
@@ -82,6 +86,52 @@ def _split(idx: np.ndarray, labels: np.ndarray, cfg: PartitionConfig, seed: int)
     return (train, y_train), (val, y_val), (test, y_test)
 
 
+def shortage(ds: Dataset, n_clients: int, cfg: PartitionConfig, normal_classes: list[int]) -> tuple[str, str]:
+    """What makes every draw fail, judged from the data's totals: (what the data has, the
+    fix), or ("", "") when the totals suffice. Each client needs ``min_anomalies`` anomalies
+    and as many normal rows."""
+    m, k = cfg.min_anomalies, n_clients
+    if not ds.anomaly_labels and cfg.normal == "context":  # each client's own commonest classes are normal
+        n_classes = len(np.unique(ds.y))
+        if cfg.anomaly_classes is None and n_classes <= cfg.normal_classes_per_client:
+            return (
+                f"{n_classes} classes, all of them normal at every client (partition.normal_classes_per_client = "
+                f"{cfg.normal_classes_per_client}), so no anomalies",
+                "lower partition.normal_classes_per_client",
+            )
+        supply = [(f"rows ({m} anomalies + {m} normal rows per client)", len(ds.y), 2 * m * k, "")]
+        if cfg.anomaly_classes is not None:
+            supply.append(
+                ("rows of partition.anomaly_classes", int(np.isin(ds.y, cfg.anomaly_classes).sum()), m * k, "")
+            )
+    elif ds.anomaly_labels:
+        supply = [
+            ("anomalies (y = 1 rows)", int((ds.y == 1).sum()), m * k, "use data with labelled anomalies"),
+            ("normal rows (y = 0)", int((ds.y == 0).sum()), m * k, "use data with normal rows"),
+        ]
+    else:
+        normal = np.isin(ds.y, normal_classes)
+        anomalous = ~normal if cfg.anomaly_classes is None else ~normal & np.isin(ds.y, cfg.anomaly_classes)
+        supply = [
+            (
+                "anomalies (rows outside dataset.normal_classes)",
+                int(anomalous.sum()),
+                m * k,
+                "make fewer classes normal (dataset.normal_classes)",
+            ),
+            ("normal rows (of dataset.normal_classes)", int(normal.sum()), m * k, ""),
+        ]
+    for what, have, need, fix_for_none in supply:
+        if have == 0 and fix_for_none:
+            return f"no {what}", fix_for_none
+        if have < need:
+            return (
+                f"{have} {what}, fewer than the {need} that {k} clients take with partition.min_anomalies = {m}",
+                "lower partition.min_anomalies or use fewer clients",
+            )
+    return "", ""
+
+
 def partition(
     ds: Dataset,
     client_names: list[str],
@@ -116,6 +166,10 @@ def partition(
             raise PQFLInputError(
                 "partition.anomaly_classes: every listed class is also in dataset.normal_classes; list classes that are not normal"
             )
+    start = f"partition: could not give every client at least {cfg.min_anomalies} anomalies and normal samples"
+    missing, fix = shortage(ds, n_clients, cfg, normal_classes)
+    if missing:
+        raise PQFLInputError(f"{start}: the data ({ds.name}) has {missing}; {fix}")
     problem = ""
     for attempt in range(attempts):
         rng = derive_rng(seed, "partition", attempt)
@@ -135,6 +189,5 @@ def partition(
         else:
             return clients
     raise PQFLInputError(
-        f"partition: could not give every client at least {cfg.min_anomalies} anomalies and normal samples "
-        f"({problem}); raise partition.alpha, lower partition.min_anomalies or use fewer clients"
+        f"{start} ({problem}); raise partition.alpha, lower partition.min_anomalies or use fewer clients"
     )

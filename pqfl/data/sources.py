@@ -20,17 +20,25 @@ A source yields features X and labels y. For class-labelled sources (digits, ima
 with a class column) y holds classes and the anomaly setup is decided by the partition;
 for sources whose labels are anomaly flags (ODDS, breast_cancer), ``anomaly_labels`` is
 True and y = 1 marks an anomaly.
+
+Every source is checked the same way after loading: finite features small enough that the
+sums of squares the clients share (``preprocessing``) stay finite, one label per row, and
+0/1 labels where they flag anomalies. A bad file raises PQFLInputError naming the file and
+the fix; values echoed in messages are cut short (``pqfl.config.clip``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.io
+import scipy.sparse
 
+from pqfl.config import clip
 from pqfl.errors import PQFLInputError
 
 # Every scheme ``load_source`` understands (the config validates against this list).
@@ -60,9 +68,31 @@ def _check(X: np.ndarray, y: np.ndarray, where: str, anomaly_labels: bool) -> No
     if not np.all(np.isfinite(X)):
         bad = int((~np.isfinite(X)).any(axis=1).sum())
         raise PQFLInputError(f"{where}: {bad} rows have NaN or infinite features; clean or impute them first")
+    with np.errstate(over="ignore"):  # the federated PCA sums x xᵀ over rows, then works over features
+        power = float(np.einsum("ij,ij->", X, X)) * X.shape[1]
+    if not np.isfinite(power):
+        raise PQFLInputError(
+            f"{where}: feature values up to {np.abs(X).max():.3g} overflow the sums of squares the clients share; "
+            "rescale the features first (e.g. standardise them or take logarithms)"
+        )
     if anomaly_labels and not set(np.unique(y)).issubset({0, 1}):
         found = sorted(set(np.unique(y).tolist()))[:6]
         raise PQFLInputError(f"{where}: labels must be 0 (normal) or 1 (anomaly), found {found}; recode the labels")
+
+
+_KINDS = {"U": "text", "S": "text", "O": "a cell array or struct", "V": "a struct", "c": "complex numbers"}
+
+
+def _numeric(value, what: str, path: Path):
+    """A MATLAB variable that holds real numbers (sparse matrices made dense)."""
+    if scipy.sparse.issparse(value):
+        value = value.toarray()
+    if value.dtype.kind not in "biuf":
+        raise PQFLInputError(
+            f"dataset.source: {path}: {what} holds {_KINDS.get(value.dtype.kind, value.dtype.name)}, not real numbers; "
+            "save X and y as real numeric arrays"
+        )
+    return value
 
 
 def _load_sklearn(name: str) -> Dataset:
@@ -76,13 +106,13 @@ def _load_sklearn(name: str) -> Dataset:
         # target 0 = malignant: the rarer class is the anomaly.
         return Dataset(d.data.astype(np.float64), (d.target == 0).astype(np.int64), True, "breast_cancer")
     raise PQFLInputError(
-        f"dataset.source: unknown scikit-learn dataset {name!r}; use sklearn:digits or sklearn:breast_cancer"
+        f"dataset.source: unknown scikit-learn dataset {clip(repr(name))}; use sklearn:digits or sklearn:breast_cancer"
     )
 
 
 def _load_odds(path: Path) -> Dataset:
-    if not path.is_file():
-        raise PQFLInputError(f"dataset.source: file {path} not found; give an existing ODDS .mat file")
+    if not os.path.isfile(path):  # unlike Path.is_file, False (not OSError) for a name too long
+        raise PQFLInputError(f"dataset.source: file {clip(path)} not found; give an existing ODDS .mat file")
     try:
         mat = scipy.io.loadmat(path)
     except Exception as err:  # scipy raises several types for corrupt files
@@ -91,8 +121,8 @@ def _load_odds(path: Path) -> Dataset:
         ) from None
     if "X" not in mat or "y" not in mat:
         raise PQFLInputError(f"dataset.source: {path} has no 'X' and 'y' arrays; ODDS files hold both")
-    X = np.asarray(mat["X"], dtype=np.float64)
-    y = np.asarray(mat["y"]).ravel()
+    X = np.asarray(_numeric(mat["X"], "X", path), dtype=np.float64)
+    y = np.asarray(_numeric(mat["y"], "y", path)).ravel()
     _check(X, y, str(path), anomaly_labels=True)
     return Dataset(X, y.astype(np.int64), True, path.stem)
 
@@ -102,17 +132,26 @@ def _load_csv(spec: str) -> Dataset:
     label = frag.removeprefix("label=") if frag.startswith("label=") else None
     path = Path(path_str)
     if not label:
-        raise PQFLInputError(f"dataset.source: csv:{spec} names no label column; write csv:PATH#label=COLUMN")
-    if not path.is_file():
-        raise PQFLInputError(f"dataset.source: file {path} not found; give an existing CSV file")
+        raise PQFLInputError(f"dataset.source: csv:{clip(spec)} names no label column; write csv:PATH#label=COLUMN")
+    if not os.path.isfile(path):
+        raise PQFLInputError(f"dataset.source: file {clip(path)} not found; give an existing CSV file")
     try:
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str).iloc[0].tolist()
         frame = pd.read_csv(path)
     except Exception as err:
         raise PQFLInputError(
             f"dataset.source: {path} is not a readable CSV ({type(err).__name__}); check the file"
         ) from None
+    # pandas renames a repeated column (label, label.1), which would turn a second label into a feature.
+    repeated = sorted({c for c in header if isinstance(c, str) and header.count(c) > 1})
+    if repeated:
+        raise PQFLInputError(
+            f"dataset.source: {path} names the column(s) {clip(repeated)} more than once; give every column a unique name"
+        )
     if label not in frame.columns:
-        raise PQFLInputError(f"dataset.source: {path} has no column {label!r}; columns are {list(frame.columns)[:8]}")
+        raise PQFLInputError(
+            f"dataset.source: {path} has no column {clip(repr(label))}; columns are {clip(list(frame.columns)[:8])}"
+        )
     y = frame.pop(label).to_numpy()
     try:
         X = frame.to_numpy(dtype=np.float64)
@@ -140,7 +179,8 @@ def _options(scheme: str, spec: str, allowed: tuple[str, ...]) -> tuple[Path, di
         key, eq, value = item.partition("=")
         if not eq or key not in allowed:
             raise PQFLInputError(
-                f"dataset.source: {scheme}:{spec} has option {item!r}; options are {', '.join(k + '=...' for k in allowed)}"
+                f"dataset.source: {scheme}:{clip(spec)} has option {clip(repr(item))}; "
+                f"options are {', '.join(k + '=...' for k in allowed)}"
             )
         opts[key] = value
     return Path(path), opts
@@ -150,7 +190,7 @@ def _image_size(scheme: str, opts: dict[str, str]) -> int:
     text = opts.get("size", str(IMAGE_SIZE))
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise PQFLInputError(
-            f"dataset.source: {scheme} option size={text!r} must be an integer 1-64 (side of the reduced image)"
+            f"dataset.source: {scheme} option size={clip(repr(text))} must be an integer 1-64 (side of the reduced image)"
         )
     return int(text)
 
@@ -175,9 +215,9 @@ def _gray_small(images: np.ndarray, size: int) -> np.ndarray:
 
 def _cifar_dir(scheme: str, path: Path, inner: str, files: list[str]) -> Path:
     """The folder holding the binary files: ``path`` itself or its ``inner`` sub-folder."""
-    if not path.is_dir():
+    if not os.path.isdir(path):
         raise PQFLInputError(
-            f"dataset.source: directory {path} not found; give the unpacked {inner} folder of the {scheme} binary version"
+            f"dataset.source: directory {clip(path)} not found; give the unpacked {inner} folder of the {scheme} binary version"
         )
     folder = path / inner if (path / inner).is_dir() and not (path / files[0]).exists() else path
     missing = [f for f in files if not (folder / f).is_file()]
@@ -233,7 +273,7 @@ def _load_cifar(scheme: str, spec: str) -> Dataset:
         kind = opts.get("label", "fine")
         if kind not in ("fine", "coarse"):
             raise PQFLInputError(
-                f"dataset.source: cifar100 option label={kind!r}; use label=fine (100 classes) or label=coarse (20)"
+                f"dataset.source: cifar100 option label={clip(repr(kind))}; use label=fine (100 classes) or label=coarse (20)"
             )
         # Each record starts with the coarse then the fine label byte.
         label_bytes, label_index, n_labels = 2, (1 if kind == "fine" else 0), (100 if kind == "fine" else 20)
@@ -248,8 +288,10 @@ def _load_cifar(scheme: str, spec: str) -> Dataset:
 def _load_svhn(spec: str) -> Dataset:
     path, opts = _options("svhn", spec, ("size",))
     size = _image_size("svhn", opts)
-    if not path.is_file():
-        raise PQFLInputError(f"dataset.source: file {path} not found; give SVHN's train_32x32.mat or test_32x32.mat")
+    if not os.path.isfile(path):
+        raise PQFLInputError(
+            f"dataset.source: file {clip(path)} not found; give SVHN's train_32x32.mat or test_32x32.mat"
+        )
     try:
         mat = scipy.io.loadmat(path, variable_names=["X", "y"])
     except Exception as err:  # NotImplementedError for HDF5 (v7.3), ValueError/TypeError for junk
@@ -261,7 +303,7 @@ def _load_svhn(spec: str) -> Dataset:
         raise PQFLInputError(
             f"dataset.source: {path} has no 'X' and 'y' arrays; use SVHN's cropped-digits *_32x32.mat files"
         )
-    images, y = mat["X"], np.asarray(mat["y"]).ravel()
+    images, y = _numeric(mat["X"], "X", path), np.asarray(_numeric(mat["y"], "y", path)).ravel()
     if images.ndim != 4 or images.shape[2] != 3 or images.shape[3] != len(y):
         raise PQFLInputError(
             f"dataset.source: {path} has X{images.shape} and {len(y)} labels; the cropped-digits format is "
@@ -283,9 +325,9 @@ def _load_imagefolder(spec: str) -> Dataset:
 
     path, opts = _options("imagefolder", spec, ("size",))
     size = _image_size("imagefolder", opts)
-    if not path.is_dir():
+    if not os.path.isdir(path):
         raise PQFLInputError(
-            f"dataset.source: directory {path} not found; give a folder with one sub-folder of images per class"
+            f"dataset.source: directory {clip(path)} not found; give a folder with one sub-folder of images per class"
         )
     classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     rows, labels = [], []
@@ -332,6 +374,6 @@ def load_source(source: str) -> Dataset:
     if scheme == "imagefolder":
         return _load_imagefolder(rest)
     raise PQFLInputError(
-        f"dataset.source: unknown source {source!r}; use sklearn:digits, sklearn:breast_cancer, odds:PATH, "
+        f"dataset.source: unknown source {clip(repr(source))}; use sklearn:digits, sklearn:breast_cancer, odds:PATH, "
         "csv:PATH#label=COLUMN, cifar10:DIR, cifar100:DIR, svhn:FILE or imagefolder:DIR"
     )

@@ -1,0 +1,126 @@
+"""Ctrl-C and SIGTERM during a round: `pqfl run` stops within seconds with one line and exit
+code 130 or 143, marks its MLflow runs KILLED, leaves no child process behind, and
+`--resume` then ends with the metrics of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.tiny import TINY, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+PQFL = [sys.executable, "-m", "flows.cli"]
+FEDERATION = {**TINY["federation"], "methods": ["pqfl"], "rounds": 5, "local_epochs": 3}
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _env(folder: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PQFL_FAULT_RATE", "PREFECT_API_URL")}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'store' / 'mlflow.db'}", PREFECT_HOME=str(folder / "prefect"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT),
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="240")  # fmt: skip
+    return env
+
+
+def _children(pid: int) -> set[int]:
+    """Every live process whose parent is ``pid``, and theirs."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _interrupt_in_round_2(folder: Path, sig: signal.Signals) -> tuple[subprocess.Popen, str, float, set[int]]:
+    """Start `pqfl run`, send ``sig`` to its process group (as a terminal's Ctrl-C does)
+    once round 1 is reported; return the process, its stderr, seconds to exit, its children."""
+    cfg = write_config(folder, federation=FEDERATION)
+    proc = subprocess.Popen(PQFL + ["run", "--config", str(cfg)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env=_env(folder), cwd=folder, start_new_session=True)  # fmt: skip
+    seen, children = [], set()
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if "round  1/" in line:
+                children = _children(proc.pid)
+                sent = time.monotonic()
+                os.killpg(proc.pid, sig)
+                break
+        seen.append(proc.stderr.read())
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stderr.close()
+    return proc, "".join(seen), time.monotonic() - sent, children
+
+
+def _runs(folder: Path) -> list:
+    client = MlflowClient(_env(folder)["MLFLOW_TRACKING_URI"])
+    return client.search_runs([client.get_experiment_by_name(TINY["name"]).experiment_id])
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
+def test_an_interrupted_run_stops_cleanly_and_resumes_to_the_same_metrics(sig, code, tmp_path):
+    proc, stderr, seconds, children = _interrupt_in_round_2(tmp_path, sig)
+    assert proc.returncode == code, stderr[-3000:]
+    assert seconds < 10, seconds
+    assert children, "the temporary Prefect server is a child of pqfl run"
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in children if _alive(p)], "a child process outlived pqfl run"
+    after_round_1 = stderr.split("round  1/")[1]
+    lines = [line for line in after_round_1.splitlines()[1:] if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"pqfl: interrupted by {sig.name}:"), stderr[-3000:]
+    assert "Traceback" not in stderr
+    runs = _runs(tmp_path)
+    assert {r.info.status for r in runs} == {"KILLED"} and len(runs) == 1 + len(TINY["clients"])
+    (parent,) = [r for r in runs if r.data.tags.get("pqfl.role") == "parent"]
+    assert f"--resume {parent.info.run_id}" in lines[0] and sig.name in parent.data.tags["pqfl.failure"]
+    if sig is signal.SIGTERM:
+        return  # the resume below is the same either way
+
+    out = tmp_path / "resumed.json"
+    resumed = subprocess.run(PQFL + ["run", "--resume", parent.info.run_id, "--json", str(out)], capture_output=True,
+                             text=True, timeout=300, env=_env(tmp_path), cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after round 1/" in resumed.stderr
+    (clean_dir := tmp_path / "clean").mkdir()
+    clean_out = tmp_path / "clean.json"
+    clean = subprocess.run(PQFL + ["run", "--config", str(write_config(clean_dir, federation=FEDERATION)), "--json",
+                                   str(clean_out)], capture_output=True, text=True, timeout=300, env=_env(clean_dir),
+                           cwd=clean_dir)  # fmt: skip
+    assert clean.returncode == 0, clean.stderr[-3000:]
+
+    def metrics(path: Path) -> dict:
+        return {k: v for k, v in json.loads(path.read_text())["methods"]["pqfl"].items() if k != "wall_s"}
+
+    assert metrics(out) == metrics(clean_out)
+    parent = MlflowClient(_env(tmp_path)["MLFLOW_TRACKING_URI"]).get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED" and "pqfl.failure" not in parent.data.tags  # the stale reason is cleared
