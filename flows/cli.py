@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -186,6 +187,15 @@ def _check_outputs(cfg, json_out: str | None) -> None:
         )
     if json_out:
         _check_output("--json", Path(json_out))
+    if cfg.runner.kind == "dask" and cfg.runner.address:
+        host, _, port = cfg.runner.address.removeprefix("tcp://").rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        except OSError as err:
+            raise PQFLInputError(
+                f"--dask-address: the Dask scheduler at {cfg.runner.address} does not answer ({err.strerror or err}); "
+                "start it (`dask scheduler`) or fix the address"
+            ) from None
 
 
 def _run(args) -> int:
@@ -233,13 +243,14 @@ def _run(args) -> int:
 def _compare(args) -> int:
     import mlflow
 
-    from flows.tracking import PARENT_TAG, tracking_uri
+    from flows.tracking import PARENT_TAG, check_store, tracking_uri
 
     cfg = load_run_config(args.config)
     name = args.experiment or cfg.experiment_name
     uri = tracking_uri(cfg)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise PQFLInputError(f"--experiment: no MLflow store at {uri}; run `pqfl run` first or set MLFLOW_TRACKING_URI")
+    check_store(uri)
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(name) is None:
         raise PQFLInputError(

@@ -28,10 +28,8 @@ from mlflow.entities import Metric
 
 from pqfl.metrics import choose_threshold, client_metrics
 from pqfl.model import scores_from_expvals
-from pqfl.quantum.qiskit_backend import prepare_job
 from pqfl.results import ClientEvaluation
 from pqfl.rng import derive_seed
-from tasks.circuits import backend_for, execute_circuits
 from tasks.retry import FaultPlan, retry_options
 from tasks.settings import RunConfig
 
@@ -62,6 +60,9 @@ def evaluate_on_hardware(
     indices = device_clients(setups)
     if not indices:
         return []
+    from pqfl.quantum.qiskit_backend import prepare_job  # qiskit is imported only for device clients
+    from tasks.circuits import backend_for, execute_circuits
+
     fed = cfg.federation
     execute = execute_circuits.with_options(**retry_options(cfg.retries))
     faults = FaultPlan.from_config(cfg, method)

@@ -70,8 +70,14 @@ def checkpoints_under_a_file(tmp: Path):
     return {"PQFL_CHECKPOINT_DIR": str(tmp / "plain" / "ckpt")}, [], ["PQFL_CHECKPOINT_DIR", "cannot be written"]
 
 
+def dask_scheduler_does_not_answer(tmp: Path):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    return {}, ["--dask-address", address], ["--dask-address", address, "does not answer"]
+
+
 CASES = {f.__name__: f for f in (store_is_a_folder, store_is_corrupt, store_is_not_mlflow, store_does_not_answer,
-                                  json_is_a_folder, json_under_a_file, checkpoints_under_a_file)}  # fmt: skip
+                                  json_is_a_folder, json_under_a_file, checkpoints_under_a_file,
+                                  dask_scheduler_does_not_answer)}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -89,6 +95,13 @@ def test_what_the_run_cannot_write_or_reach_is_refused_before_it_starts(case, tm
     assert {p: t for p, t in after.items() if p.name != "config.yaml"} == {
         p: t for p, t in before.items() if p.name != "config.yaml"
     }, "nothing is created or changed before the run starts"
+
+
+def test_compare_on_a_corrupt_store_is_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "mlflow.db").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    code = main(["compare"])
+    _one_line(code, capsys.readouterr().err, 2, "pqfl: error: ", "not a readable SQLite database")
 
 
 def _env(folder: Path) -> dict:

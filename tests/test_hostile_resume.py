@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from flows.cli import main
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,25 @@ def _env(folder: Path) -> dict:
 
 
 def _cli(args: list[str], folder: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`pqfl ARGS` as a user runs it, in a new process."""
     return subprocess.run(PQFL + args, capture_output=True, text=True, timeout=300, env=env or _env(folder), cwd=folder)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """`pqfl ARGS` through the CLI's entry point in this process (a new process costs seconds
+    of imports; each test still runs one case in a new process)."""
+
+    def run(args: list[str], folder: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+        for key in ("PQFL_FAULT_RATE", "PQFL_CHECKPOINT_DIR"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in (env or _env(folder)).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.chdir(folder)
+        code = main(args)
+        return subprocess.CompletedProcess(args, code, "", capsys.readouterr().err)
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +94,7 @@ def _unchanged(client: MlflowClient, run_id: str) -> None:
     assert run.info.status == "FINISHED" and "pqfl.failure" not in run.data.tags and "pqfl.resumes" not in run.data.tags
 
 
-def test_a_planted_pickle_is_refused_and_never_runs(finished):
+def test_a_planted_pickle_is_refused_and_never_runs(finished, cli):
     folder, client, run_id, ckpt = finished
     sentinel = folder / "planted-code-ran"
     good = ckpt.read_bytes()
@@ -83,14 +102,14 @@ def test_a_planted_pickle_is_refused_and_never_runs(finished):
         ckpt.write_bytes(pickle.dumps(Planted(str(sentinel))))
         _refused(_cli(["run", "--resume", run_id], folder), str(ckpt), "not a pqfl checkpoint", "start a new run")
         ckpt.write_bytes(good[: len(good) // 2])  # truncated
-        _refused(_cli(["run", "--resume", run_id], folder), "not a pqfl checkpoint")
+        _refused(cli(["run", "--resume", run_id], folder), "not a pqfl checkpoint")
     finally:
         ckpt.write_bytes(good)
     assert not sentinel.exists()
     _unchanged(client, run_id)
 
 
-def test_an_invocation_tag_that_climbs_out_of_the_root_is_refused(finished):
+def test_an_invocation_tag_that_climbs_out_of_the_root_is_refused(finished, cli):
     folder, client, run_id, ckpt = finished
     sentinel = folder / "escaped-code-ran"
     evil = folder / "evil" / "inv"  # what ``../../evil/inv`` under the root would reach
@@ -100,13 +119,13 @@ def test_an_invocation_tag_that_climbs_out_of_the_root_is_refused(finished):
     invocation = client.get_run(run_id).data.tags["pqfl.invocation"]
     try:
         client.set_tag(run_id, "pqfl.invocation", "../../evil/inv")
-        _refused(_cli(["run", "--resume", run_id], folder), "not a Prefect flow-run id")
+        _refused(cli(["run", "--resume", run_id], folder), "not a Prefect flow-run id")
     finally:
         client.set_tag(run_id, "pqfl.invocation", invocation)
     assert not sentinel.exists()
 
 
-def test_a_checkpoint_tag_pointing_elsewhere_is_not_followed(finished):
+def test_a_checkpoint_tag_pointing_elsewhere_is_not_followed(finished, cli):
     folder, client, run_id, ckpt = finished
     sentinel = folder / "elsewhere-code-ran"
     elsewhere = folder / "elsewhere" / ckpt.parent.name
@@ -117,24 +136,24 @@ def test_a_checkpoint_tag_pointing_elsewhere_is_not_followed(finished):
     try:
         client.set_tag(run_id, "pqfl.checkpoint", str(elsewhere / "pqfl.ckpt"))
         _refused(
-            _cli(["run", "--resume", run_id], folder), "not under this store's checkpoint root", "PQFL_CHECKPOINT_DIR"
+            cli(["run", "--resume", run_id], folder), "not under this store's checkpoint root", "PQFL_CHECKPOINT_DIR"
         )
         # Pointing PQFL_CHECKPOINT_DIR there on purpose still runs nothing from the file.
         env = {**_env(folder), "PQFL_CHECKPOINT_DIR": str(elsewhere.parent)}
-        _refused(_cli(["run", "--resume", run_id], folder, env), "not a pqfl checkpoint")
+        _refused(cli(["run", "--resume", run_id], folder, env), "not a pqfl checkpoint")
     finally:
         client.set_tag(run_id, "pqfl.checkpoint", tag)
     assert not sentinel.exists()
     _unchanged(client, run_id)
 
 
-def test_a_manifest_that_is_not_json_is_refused_before_any_run_changes(finished):
+def test_a_manifest_that_is_not_json_is_refused_before_any_run_changes(finished, cli):
     folder, client, run_id, ckpt = finished
     manifest = ckpt.parent / "invocation.json"
     good = manifest.read_text()
     try:
         manifest.write_text("{not json")
-        _refused(_cli(["run", "--resume", run_id], folder), "invocation.json is not readable JSON")
+        _refused(cli(["run", "--resume", run_id], folder), "invocation.json is not readable JSON")
     finally:
         manifest.write_text(good)
     _unchanged(client, run_id)

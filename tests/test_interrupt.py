@@ -13,8 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
+from pqfl.config import parse_config
+from pqfl.federated.rounds import run_federation
+from pqfl.fleet import prepare
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,16 +115,13 @@ def test_an_interrupted_run_stops_cleanly_and_resumes_to_the_same_metrics(sig, c
                              text=True, timeout=300, env=_env(tmp_path), cwd=tmp_path)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming after round 1/" in resumed.stderr
-    (clean_dir := tmp_path / "clean").mkdir()
-    clean_out = tmp_path / "clean.json"
-    clean = subprocess.run(PQFL + ["run", "--config", str(write_config(clean_dir, federation=FEDERATION)), "--json",
-                                   str(clean_out)], capture_output=True, text=True, timeout=300, env=_env(clean_dir),
-                           cwd=clean_dir)  # fmt: skip
-    assert clean.returncode == 0, clean.stderr[-3000:]
-
-    def metrics(path: Path) -> dict:
-        return {k: v for k, v in json.loads(path.read_text())["methods"]["pqfl"].items() if k != "wall_s"}
-
-    assert metrics(out) == metrics(clean_out)
+    # The uninterrupted run: the same federation through the library's loop (the flow runs
+    # that loop; tests/test_resume.py compares two CLI runs the same way).
+    cfg = parse_config(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    clean = run_federation(prepare(cfg), "pqfl", cfg.federation, simulator=cfg.simulator)
+    got = json.loads(out.read_text())["methods"]["pqfl"]
+    assert got["history"] == [h.as_dict() for h in clean.history]
+    assert got["per_client"] == [{"client": ev.client, **ev.metrics()} for ev in clean.evaluations]
+    assert got["retries_total"] == clean.state.retries_total == 0 and got["clients_dropped"] == 0
     parent = MlflowClient(_env(tmp_path)["MLFLOW_TRACKING_URI"]).get_run(parent.info.run_id)
     assert parent.info.status == "FINISHED" and "pqfl.failure" not in parent.data.tags  # the stale reason is cleared

@@ -55,7 +55,6 @@ def test_pip_install_then_pqfl_run_from_another_directory(tmp_path):
         PREFECT_HOME=str(tmp_path / "prefect"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="240",
-        PQFL_CACHE_DIR=str(tmp_path / "jax"),
     )
     where = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import pqfl.config as c; print(c.DEFAULT_CONFIG)"],
