@@ -7,20 +7,19 @@ device, validation and test rows in one ``execute-circuits`` job, ⟨Z_i⟩ from
 the client's head → scores; the threshold is chosen on the hardware validation scores
 and the metrics are computed on the hardware test scores.
 
-MLflow: ``hw_auroc``, ``hw_aupr``, ``hw_false_error``, ``hw_missing_error``, ``hw_f1``,
-``hw_threshold``, ``hw_retries`` in the client's nested run; ``hw_mean_*``,
-``hw_worst_auroc`` and ``sim_device_mean_auroc`` (the simulated AUROC of the same
-clients) in the method's parent run, all at step = last round; ``hardware.csv`` artifact.
-The method's result (and so ``pqfl run --json``) carries the same summary and rows under
-``hardware``.
+MLflow, in the chart view's ``hw/`` section: ``hw/auroc``, ``hw/aupr``,
+``hw/false_error``, ``hw/missing_error``, ``hw/f1``, ``hw/threshold``, ``hw/retries``,
+``hw/depth``, ``hw/two_qubit_gates`` and ``hw/wall_s`` in the client's nested run;
+``hw/mean_*``, ``hw/worst_auroc`` and ``hw/sim_device_mean_auroc`` (the simulated AUROC
+of the same clients) in the method's parent run, all at step = last round; the table
+``hardware.csv``. The method's result (and so ``pqfl run --json``) carries the same
+summary and rows under ``hardware``, with the keys ``hw_auroc`` … ``sim_device_mean_auroc``.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -115,6 +114,11 @@ def hardware_summary(rows: list[dict]) -> dict:
     return summary
 
 
+def _mlflow_name(key: str) -> str:
+    """``hw_auroc`` → ``hw/auroc``, ``sim_device_mean_auroc`` → ``hw/sim_device_mean_auroc``."""
+    return f"hw/{key.removeprefix('hw_')}"
+
+
 def _log(run, step: int, method: str, rows: list[dict]) -> None:
     ts = int(time.time() * 1000)
     client_keys = [f"hw_{k}" for k in (*HW_METRICS, "threshold")] + [
@@ -125,15 +129,12 @@ def _log(run, step: int, method: str, rows: list[dict]) -> None:
     ]
     for row in rows:
         run_id = run.client_run_ids[row["client"]]
-        if run.has_step(run_id, "hw_auroc", step):  # a resumed run already logged it
+        if run.has_step(run_id, "hw/auroc", step):  # a resumed run already logged it
             continue
-        run.client.log_batch(run_id, metrics=[Metric(k, float(row[k]), ts, step) for k in client_keys])
+        run.client.log_batch(run_id, metrics=[Metric(_mlflow_name(k), float(row[k]), ts, step) for k in client_keys])
     summary = hardware_summary(rows)
-    if not run.has_step(run.parent_id, "hw_mean_auroc", step):
-        run.client.log_batch(run.parent_id, metrics=[Metric(k, v, ts, step) for k, v in summary.items()])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "hardware.csv"
-        table = pd.DataFrame(rows)
-        table.insert(0, "method", method)
-        table.to_csv(path, index=False)
-        run.client.log_artifact(run.parent_id, str(path))
+    if not run.has_step(run.parent_id, "hw/mean_auroc", step):
+        run.client.log_batch(run.parent_id, metrics=[Metric(_mlflow_name(k), v, ts, step) for k, v in summary.items()])
+    table = pd.DataFrame(rows)
+    table.insert(0, "method", method)
+    run.client.log_text(run.parent_id, table.to_csv(index=False), "hardware.csv")

@@ -12,16 +12,20 @@ from dataclasses import replace
 from typing import ClassVar
 from uuid import UUID
 
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from prefect import get_client
 from prefect.exceptions import ObjectNotFound, TerminationSignal
 from prefect.states import Crashed
 
+import pqfl
 from flows.checkpoint import CheckpointStore, MethodCheckpoint
 from flows.device_evaluation import evaluate_on_hardware, hardware_summary
+from flows.runners import flow_run_url
 from flows.tracking import MethodRun, Tracker
 from pqfl.detector import QuantumDetector
 from pqfl.errors import PQFLInputError, PQFLRunError
 from pqfl.federated.rounds import Federation, FederationResult, FederationState
+from pqfl.fleet import Fleet
 from tasks.settings import RunConfig
 
 log = logging.getLogger("pqfl.progress")
@@ -58,6 +62,7 @@ class MethodRecorder:
         federation: Federation,
         flow_runs: dict[str, str],
         started: float,
+        fleet: Fleet,
     ):
         self.cfg, self.method, self.tracker, self.store = cfg, method, tracker, store
         self.flow_runs, self.since = flow_runs, started  # time.perf_counter() when the method's flow began
@@ -72,7 +77,14 @@ class MethodRecorder:
         else:
             tracker.fail_orphans(store.invocation, method, "crashed before its first checkpoint; started again")
             tags = {"pqfl.invocation": store.invocation, "pqfl.checkpoint": str(store.path(method))}
-            self.run = tracker.start_method(method, federation.clients, tags=tags)
+            url = flow_run_url(flow_runs["pqfl-method"])
+            description = (
+                f"pqfl {pqfl.__version__}: {method} on {cfg.dataset.source[:200]}, {len(cfg.clients)} clients, "
+                f"{cfg.federation.rounds} rounds, seed {cfg.federation.seed}, invocation {store.invocation}."
+                + (f" Prefect flow run: {url}" if url else "")
+            )
+            self.run = tracker.start_method(method, federation.clients, tags=tags, description=description)
+            self.run.log_datasets(fleet.datas, cfg.dataset.source)
             fed = cfg.federation
             ckpt = MethodCheckpoint(
                 method=method,
@@ -95,6 +107,22 @@ class MethodRecorder:
             )
             store.save(ckpt)
         self.ckpt = ckpt
+        self.monitor = None
+        if not ckpt.finished:  # CPU, memory, disk and network of this process as system/ metrics
+            self.monitor = SystemMetricsMonitor(
+                self.run.parent_id, sampling_interval=5, resume_logging=self.resumed, tracking_uri=tracker.uri
+            )
+            self.monitor.start()
+
+    def _stop_monitor(self) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()
+            # MLflow's monitor drops the samples of its last, unfinished interval: a method that
+            # trains in less than one interval would have no system metrics at all.
+            if last := self.monitor.aggregate_metrics():
+                self.monitor.publish_metrics(last)
+                self.monitor.mlflow_logger.flush()
+            self.monitor = None
 
     @property
     def finished(self) -> bool:
@@ -186,6 +214,7 @@ class MethodRecorder:
         if hw_rows:  # the device clients' hardware evaluation, as logged to MLflow
             out["hardware"] = {**hardware_summary(hw_rows), "per_client": hw_rows}
         self.store.save(replace(self.ckpt, state=state, finished=True, result=out, elapsed_s=wall_s))
+        self._stop_monitor()
         run.finish("FINISHED")
         return out
 
@@ -194,6 +223,7 @@ class MethodRecorder:
         carrying the run id to resume; FAILED otherwise, with the reason in ``pqfl.failure``
         and, for an unexpected error, its traceback as the artifact ``failure.txt``. A run
         error comes back with how to resume."""
+        self._stop_monitor()
         if isinstance(err, (KeyboardInterrupt, TerminationSignal)):
             signal = "SIGTERM" if isinstance(err, TerminationSignal) or type(err).__name__ == "Terminated" else "SIGINT"
             self.run.finish(

@@ -13,26 +13,58 @@ import fcntl
 import os
 import sqlite3
 import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from pqfl.detector import QuantumDetector
 from pqfl.errors import PQFLInputError
-from pqfl.plots import client_roc_pr_plot, method_convergence_plot
+from pqfl.plots import client_roc_pr_figure, invocation_comparison_figure, method_convergence_figure, plt
 from pqfl.quantum.reference import draw_text, to_openqasm
-from pqfl.results import SUMMARY_METRICS as ROUND_METRICS
 from pqfl.results import ClientEvaluation, RoundReport, RoundSummary
 from tasks.settings import RunConfig
 
 PARENT_TAG = "pqfl.role"
+
+# MLflow metric names, grouped by prefix so the chart view shows one section per group:
+# test/ and val/ (the round's evaluation), train/, fl/ (the federation's bookkeeping),
+# time/, and hw/ (flows/device_evaluation.py). Stores written before 0.2 use the plain
+# names on the left; `pqfl compare` reads both.
+PARENT_METRICS = {
+    "mean_auroc": "test/mean_auroc",
+    "mean_aupr": "test/mean_aupr",
+    "mean_false_error": "test/mean_false_error",
+    "mean_missing_error": "test/mean_missing_error",
+    "mean_f1": "test/mean_f1",
+    "worst_auroc": "test/worst_auroc",
+    "mean_val_auroc": "val/mean_auroc",
+    "round_wall_s": "time/round_s",
+    "clients_in_round": "fl/clients_in_round",
+    "clients_dropped": "fl/clients_dropped",
+    "retries": "fl/retries",
+    "wall_s": "time/wall_s",
+    "retries_total": "fl/retries_total",
+}
+CLIENT_METRICS = {
+    "auroc": "test/auroc",
+    "aupr": "test/aupr",
+    "false_error": "test/false_error",
+    "missing_error": "test/missing_error",
+    "f1": "test/f1",
+    "val_auroc": "val/auroc",
+    "threshold": "val/threshold",
+    "train_loss": "train/loss",
+    "retries": "fl/retries",
+    "dropped": "fl/dropped",
+}
+ROUND_METRICS = tuple(PARENT_METRICS[k] for k in RoundSummary.__dataclass_fields__ if k != "round")
 
 
 def tracking_uri(cfg: RunConfig) -> str:
@@ -106,6 +138,32 @@ def open_store(uri: str) -> MlflowClient:
     return client
 
 
+def run_page(client: MlflowClient, run_id: str) -> str:
+    """The MLflow UI page of a run: on the tracking server for an HTTP store, else on the
+    local UI that ``pqfl ui`` serves for a SQLite store."""
+    experiment = client.get_run(run_id).info.experiment_id
+    base = client.tracking_uri if client.tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def publish_invocation(uri: str, results: dict[str, dict], title: str) -> str:
+    """One comparison figure of every method of an invocation (test AUROC per method × client,
+    mean-client AUROC per round), logged to each method's parent run as
+    ``plots/comparison.png``; returns the results as a markdown table linking those runs."""
+    client = MlflowClient(tracking_uri=uri)
+    figure = invocation_comparison_figure(results, title)
+    lines = ["| method | mean AUROC | mean AUPR | worst AUROC | mean false err | mean missing err | MLflow run |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for method, r in results.items():
+        run_id = r["mlflow_parent_run_id"]
+        client.log_figure(run_id, figure, "plots/comparison.png")
+        lines.append(f"| {method} | {r['mean_auroc']:.3f} | {r['mean_aupr']:.3f} | {r['worst_auroc']:.3f} | "
+                     f"{r['mean_false_error']:.3f} | {r['mean_missing_error']:.3f} | "
+                     f"[{run_id[:8]}]({run_page(client, run_id)}) |")  # fmt: skip
+    plt.close(figure)
+    return "\n".join([f"**{title}**", "", *lines, "", "MLflow links of a SQLite store open with `pqfl ui`."])
+
+
 def _artifact_root(uri: str) -> str | None:
     """For a SQLite store, keep artifacts in an ``artifacts`` folder beside the database."""
     if not uri.startswith("sqlite:///"):
@@ -125,9 +183,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _batched(items: list, size: int = 100):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _metrics(values: dict, names: dict[str, str], ts: int, step: int) -> list[Metric]:
+    return [Metric(names.get(k, k), float(v), ts, step) for k, v in values.items()]
 
 
 class MethodRun:
@@ -154,7 +211,7 @@ class MethodRun:
         }
         values = {**report.summary.metrics(), **extra}
         if not (only_missing and self.has_step(self.parent_id, ROUND_METRICS[0], step)):
-            self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
+            self.client.log_batch(self.parent_id, metrics=_metrics(values, PARENT_METRICS, ts, step))
         for row in report.clients:
             run_id = self.client_run_ids[row.client]
             ev = row.evaluation
@@ -162,42 +219,54 @@ class MethodRun:
             if row.loss is not None:
                 values["train_loss"] = row.loss
             values.update(retries=row.retries, dropped=int(row.dropped))
-            if only_missing and self.has_step(run_id, "auroc", step):
+            if only_missing and self.has_step(run_id, CLIENT_METRICS["auroc"], step):
                 continue
-            self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
+            self.client.log_batch(run_id, metrics=_metrics(values, CLIENT_METRICS, ts, step))
 
     def log_final(self, values: dict, step: int, only_missing: bool = False) -> None:
+        """The method's closing values (``wall_s``, ``retries_total``) at the last step."""
         ts = int(time.time() * 1000)
         if only_missing:
-            values = {k: v for k, v in values.items() if not self.has_step(self.parent_id, k, step)}
+            values = {k: v for k, v in values.items() if not self.has_step(self.parent_id, PARENT_METRICS[k], step)}
         if values:
-            self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), ts, step) for k, v in values.items()])
+            self.client.log_batch(self.parent_id, metrics=_metrics(values, PARENT_METRICS, ts, step))
+
+    def log_datasets(self, datas, source: str) -> None:
+        """Each client's train, val and test splits as MLflow datasets of its run: name,
+        digest, schema and row counts. MLflow stores no rows of them, so nothing of a
+        client's data leaves its run but what a hash and the shapes say."""
+        from mlflow.data import from_numpy
+        from mlflow.entities import DatasetInput, InputTag
+
+        for d in datas:
+            inputs = []
+            for split in ("train", "val", "test"):
+                ds = from_numpy(getattr(d, f"X_{split}"), targets=getattr(d, f"y_{split}"), name=f"{d.name}-{split}")
+                tags = [InputTag("mlflow.data.context", split), InputTag("pqfl.source", source[:250])]
+                inputs.append(DatasetInput(ds._to_mlflow_entity(), tags))
+            self.client.log_inputs(self.client_run_ids[d.name], datasets=inputs)
 
     def log_artifacts(
         self, cfg: RunConfig, method: str, history: list[RoundSummary], final: list[ClientEvaluation], setups, thetas
     ) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            (tmp / "config.yaml").write_text(
-                yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
-            )
-            self.client.log_artifact(self.parent_id, str(tmp / "config.yaml"))
-            table = pd.DataFrame([ev.row() for ev in final])
-            table.insert(0, "method", method)
-            table.to_csv(tmp / "results.csv", index=False)
-            self.client.log_artifact(self.parent_id, str(tmp / "results.csv"))
-            method_convergence_plot(history, method, tmp / "convergence.png")
-            client_roc_pr_plot(final, setups, method, tmp / "roc_pr.png")
-            self.client.log_artifact(self.parent_id, str(tmp / "convergence.png"), "plots")
-            self.client.log_artifact(self.parent_id, str(tmp / "roc_pr.png"), "plots")
-            for setup, theta in zip(setups, thetas):
-                run_id = self.client_run_ids[setup.name]
-                # Drawn at the encoding of the federated mean, not at a client's row: no data row leaves in an artifact.
-                sample = setup.feature_map.transform(setup.feature_map.mean[None, :])[0]
-                (tmp / "circuit.txt").write_text(draw_text(setup.spec, sample, theta) + "\n")
-                (tmp / "circuit.qasm").write_text(to_openqasm(setup.spec, sample, theta))
-                self.client.log_artifact(run_id, str(tmp / "circuit.txt"), "circuit")
-                self.client.log_artifact(run_id, str(tmp / "circuit.qasm"), "circuit")
+        """The config, the results table and the method's figures in the parent run; each
+        client's circuit (drawing and OpenQASM) in its run."""
+        client, pid = self.client, self.parent_id
+        client.log_dict(pid, cfg.model_dump(mode="json", by_alias=True), "config.yaml")
+        table = pd.DataFrame([ev.row() for ev in final])
+        table.insert(0, "method", method)
+        client.log_text(pid, table.to_csv(index=False), "results.csv")
+        client.log_table(pid, table, "results.json")  # shown as a table in the UI's artifact view
+        for figure, name in ((method_convergence_figure(history, method), "convergence"),
+                             (client_roc_pr_figure(final, setups, method), "roc_pr")):  # fmt: skip
+            client.log_figure(pid, figure, f"plots/{name}.png")
+            plt.close(figure)
+        for setup, theta in zip(setups, thetas):
+            run_id = self.client_run_ids[setup.name]
+            # Drawn at the encoding of the federated mean, not at a client's row: no data row leaves in an artifact.
+            sample = setup.feature_map.transform(setup.feature_map.mean[None, :])[0]
+            client.log_text(run_id, draw_text(setup.spec, sample, theta) + "\n", "circuit/circuit.txt")
+            client.log_text(run_id, to_openqasm(setup.spec, sample, theta), "circuit/circuit.qasm")
 
     def log_models(self, cfg: RunConfig, method: str, detectors: dict[str, QuantumDetector]) -> dict[str, str]:
         """Each client's final personalized detector as a pyfunc model in its client run,
@@ -273,32 +342,39 @@ class Tracker:
         self.client.set_tag(parent_id, f"prefect.flow_run_id.resume{resumes}", self.flow_run_id)
         return MethodRun(self.client, parent_id, dict(client_run_ids))
 
-    def start_method(self, method: str, setups, tags: dict[str, str] | None = None) -> MethodRun:
-        tags = {
+    def start_method(self, method: str, setups, tags: dict[str, str] | None = None, description: str = "") -> MethodRun:
+        """A parent run for ``method`` (the flattened config as params; the user, source and
+        git tags MLflow's own context providers set; ``description`` as the run's note) and
+        a nested run per client (its hardware profile as params)."""
+        tags = resolve_tags({
             PARENT_TAG: "parent",
             "pqfl.method": method,
             "prefect.flow_run_id": self.flow_run_id,
             "git_commit": self.commit,
             "mlflow.source.git.commit": self.commit,
+            MLFLOW_RUN_NOTE: description,
             **(tags or {}),
-        }
+        })  # fmt: skip
         parent = self.client.create_run(self.experiment_id, run_name=method, tags=tags)
         pid = parent.info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in sorted(self.cfg.flat().items())]
         params.append(Param("method", method))
-        for chunk in _batched(params):
-            self.client.log_batch(pid, params=chunk)
+        self.client.log_batch(pid, params=params)  # MLflow splits it into batches of its size
         client_ids = {}
         for setup in setups:
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=f"{method}/{setup.name}",
-                tags={
-                    "mlflow.parentRunId": pid,
-                    PARENT_TAG: "client",
-                    "pqfl.method": method,
-                    "pqfl.client": setup.name,
-                },
+                tags=resolve_tags(
+                    {
+                        "mlflow.parentRunId": pid,
+                        PARENT_TAG: "client",
+                        "pqfl.method": method,
+                        "pqfl.client": setup.name,
+                        MLFLOW_RUN_NOTE: f"client {setup.name} of {method}: {setup.profile.qubits} qubits, "
+                        f"{setup.profile.encoding} encoding, {setup.n_train} training rows",
+                    }
+                ),  # fmt: skip
             )
             profile = setup.profile.model_dump(mode="json")
             noise = profile.pop("noise")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 
 import mlflow
@@ -94,20 +95,33 @@ def test_mlflow_layout(two_runs):
         assert len(run.data.tags["git_commit"]) in (40, len("unknown"))
         assert run.data.params["federation.rounds"] == "2"
         assert run.data.params["clients.1.noise.depolarizing"] == "0.02"
-        history = client.get_metric_history(run_id, "mean_auroc")
+        # MLflow's own tags (user, source) and a description shown on the run page.
+        assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.type"] == "LOCAL"
+        assert method in run.data.tags["mlflow.note.content"] and "2 rounds" in run.data.tags["mlflow.note.content"]
+        # System metrics of the training process, however short the run.
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
+        history = client.get_metric_history(run_id, "test/mean_auroc")
         assert sorted(m.step for m in history) == [1, 2]
         assert history[-1].value == pytest.approx(first["methods"][method]["mean_auroc"])
-        for name in ("mean_aupr", "mean_false_error", "mean_missing_error", "worst_auroc"):
+        for name in ("test/mean_aupr", "test/mean_false_error", "test/mean_missing_error", "test/worst_auroc"):
             assert len(client.get_metric_history(run_id, name)) == 2
         top = {a.path for a in client.list_artifacts(run_id)}
-        assert {"config.yaml", "results.csv", "plots"} <= top
+        assert {"config.yaml", "results.csv", "results.json", "plots"} <= top
         plots = {a.path for a in client.list_artifacts(run_id, "plots")}
-        assert plots == {"plots/convergence.png", "plots/roc_pr.png"}
+        assert plots == {"plots/convergence.png", "plots/roc_pr.png", "plots/comparison.png"}
         children = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
         assert sorted(c.data.tags["pqfl.client"] for c in children) == ["amp-3q", "angle-2q-noisy", "iqp-2q-shots"]
         for child in children:
             assert child.info.status == "FINISHED"
-            assert [m.step for m in client.get_metric_history(child.info.run_id, "auroc")] == [1, 2]
+            assert [m.step for m in client.get_metric_history(child.info.run_id, "test/auroc")] == [1, 2]
+            # Each split as an MLflow dataset of the client's run: name, digest and shape, no rows.
+            name = child.data.tags["pqfl.client"]
+            inputs = {i.dataset.name: i for i in child.inputs.dataset_inputs}
+            assert set(inputs) == {f"{name}-train", f"{name}-val", f"{name}-test"}
+            for split, given in inputs.items():
+                tags = {t.key: t.value for t in given.tags}
+                assert tags["mlflow.data.context"] == split.rsplit("-", 1)[1] and len(given.dataset.digest) >= 8
+                assert json.loads(given.dataset.profile)["features_shape"][0] > 0
             circuit = {a.path for a in client.list_artifacts(child.info.run_id, "circuit")}
             assert circuit == {"circuit/circuit.txt", "circuit/circuit.qasm"}
             if child.data.tags["pqfl.client"] == "angle-2q-noisy" and method != "centralized":

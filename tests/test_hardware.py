@@ -288,27 +288,27 @@ def test_tiny_flow_evaluates_device_clients_on_hardware_without_leaking_the_toke
     sim = {c["client"]: c["auroc"] for c in result["methods"]["pqfl"]["per_client"]}
     for name in ("aer-manila", "ibm-client"):
         m = by_name[name].data.metrics
-        for key in ("hw_auroc", "hw_aupr", "hw_false_error", "hw_missing_error"):
+        for key in ("hw/auroc", "hw/aupr", "hw/false_error", "hw/missing_error"):
             assert 0.0 <= m[key] <= 1.0, (name, key)
-        assert m["hw_two_qubit_gates"] >= 1
-        history = client.get_metric_history(by_name[name].info.run_id, "hw_auroc")
+        assert m["hw/two_qubit_gates"] >= 1
+        history = client.get_metric_history(by_name[name].info.run_id, "hw/auroc")
         assert [h.step for h in history] == [TINY["federation"]["rounds"]]
-    assert "hw_auroc" not in by_name["amp-3q"].data.metrics  # simulated clients are not run on hardware
+    assert "hw/auroc" not in by_name["amp-3q"].data.metrics  # simulated clients are not run on hardware
     pm = parent.data.metrics
-    hw_aurocs = [by_name[n].data.metrics["hw_auroc"] for n in ("aer-manila", "ibm-client")]
-    assert pm["hw_mean_auroc"] == pytest.approx(np.mean(hw_aurocs))
-    assert pm["hw_worst_auroc"] == pytest.approx(min(hw_aurocs))
-    assert pm["sim_device_mean_auroc"] == pytest.approx(np.mean([sim["aer-manila"], sim["ibm-client"]]))
+    hw_aurocs = [by_name[n].data.metrics["hw/auroc"] for n in ("aer-manila", "ibm-client")]
+    assert pm["hw/mean_auroc"] == pytest.approx(np.mean(hw_aurocs))
+    assert pm["hw/worst_auroc"] == pytest.approx(min(hw_aurocs))
+    assert pm["hw/sim_device_mean_auroc"] == pytest.approx(np.mean([sim["aer-manila"], sim["ibm-client"]]))
     assert "hardware.csv" in [a.path for a in client.list_artifacts(parent.info.run_id)]
     # The result (what `pqfl run --json` writes) carries the same figures as MLflow.
     hw = json.loads(json.dumps(result["methods"]["pqfl"]["hardware"]))
     assert [r["client"] for r in hw["per_client"]] == ["aer-manila", "ibm-client"]
     for r in hw["per_client"]:
         for key in ("hw_auroc", "hw_aupr", "hw_two_qubit_gates"):
-            assert r[key] == pytest.approx(by_name[r["client"]].data.metrics[key])
+            assert r[key] == pytest.approx(by_name[r["client"]].data.metrics[key.replace("hw_", "hw/", 1)])
         assert r["sim_auroc"] == sim[r["client"]]
     for key in ("hw_mean_auroc", "hw_worst_auroc", "sim_device_mean_auroc"):
-        assert hw[key] == pytest.approx(pm[key])
+        assert hw[key] == pytest.approx(pm[f"hw/{key.removeprefix('hw_')}"])
 
     # The token is nowhere: not in any file of the MLflow store, not in any log record, not in
     # the process output, not in the Prefect API's logs. The searches are not vacuous: the

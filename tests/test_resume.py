@@ -158,17 +158,17 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path):
     parent = client.get_run(run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["pqfl.resumes"] == "1"
-    for key in (*ROUND_METRICS, "retries", "clients_in_round"):
+    for key in (*ROUND_METRICS, "fl/retries", "fl/clients_in_round"):
         steps = [m.step for m in client.get_metric_history(run_id, key)]
         assert sorted(steps) == list(range(1, ROUNDS + 1)), (key, steps)
-    for key in ("wall_s", "retries_total"):
+    for key in ("time/wall_s", "fl/retries_total"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == [ROUNDS]
-    assert client.get_metric_history(run_id, "retries_total")[0].value == ROUNDS * jobs_per_round
+    assert client.get_metric_history(run_id, "fl/retries_total")[0].value == ROUNDS * jobs_per_round
     children = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
     assert len(children) == len(TINY["clients"])
     for child in children:
         assert child.info.status == "FINISHED"
-        for key in ("auroc", "train_loss", "retries"):
+        for key in ("test/auroc", "train/loss", "fl/retries"):
             steps = Counter(m.step for m in client.get_metric_history(child.info.run_id, key))
             assert sorted(steps) == list(range(1, ROUNDS + 1)) and set(steps.values()) == {1}, (key, steps)
     running = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
@@ -181,7 +181,7 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path):
     again = _cli(["run", "--resume", run_id], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(client.search_runs([exp.experiment_id], filter_string="tags.`pqfl.role` = 'parent'")) == 2
-    assert [m.step for m in client.get_metric_history(run_id, "wall_s")] == [ROUNDS]
+    assert [m.step for m in client.get_metric_history(run_id, "time/wall_s")] == [ROUNDS]
 
 
 def test_resume_of_an_unknown_run_is_bad_input(tmp_path):
@@ -236,16 +236,17 @@ def test_relogging_a_round_adds_no_duplicate_steps(tmp_path):
     row = ClientRound(ev, loss=1.0, retries=2, dropped=False)
 
     def report(k: int, retries: int) -> RoundReport:
-        return RoundReport(k, RoundSummary(round=k, **{m: 0.5 for m in ROUND_METRICS}), [row], 1, [], retries, 0.1)
+        summary = RoundSummary(round=k, **{f: 0.5 for f in RoundSummary.__dataclass_fields__ if f != "round"})
+        return RoundReport(k, summary, [row], 1, [], retries, 0.1)
 
     run.log_round(report(1, 2))
     run.log_round(report(1, 2), only_missing=True)
     run.log_round(report(2, 0), only_missing=True)  # missing: logged
-    assert [m.step for m in client.get_metric_history(parent, "mean_auroc")] == [1, 2]
-    assert sorted(m.step for m in client.get_metric_history(child, "retries")) == [1, 2]
+    assert [m.step for m in client.get_metric_history(parent, "test/mean_auroc")] == [1, 2]
+    assert sorted(m.step for m in client.get_metric_history(child, "fl/retries")) == [1, 2]
     run.log_final({"wall_s": 3.0}, step=2)
     run.log_final({"wall_s": 4.0}, step=2, only_missing=True)
-    assert [m.value for m in client.get_metric_history(parent, "wall_s")] == [3.0]
+    assert [m.value for m in client.get_metric_history(parent, "time/wall_s")] == [3.0]
 
 
 def test_a_checkpoint_of_another_format_is_refused_by_name(tmp_path):
