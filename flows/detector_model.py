@@ -29,10 +29,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, ModelSignature
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.tracking._tracking_service import utils as _tracking_utils
 from mlflow.types import ColSpec, Schema
+from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM, disable_logging, enable_logging
 
 from pqfl.detector import QuantumDetector
 from pqfl.persistence import feature_names, load_detector, save_detector
@@ -49,18 +49,21 @@ PIP_REQUIREMENTS = [f"mlflow=={mlflow.__version__}", "pqfl"]
 
 
 @contextmanager
-def _fluent_tracking_uri(uri: str):
-    """Point MLflow's fluent API (``Model.log`` and ``register_model`` have no URI argument)
-    at ``uri`` for the block, then restore both the global URI and ``MLFLOW_TRACKING_URI``
-    exactly: ``mlflow.set_tracking_uri(None)`` would unset the variable the caller set."""
-    previous, previous_env = _tracking_utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
+def _in_run(uri: str, run_id: str):
+    """Make ``run_id`` of the store at ``uri`` MLflow's active run for the block, so that the
+    fluent ``log_model`` (which takes no store or run) logs into that run's experiment and
+    links the model to the run. The store is named through ``MLFLOW_TRACKING_URI``, MLflow's
+    own setting, restored afterwards; leaving the block ends the run as FINISHED."""
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
-        yield
+        with mlflow.start_run(run_id=run_id) as run:
+            yield run
     finally:
-        mlflow.set_tracking_uri(previous)
-        if previous_env is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 def registered_name(experiment: str, method: str, client: str) -> str:
@@ -107,18 +110,20 @@ class PersonalizedDetector(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"score": scores, "flag": (scores >= self.detector.threshold_).astype(np.int64)})
 
 
-def _register(client: MlflowClient, name: str, model_id: str, run_id: str, tags: dict) -> str:
-    """A new version of ``name`` (created on first use) from a logged model; through the client,
-    which, unlike ``mlflow.register_model``, prints nothing."""
+def _register(name: str, model_uri: str, tags: dict) -> str:
+    """A new version of ``name`` from the logged model at ``model_uri``, by
+    ``mlflow.register_model`` (which also links the version on the logged model: the Models
+    tab's "Registered models" column). Its event lines ("Successfully registered …") are
+    switched off for the call: the CLI keeps stderr for its own lines."""
+    was_on = MLFLOW_LOGGING_STREAM.enabled
+    disable_logging()
     try:
-        client.get_registered_model(name)
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        client.create_registered_model(name, description=REGISTERED_DESCRIPTION)
-    version = client.create_model_version(
-        name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id, await_creation_for=0
-    )
+        version = mlflow.register_model(model_uri, name, await_registration_for=0, tags=tags)
+    finally:
+        if was_on:
+            enable_logging()
+    if str(version.version) == "1":
+        MlflowClient().update_registered_model(name, description=REGISTERED_DESCRIPTION)
     return str(version.version)
 
 
@@ -132,31 +137,32 @@ def log_detectors(
     detectors: dict[str, QuantumDetector],
     step: int,
 ) -> dict[str, str]:
-    """Log each client's fitted detector as a pyfunc model in its client run (its final-round
-    metrics linked at ``step``), register it as :func:`registered_name`, and return
-    ``{client: "models:/name/version"}``."""
+    """Log each client's fitted detector as a pyfunc model in its client run (so in that
+    run's experiment, its final-round metrics linked at ``step``), register it as
+    :func:`registered_name`, and return ``{client: "models:/name/version"}``. The client
+    runs end FINISHED."""
     uris = {}
-    with tempfile.TemporaryDirectory() as tmp, _fluent_tracking_uri(client.tracking_uri), warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
         for name, det in detectors.items():
             columns = feature_names(det, feature_columns(source, det.n_features_in_))
             folder = save_detector(det, Path(tmp) / f"client{len(uris)}", columns=columns, client=name)
-            info = Model.log(
-                artifact_path=None,
-                name="detector",
-                flavor=mlflow.pyfunc,
-                python_model=str(Path(__file__).with_name("detector_pyfunc.py")),
-                artifacts={"detector": str(folder)},
-                signature=ModelSignature(inputs=Schema([ColSpec("double", c) for c in columns]), outputs=OUTPUT_SCHEMA),
-                # No input_example: MLflow would reload and run every model to validate it
-                # (about a third of the logging cost); the signature names the columns.
-                pip_requirements=PIP_REQUIREMENTS,
-                run_id=run_ids[name],
-                step=step,
-                tags={"pqfl.method": method, "pqfl.client": name},
-            )
-            registered = registered_name(experiment, method, name)
-            tags = {"pqfl.method": method, "pqfl.client": name, "threshold": f"{det.threshold_:.6g}"}
-            version = _register(client, registered, info.model_id, run_ids[name], tags)
+            with _in_run(client.tracking_uri, run_ids[name]):
+                info = mlflow.pyfunc.log_model(
+                    name=f"{method}-{name}",  # the Models tab lists models by this name
+                    python_model=str(Path(__file__).with_name("detector_pyfunc.py")),
+                    artifacts={"detector": str(folder)},
+                    signature=ModelSignature(
+                        inputs=Schema([ColSpec("double", c) for c in columns]), outputs=OUTPUT_SCHEMA
+                    ),
+                    # No input_example: MLflow would reload and run every model to validate it
+                    # (about a third of the logging cost); the signature names the columns.
+                    pip_requirements=PIP_REQUIREMENTS,
+                    step=step,
+                    tags={"pqfl.method": method, "pqfl.client": name},
+                )
+                registered = registered_name(experiment, method, name)
+                tags = {"pqfl.method": method, "pqfl.client": name, "threshold": f"{det.threshold_:.6g}"}
+                version = _register(registered, info.model_uri, tags)
             uris[name] = f"models:/{registered}/{version}"
     return uris

@@ -81,14 +81,23 @@ def test_every_method_and_client_has_a_registered_version_in_its_client_run(trai
             assert version.run_id == child.info.run_id
             assert version.tags["pqfl.method"] == method and version.tags["pqfl.client"] == name
             assert float(version.tags["threshold"]) == pytest.approx(
-                _final(client, child.info.run_id, "threshold"), rel=1e-5
+                _final(client, child.info.run_id, "val/threshold"), rel=1e-5
             )
             # The version comes from the one logged model of the client run.
             (logged,) = [o.model_id for o in client.get_run(child.info.run_id).outputs.model_outputs]
             assert version.source == f"models:/{logged}"
+            # ... and it belongs to the run's experiment (its Models tab), not to MLflow's Default one.
+            model = client.get_logged_model(logged)
+            assert model.experiment_id == child.info.experiment_id and model.name == f"{method}-{name}"
+            # ... and names its registered version (the Models tab's "Registered models" column).
+            assert [v["name"] for v in json.loads(model.tags["mlflow.modelVersions"])] == [registered]
             info = mlflow.models.get_model_info(f"models:/{registered}/1")
             assert info.signature.inputs.input_names() == digits_pixels
             assert info.signature.outputs.input_names() == ["score", "flag"]
+    experiment = client.get_run(result["mlflow_parent_run_ids"]["pqfl"]).info.experiment_id
+    models = client.search_logged_models(experiment_ids=[experiment])
+    assert len(models) == len(METHODS) * len(CLIENTS)
+    assert client.search_logged_models(experiment_ids=["0"]) == []
 
 
 def test_registered_detector_reproduces_the_flow_metrics_from_raw_features(trained):
@@ -103,10 +112,10 @@ def test_registered_detector_reproduces_the_flow_metrics_from_raw_features(train
             assert list(out.columns) == ["score", "flag"] and len(out) == len(frame)
             scores = out["score"].to_numpy()
             run_id = _client_run(client, result["mlflow_parent_run_ids"][method], name).info.run_id
-            threshold = _final(client, run_id, "threshold")
+            threshold = _final(client, run_id, "val/threshold")
             np.testing.assert_array_equal(out["flag"].to_numpy(), (scores >= threshold).astype(int))
             y = trained["datas"][index].y_test
-            logged_auroc = _final(client, run_id, "auroc")
+            logged_auroc = _final(client, run_id, "test/auroc")
             if trained["setups"][index].profile.shots and method != "centralized":
                 # Finite shots: the served detector draws its own (seeded) shots, so only close.
                 assert roc_auc_score(y, scores) == pytest.approx(logged_auroc, abs=0.15)
@@ -116,8 +125,8 @@ def test_registered_detector_reproduces_the_flow_metrics_from_raw_features(train
                 continue
             metrics = client_metrics(y, scores, threshold)
             assert metrics["auroc"] == pytest.approx(logged_auroc, abs=1e-12), (method, name)
-            assert metrics["false_error"] == pytest.approx(_final(client, run_id, "false_error"), abs=1e-12)
-            assert metrics["missing_error"] == pytest.approx(_final(client, run_id, "missing_error"), abs=1e-12)
+            assert metrics["false_error"] == pytest.approx(_final(client, run_id, "test/false_error"), abs=1e-12)
+            assert metrics["missing_error"] == pytest.approx(_final(client, run_id, "test/missing_error"), abs=1e-12)
 
 
 def test_pyfunc_scores_equal_the_in_process_detector(trained, tmp_path):
