@@ -31,6 +31,7 @@ from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    PREFECT_UI_URL,
     get_current_settings,
     temporary_settings,
 )
@@ -86,6 +87,20 @@ class TemporaryServer(SubprocessASGIServer):
         return subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=_exit_with_parent)
 
 
+_TEMPORARY: dict[str, str | None] = {"api": None}  # the API URL of the server prefect_api started
+
+
+def flow_run_url(flow_run_id: str) -> str | None:
+    """The Prefect UI page of a flow run, when the run reports to a real server (a user's
+    ``PREFECT_API_URL``); None for the temporary server, which serves no UI and stops with
+    the command."""
+    api = PREFECT_API_URL.value()
+    if not api or api == _TEMPORARY["api"]:
+        return None
+    ui = PREFECT_UI_URL.value() or api.removesuffix("/api")
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
 @contextmanager
 def prefect_api() -> Iterator[str]:
     """Yield the Prefect API URL the command uses: ``PREFECT_API_URL``, else a temporary
@@ -101,9 +116,11 @@ def prefect_api() -> Iterator[str]:
     try:
         server.start(timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120))
         with temporary_settings({PREFECT_API_URL: server.api_url}):
+            _TEMPORARY["api"] = server.api_url
             try:
                 yield server.api_url
             finally:
                 APILogWorker.drain_all(timeout=5)  # send the logs still queued while the server is up
+                _TEMPORARY["api"] = None
     finally:
         server.stop()

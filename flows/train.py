@@ -10,24 +10,34 @@ to MLflow.
 
 from __future__ import annotations
 
+import logging
 import time
 
-from prefect import flow
+from prefect import flow, tags
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 
 from flows.checkpoint import CheckpointStore, checkpoint_root, resume_target
 from flows.recorder import MethodRecorder
-from flows.runners import task_runner_for
-from flows.tracking import Tracker, tracking_uri
+from flows.runners import flow_run_url, task_runner_for
+from flows.tracking import Tracker, publish_invocation, tracking_uri
 from pqfl.errors import PQFLRunError
 from pqfl.federated.rounds import Federation
-from pqfl.fleet import prepare
-from tasks.federated import task_map
+from tasks.federated import prepare_clients, task_map
 from tasks.retry import with_fault_env
 from tasks.settings import load_run_config, parse_run_config
 
+log = logging.getLogger("pqfl.progress")
+if not any(isinstance(h, APILogHandler) for h in log.handlers):
+    # pqfl's round lines, dropped clients and failures also reach the Prefect API, in the
+    # logs of the flow or task run they are written in (under `pqfl run` and in deployments).
+    log.addHandler(APILogHandler())
+    if log.level == logging.NOTSET:  # the round lines are INFO; a worker's root logger passes WARNING only
+        log.setLevel(logging.INFO)
 
-@flow(name="pqfl-method")
+
+@flow(name="pqfl-method", flow_run_name="{method}")
 def train_method(
     config: dict, method: str, parent_flow_run_id: str | None = None, invocation: str | None = None
 ) -> dict:
@@ -39,11 +49,12 @@ def train_method(
     """
     started = time.perf_counter()
     cfg = parse_run_config(config)
-    federation = Federation(prepare(cfg), method, cfg.federation, simulator=cfg.simulator)
+    fleet = prepare_clients(cfg)
+    federation = Federation(fleet, method, cfg.federation, simulator=cfg.simulator)
     tracker = Tracker(cfg, parent_flow_run_id or str(flow_run.id))
     store = CheckpointStore(checkpoint_root(tracker.uri), invocation or parent_flow_run_id or str(flow_run.id))
     flow_runs = {"pqfl-train": tracker.flow_run_id, "pqfl-method": str(flow_run.id)}
-    recorder = MethodRecorder(cfg, method, tracker, store, federation, flow_runs, started)
+    recorder = MethodRecorder(cfg, method, tracker, store, federation, flow_runs, started, fleet)
     if recorder.finished:
         return recorder.finished_result()
     try:
@@ -74,11 +85,23 @@ def pqfl_train(config_path: str | None = None, overrides: dict | None = None, re
         store.write_manifest(
             cfg.model_dump(mode="json", by_alias=True), list(cfg.federation.methods), cfg.experiment_name
         )
+    if url := flow_run_url(str(flow_run.id)):
+        log.info("Prefect flow run %s", url)
     method_flow = train_method.with_options(task_runner=task_runner_for(cfg.runner))
     config = cfg.model_dump(mode="json", by_alias=True)
-    results = {m: method_flow(config, m, str(flow_run.id), store.invocation) for m in cfg.federation.methods}
+    results = {}
+    for m in cfg.federation.methods:
+        with tags(f"method:{m}", f"config:{cfg.name}", f"invocation:{store.invocation}"):
+            results[m] = method_flow(config, m, str(flow_run.id), store.invocation)
+    table = publish_invocation(
+        tracking_uri(cfg), results, title=f"{cfg.experiment_name}, invocation {store.invocation}"
+    )
+    create_markdown_artifact(
+        markdown=table, key="pqfl-results", description=f"{cfg.experiment_name}: every method's result"
+    )
     return {
         "experiment": cfg.experiment_name,
+        "invocation": store.invocation,
         "mlflow_parent_run_ids": {m: r["mlflow_parent_run_id"] for m, r in results.items()},
         "wall_s": time.perf_counter() - started,
         "methods": {

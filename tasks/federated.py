@@ -11,7 +11,8 @@ would cost more than it saves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -21,16 +22,27 @@ from prefect.runtime import task_run
 
 from pqfl.compile_cache import enable_persistent_cache
 from pqfl.federated import jobs
+from pqfl.fleet import Fleet, prepare
 from pqfl.results import ClientEvaluation
-from tasks.retry import NO_FAULTS, FaultPlan, retries_used, retry_options
+from tasks.retry import NO_FAULTS, FaultPlan, retry_options
 from tasks.settings import RunConfig
 
 # Worker processes import this module too: they share the on-disk compilation cache.
 enable_persistent_cache()
 
 
-def _attempt() -> int:
-    return max(task_run.run_count, 1)
+@contextmanager
+def _attempt() -> Iterator[int]:
+    """This attempt's number, Prefect's ``run_count`` of the task run. A failure leaves the
+    task with ``retries`` (the retries spent before it) set on its exception, which reaches
+    the round loop through the future, pickled or not: reading ``run_count`` back from the
+    API after the future fails races the state's write on the server."""
+    attempt = max(task_run.run_count, 1)
+    try:
+        yield attempt
+    except Exception as err:
+        err.retries = attempt - 1
+        raise
 
 
 @task(
@@ -38,38 +50,30 @@ def _attempt() -> int:
 )
 def local_train(job: jobs.TrainJob, faults: FaultPlan = NO_FAULTS) -> jobs.Trained:
     """One trainer's local epochs for this round (fan-out)."""
-    attempt = _attempt()
-    faults.check("train", job.setup.name, job.round_index, attempt)
-    return replace(jobs.train_client(job), retries=attempt - 1)
+    with _attempt() as attempt:
+        faults.check("train", job.setup.name, job.round_index, attempt)
+        return replace(jobs.train_client(job), retries=attempt - 1)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-{job.setup.profile.name}-r{job.round_index}")
 def evaluate(job: jobs.EvalJob, faults: FaultPlan = NO_FAULTS) -> ClientEvaluation:
     """The model a method evaluates for this client (one member per restart), scored on its
     own validation/test data."""
-    attempt = _attempt()
-    faults.check("evaluate", job.setup.name, job.round_index, attempt)
-    return replace(jobs.evaluate_client(job), retries=attempt - 1)
+    with _attempt() as attempt:
+        faults.check("evaluate", job.setup.name, job.round_index, attempt)
+        return replace(jobs.evaluate_client(job), retries=attempt - 1)
 
 
-@task(name="aggregate", cache_policy=NO_CACHE)
+@task(name="prepare-clients", cache_policy=NO_CACHE)
+def prepare_clients(cfg: RunConfig) -> Fleet:
+    """Load, partition and preprocess (federated statistics) every client's data."""
+    return prepare(cfg)
+
+
+@task(name="aggregate", cache_policy=NO_CACHE, task_run_name="aggregate-r{job.round_index}")
 def aggregate(job: jobs.AggregateJob) -> np.ndarray:
     """The server's combination of the uploaded blocks within each sharing group (join)."""
     return jobs.aggregate_uploads(job)
-
-
-class _Outcome:
-    """A task future whose failure says how many retries Prefect spent on it."""
-
-    def __init__(self, future, cfg: RunConfig):
-        self.future, self.cfg = future, cfg
-
-    def result(self):
-        try:
-            return self.future.result()
-        except Exception as err:
-            err.retries = retries_used(err, self.cfg.retries)
-            raise
 
 
 def task_map(cfg: RunConfig, method: str) -> Callable:
@@ -83,7 +87,7 @@ def task_map(cfg: RunConfig, method: str) -> Callable:
         jobs.aggregate_uploads: lambda js: aggregate.map(js),
     }
 
-    def map_fn(fn: Callable, items: list) -> list[_Outcome]:
-        return [_Outcome(f, cfg) for f in tasks[fn](items)]
+    def map_fn(fn: Callable, items: list) -> list:
+        return list(tasks[fn](items))
 
     return map_fn

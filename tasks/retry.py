@@ -115,11 +115,6 @@ def retry_options(policy: RetryConfig | None = None) -> dict:
     }
 
 
-def retries_used(exc: BaseException, policy: RetryConfig) -> int:
-    """Retries Prefect spent on a job that finally failed with ``exc``."""
-    return policy.max_retries if is_transient(exc) else 0
-
-
 def with_fault_env(cfg: RunConfig) -> RunConfig:
     """``cfg`` with ``faults.transient_rate`` taken from ``PQFL_FAULT_RATE`` when that is set."""
     raw = os.environ.get(FAULT_RATE_ENV)

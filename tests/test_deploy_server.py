@@ -165,7 +165,9 @@ def train_run(deployed, tmp_path_factory):
     folder = tmp_path_factory.mktemp("train")
     config = write_config(folder)
     store = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
-    overrides = {"federation.methods": METHODS}
+    # One injected transient fault per few jobs, retried at once: the retries' reasons must
+    # reach the Prefect API's task-run logs.
+    overrides = {"federation.methods": METHODS, "faults.transient_rate": 0.3, "retries.backoff_s": 0.01}
     server.run(
         "deployment run",
         [
@@ -252,7 +254,7 @@ def test_nightly_benchmark_cron_is_registered_and_scheduled(deployed):
 def test_triggered_train_run_completes_and_logs_round_metrics(train_run, deployed):
     run, client, cfg, worker_log = train_run
     assert run["state_type"] == "COMPLETED", worker_log[-4000:]
-    assert run["parameters"]["overrides"] == {"federation.methods": METHODS}
+    assert run["parameters"]["overrides"]["federation.methods"] == METHODS
     assert "Traceback" not in worker_log
 
     experiment = client.get_experiment_by_name(TINY["name"])
@@ -265,11 +267,105 @@ def test_triggered_train_run_completes_and_logs_round_metrics(train_run, deploye
     rounds = list(range(1, cfg.federation.rounds + 1))
     for parent in parents:
         assert parent.info.status == "FINISHED"
-        for metric in ("mean_auroc", "worst_auroc", "mean_aupr", "mean_false_error", "mean_missing_error"):
+        for metric in (
+            "test/mean_auroc", "test/worst_auroc", "test/mean_aupr", "test/mean_false_error", "test/mean_missing_error"
+        ):  # fmt: skip
             history = client.get_metric_history(parent.info.run_id, metric)
             assert sorted(m.step for m in history) == rounds, metric
             assert all(0.0 <= m.value <= 1.0 for m in history), metric
-        mean = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "mean_auroc")}
-        worst = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "worst_auroc")}
+        mean = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "test/mean_auroc")}
+        worst = {m.step: m.value for m in client.get_metric_history(parent.info.run_id, "test/worst_auroc")}
         assert all(worst[k] <= mean[k] for k in rounds)
     print("\ndeployment test timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in deployed.timings.items()))
+
+
+def test_prefect_shows_the_runs_logs_names_tags_and_results(train_run, deployed):
+    """What a Prefect user looks for in the UI, read back through the API: subflow runs
+    named after their methods and tagged with method, config and invocation; the round
+    lines and the reasons of retried tasks in the logs; the results table artifact with
+    links to the MLflow runs."""
+    run, client, cfg, worker_log = train_run
+    flows = {f["id"]: f["name"] for f in deployed.post("/flows/filter")}
+    runs = [r for r in deployed.post("/flow_runs/filter") if flows[r["flow_id"]] == "pqfl-method"]
+    subflows = {r["name"]: r for r in runs if r["parameters"]["parent_flow_run_id"] == run["id"]}
+    assert set(subflows) == set(METHODS)
+    invocation = {t for r in subflows.values() for t in r["tags"] if t.startswith("invocation:")}
+    assert len(invocation) == 1
+    for method, sub in subflows.items():
+        assert {f"method:{method}", f"config:{cfg.name}"} <= set(sub["tags"])
+    logs = deployed.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [r["id"] for r in subflows.values()]}}})
+    messages = [entry["message"] for entry in logs]
+    rounds = cfg.federation.rounds
+    for method in METHODS:
+        assert any(m.startswith(method) and f"round  {rounds}/{rounds}  mean AUROC" in m for m in messages), method
+    retried = [
+        entry for entry in logs if "Retry 1/" in entry["message"] and "injected transient fault" in entry["message"]
+    ]
+    assert retried and all(entry["task_run_id"] for entry in retried), messages[:20]
+    [artifact] = deployed.post("/artifacts/filter", {"artifacts": {"key": {"any_": ["pqfl-results"]}}})
+    assert artifact["type"] == "markdown" and artifact["flow_run_id"] == run["id"]
+    parents = client.search_runs(
+        [client.get_experiment_by_name(TINY["name"]).experiment_id], "tags.`pqfl.role` = 'parent'"
+    )
+    for parent in parents:
+        assert f"/runs/{parent.info.run_id})" in artifact["data"]
+        assert deployed.api.removesuffix("/api") in parent.data.tags["mlflow.note.content"]  # the Prefect flow-run page
+
+
+def test_the_nightly_flow_runs_on_a_fresh_clone_with_its_defaults(server, tmp_path, monkeypatch):
+    """The nightly deployment's flow with the parameters prefect.yaml gives it, in a copy of
+    the tracked files (what a fresh clone holds), at a tiny size: it needs nothing that is
+    not in the repository or shipped with the dependencies."""
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.benchmark import pqfl_benchmark
+
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    clone = tmp_path / "clone"
+    for name in files:
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        (clone / name).write_bytes((ROOT / name).read_bytes())
+    monkeypatch.chdir(clone)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("PQFL_CHECKPOINT_DIR", raising=False)
+    tiny = {"federation.rounds": 1, "federation.local_epochs": 1,
+            "federation.methods": ["pqfl"]}  # fmt: skip
+    with temporary_settings({PREFECT_API_URL: server.api}):
+        try:
+            result = pqfl_benchmark(**NIGHTLY["parameters"], overrides=tiny, seeds=[0])
+        finally:
+            APILogWorker.drain_all(timeout=10)  # the logs reach this server, not a stopped one later
+    assert {r["dataset"] for r in result["rows"]} == {"digits-0", "breast-cancer"}
+    assert {r["method"] for r in result["rows"]} >= {"pqfl", "logreg-client"}
+    assert (clone / NIGHTLY["parameters"]["json_out"]).is_file()
+    assert (clone / "mlruns" / "mlflow.db").is_file()
+
+
+def test_pqfl_run_reports_to_the_users_prefect_server(server, tmp_path):
+    """`pqfl run` with ``PREFECT_API_URL`` set uses that server (no temporary one), prints
+    the flow run's page on it, keeps the console to its own lines, and the server holds the
+    run's logs: the round lines of each method's subflow and the one-line pqfl messages."""
+    config = write_config(tmp_path)
+    env = {**server.env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
+    proc = subprocess.run(
+        [str(BIN / "pqfl"), "run", "--config", str(config), "--methods", "local", "--rounds", "1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [page] = [line.split()[-1] for line in proc.stderr.splitlines() if line.startswith("[pqfl] Prefect flow run ")]
+    ui = server.api.removesuffix("/api")
+    assert page.startswith(f"{ui}/runs/flow-run/")
+    flow_run = server.get(f"/flow_runs/{page.rsplit('/', 1)[1]}")
+    assert flow_run["state_type"] == "COMPLETED"
+    # the console: pqfl's own lines and the table, nothing of Prefect's INFO logging
+    assert all(line.startswith("[pqfl]") for line in proc.stderr.splitlines()), proc.stderr[-3000:]
+    [sub] = server.post("/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [flow_run["id"]]}}})
+    assert sub["name"] == "local"
+    deadline = time.monotonic() + 30  # the API log handler ships in batches
+    while True:
+        logs = server.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [sub["id"]]}}})
+        if any(e["message"].startswith("local ") and "round  1/1  mean AUROC" in e["message"] for e in logs):
+            break
+        assert time.monotonic() < deadline, [entry["message"] for entry in logs]
+        time.sleep(1)

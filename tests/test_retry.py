@@ -22,7 +22,6 @@ from tasks.retry import (
     PermanentError,
     TransientError,
     is_transient,
-    retries_used,
     retry_options,
     with_fault_env,
 )
@@ -65,8 +64,6 @@ def test_retry_options_follow_the_policy():
     t = task(lambda: None).with_options(**opts)
     assert t.retry_delay_seconds == [0.5 * 2**n for n in range(4)]
     assert t.retries == 4 and t.retry_condition_fn is opts["retry_condition_fn"]
-    assert retries_used(TransientError(), RetryConfig(max_retries=4)) == 4
-    assert retries_used(PermanentError(), RetryConfig(max_retries=4)) == 0
 
 
 def test_fault_draws_are_seeded_and_spare_the_last_attempt():
@@ -210,13 +207,13 @@ def test_thirty_percent_transient_faults_change_no_metric(store, clean, monkeypa
     run_id = faulty["mlflow_parent_run_ids"]["pqfl"]
     run = client.get_run(run_id)
     assert run.data.params["faults.transient_rate"] == "0.3"  # the environment override is recorded
-    assert run.data.metrics["retries_total"] == total
-    assert {m.step: m.value for m in client.get_metric_history(run_id, "retries")} == {
+    assert run.data.metrics["fl/retries_total"] == total
+    assert {m.step: m.value for m in client.get_metric_history(run_id, "fl/retries")} == {
         k: sum(r.values()) for k, r in per_round.items()
     }
     for child in client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'"):
         name = child.data.tags["pqfl.client"]
-        logged = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "retries")}
+        logged = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "fl/retries")}
         assert logged == {k: per_round[k][name] for k in per_round}, name
 
 
@@ -230,19 +227,19 @@ def test_a_client_down_for_a_round_is_dropped_and_keeps_its_state(store, clean):
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["pqfl.dropped"] == "r2:amp-3q"
-    assert {m.step: m.value for m in client.get_metric_history(run_id, "clients_dropped")} == {1: 0, 2: 1, 3: 0}
-    assert {m.step: m.value for m in client.get_metric_history(run_id, "clients_in_round")} == {1: 3, 2: 2, 3: 3}
+    assert {m.step: m.value for m in client.get_metric_history(run_id, "fl/clients_dropped")} == {1: 0, 2: 1, 3: 0}
+    assert {m.step: m.value for m in client.get_metric_history(run_id, "fl/clients_in_round")} == {1: 3, 2: 2, 3: 3}
     # the down client spent all its retries in round 2
     assert res["methods"]["pqfl"]["retries_total"] == FAST_RETRIES["max_retries"]
     (child,) = client.search_runs(
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and tags.`pqfl.client` = 'amp-3q'"
     )
     history = lambda key: {m.step: m.value for m in client.get_metric_history(child.info.run_id, key)}  # noqa: E731
-    assert history("dropped") == {1: 0, 2: 1, 3: 0}
-    assert sorted(history("train_loss")) == [1, 3]  # no training in round 2
+    assert history("fl/dropped") == {1: 0, 2: 1, 3: 0}
+    assert sorted(history("train/loss")) == [1, 3]  # no training in round 2
     # Kept, not reset: in round 2 it is evaluated with its round-1 model (exact simulation,
     # no shots), so its scores repeat; in round 3 it trains again from there.
-    assert history("auroc")[2] == history("auroc")[1] and history("val_auroc")[2] == history("val_auroc")[1]
+    assert history("test/auroc")[2] == history("test/auroc")[1] and history("val/auroc")[2] == history("val/auroc")[1]
     clean_hist = clean["methods"]["pqfl"]["history"]
     assert res["methods"]["pqfl"]["history"][0] == clean_hist[0]
     assert res["methods"]["pqfl"]["history"][1] != clean_hist[1]
@@ -257,7 +254,7 @@ def test_below_quorum_the_flow_fails_and_keeps_the_last_checkpoint(store):
     (run,) = client.search_runs([exp.experiment_id], "tags.`pqfl.role` = 'parent' and attributes.status = 'FAILED'")
     assert "min_clients" in run.data.tags["pqfl.failure"] and run.info.run_id in str(err.value)
     assert set(run.data.tags["pqfl.dropped"].split("; ")) == {"r2:amp-3q", "r2:iqp-2q-shots"}
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "mean_auroc")] == [1]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test/mean_auroc")] == [1]
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert {c.info.status for c in children} == {"FAILED"}
     ckpt = read_checkpoint(run.data.tags["pqfl.checkpoint"])

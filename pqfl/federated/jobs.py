@@ -82,6 +82,7 @@ class AggregateJob:
     blocks: list[np.ndarray]
     weights: list[float]
     groups: list[int]
+    round_index: int
 
 
 def aggregate_uploads(job: AggregateJob) -> np.ndarray:

@@ -228,6 +228,7 @@ class Federation:
                 [states[i].theta for i in survivors],
                 [float(self.trainers[i].n_train) for i in survivors],
                 [self.groups[i] for i in survivors],
+                k,
             )
             (G,) = _gather(map_fn(aggregate_uploads, [job]), 1)
             if isinstance(G, _Failed):
