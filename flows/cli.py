@@ -19,12 +19,15 @@ import time
 import traceback
 from pathlib import Path
 
-# Quiet, offline-friendly Prefect defaults; the user's own settings win.
+# Quiet, offline-friendly Prefect defaults; the user's own settings win. The console stays
+# quiet (Prefect's console handler would print a failing or interrupted run's errors and
+# tracebacks; the CLI ends every run with one line of its own, tracebacks go to a log file),
+# while the Prefect API gets the runs' logs at INFO: Prefect's own (states, retries and
+# their reasons) and pqfl's round lines, dropped clients and failures (flows/train.py).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-# Prefect's console handler prints a failing or interrupted run's errors and tracebacks; the
-# CLI ends every run with one line of its own instead (tracebacks go to a log file).
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # e.g. "Creating initial MLflow database tables"
 # A local Dask cluster (runner kind dask) logs its start-up and shutdown at INFO/WARNING.
@@ -39,6 +42,7 @@ from tasks.settings import (
     parse_run_config,  # noqa: E402
 )
 
+COMMANDS = ("run", "compare", "ui", "bench", "benchmark")
 TABLE_COLUMNS = {
     "mean_auroc": "mean AUROC",
     "mean_aupr": "mean AUPR",
@@ -51,17 +55,40 @@ TABLE_COLUMNS = {
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2, as for every bad input
-        raise PQFLInputError(f"{self.prog}: {message}")
+        if message.startswith("argument -"):  # "argument --rounds: …" names its flag first, as our own checks do
+            raise PQFLInputError(message.removeprefix("argument "))
+        if message.startswith("argument {"):  # an unknown command
+            raise PQFLInputError(f"command: {message.partition('}: ')[2]}")
+        raise PQFLInputError(message if self.prog == "pqfl" else f"{self.prog}: {message}")
+
+
+def _whole_number(flag: str, least: int):
+    """An argparse type: an integer of at least ``least``; the message names ``flag``'s rule."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    parse.__name__ = flag
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pqfl import __version__
+
     p = _Parser(prog="pqfl", description="Personalized quantum federated learning for anomaly detection")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p.add_argument("--version", action="version", version=f"pqfl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", parser_class=_Parser)
     run = sub.add_parser("run", help="train the chosen methods on identical partitions and print the comparison")
     run.add_argument("--config", help="YAML config (default: the embedded pqfl/configs/default.yaml)")
     run.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
-    run.add_argument("--rounds", type=int, help="number of global rounds K")
-    run.add_argument("--seed", type=int, help="run seed")
+    run.add_argument("--rounds", type=_whole_number("--rounds", 1), help="number of global rounds K (at least 1)")
+    run.add_argument("--seed", type=_whole_number("--seed", 0), help="run seed (0 or more)")
     run.add_argument("--dataset", help="dataset source, e.g. sklearn:digits, odds:PATH.mat, csv:PATH#label=COL")
     run.add_argument("--json", dest="json_out", help="write results as JSON to this file")
     run.add_argument(
@@ -73,9 +100,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dask-address", help="run the client tasks on the Dask cluster whose scheduler is at tcp://HOST:PORT"
     )
-    cmp_ = sub.add_parser("compare", help="print the method table of an experiment from MLflow")
+    cmp_ = sub.add_parser(
+        "compare", help="print the method table of one `pqfl run` invocation from MLflow (default: the latest complete)"
+    )
     cmp_.add_argument("--experiment", help="MLflow experiment name (default: the config's)")
     cmp_.add_argument("--config", help="config whose experiment and store to read (default: embedded)")
+    which = cmp_.add_mutually_exclusive_group()
+    which.add_argument("--invocation", metavar="ID", help="the invocation to show (tag pqfl.invocation of its runs)")
+    which.add_argument("--run", metavar="RUN_ID", help="show the invocation of this parent or client run")
+    cmp_.add_argument("--json", dest="json_out", help="write the invocation, its settings and the table as JSON here")
     ui = sub.add_parser("ui", help="start the MLflow UI on the project's store (runs, plots, registered detectors)")
     ui.add_argument("--config", help="config whose store to open (default: embedded; MLFLOW_TRACKING_URI wins)")
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
@@ -241,32 +274,23 @@ def _run(args) -> int:
 
 
 def _compare(args) -> int:
-    import mlflow
+    from flows.compare import as_json, compare, describe
 
-    from flows.tracking import PARENT_TAG, check_store, tracking_uri
-
-    cfg = load_run_config(args.config)
-    name = args.experiment or cfg.experiment_name
-    uri = tracking_uri(cfg)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise PQFLInputError(f"--experiment: no MLflow store at {uri}; run `pqfl run` first or set MLFLOW_TRACKING_URI")
-    check_store(uri)
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(name) is None:
-        raise PQFLInputError(
-            f"--experiment: no MLflow experiment {name!r} in {tracking_uri(cfg)}; run `pqfl run` first"
-        )
-    runs = mlflow.search_runs(
-        experiment_names=[name],
-        filter_string=f"tags.`{PARENT_TAG}` = 'parent' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
+    if args.json_out:
+        _check_output("--json", Path(args.json_out))
+    result = compare(
+        load_run_config(args.config),
+        experiment=args.experiment,
+        invocation=args.invocation,
+        run_id=args.run,
+        note=lambda line: print(f"[pqfl] {line}", file=sys.stderr),
     )
-    if runs.empty:
-        raise PQFLInputError(f"--experiment: {name!r} has no finished runs yet; run `pqfl run` first")
-    latest = runs.drop_duplicates(subset=["tags.pqfl.method"], keep="first")
-    rows = {r["tags.pqfl.method"]: {k: r.get(f"metrics.{k}") for k in TABLE_COLUMNS} for _, r in latest.iterrows()}
-    order = [m for m in METHODS if m in rows]
-    print(format_table({m: rows[m] for m in order}))
+    print(describe(result))
+    print()
+    print(format_table(result["methods"]))
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(as_json(result), indent=2))
     return 0
 
 
@@ -335,7 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
-        args = _parser().parse_args(argv)
+        parser = _parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help, --version
+            return done.code or 0
+        if args.command is None:  # bare `pqfl`: the usage, then the one error line
+            print(parser.format_usage().rstrip(), file=sys.stderr)
+            raise PQFLInputError(f"no command given; choose one of {', '.join(COMMANDS)} (`pqfl -h` says what they do)")
         commands = {"run": _run, "compare": _compare, "bench": _bench, "benchmark": _benchmark, "ui": _ui}
         return commands[args.command](args)
     except PQFLInputError as err:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from tests.tiny import TINY, write_config
@@ -46,7 +47,15 @@ BAD = {
     "missing dataset file": (lambda p: _bad_config(p, dataset={"source": "odds:/no/such/file.mat"}), "not found"),
     "missing config file": (lambda p: ["run", "--config", str(p / "nope.yaml")], "nope.yaml"),
     "unknown method flag": (lambda p: ["run", "--config", str(write_config(p)), "--methods", "fedsgd"], "--methods"),
-    "zero rounds flag": (lambda p: ["run", "--config", str(write_config(p)), "--rounds", "0"], "federation.rounds"),
+    "zero rounds flag": (
+        lambda p: ["run", "--config", str(write_config(p)), "--rounds", "0"],
+        "--rounds: must be at least 1",
+    ),
+    "negative seed flag": (
+        lambda p: ["run", "--config", str(write_config(p)), "--seed", "-1"],
+        "--seed: must be at least 0",
+    ),
+    "unknown command": (lambda p: ["train"], "command: invalid choice: 'train'"),
     "unknown option": (lambda p: ["run", "--frobnicate"], "unrecognized arguments"),
 }
 
@@ -100,6 +109,80 @@ def test_run_then_compare(tmp_path):
         row = next(line for line in cmp_.stdout.splitlines() if line.startswith(method + " "))
         assert f"{result['methods'][method]['mean_auroc']:.3f}" in row
         assert f"{result['methods'][method]['worst_auroc']:.3f}" in row
+
+    # A second invocation into the same store, with other rounds and only one method: compare
+    # shows it alone (never pqfl from the first beside local from the second) ...
+    later_out = tmp_path / "res" / "later.json"
+    later = _run(
+        ["run", "--config", str(cfg), "--methods", "local", "--rounds", "2", "--json", str(later_out)], tmp_path
+    )
+    assert later.returncode == 0, later.stderr[-3000:]
+    second = json.loads(later_out.read_text())
+    assert second["invocation"] != result["invocation"]
+    shown = _compare_json(tmp_path, cfg)
+    assert (
+        shown["invocation"] == second["invocation"]
+        and shown["rounds"] == 2
+        and shown["seed"] == TINY["federation"]["seed"]
+    )
+    assert list(shown["methods"]) == ["local"]
+    assert shown["methods"]["local"]["run_id"] == second["mlflow_parent_run_ids"]["local"]
+    assert shown["methods"]["local"]["mean_auroc"] == pytest.approx(second["methods"]["local"]["mean_auroc"])
+    # ... and a newer invocation that never finished is left out, with a note saying so.
+    client = mlflow.MlflowClient(tracking_uri=_store_uri(tmp_path))
+    experiment = client.get_experiment_by_name(shown["experiment"]).experiment_id
+    crashed = client.create_run(
+        experiment, tags={"pqfl.role": "parent", "pqfl.invocation": "crashed-one", "pqfl.method": "pqfl"}
+    )
+    client.log_param(crashed.info.run_id, "federation.methods", "['pqfl']")
+    note = _run(["compare", "--config", str(cfg)], tmp_path)
+    assert note.returncode == 0 and f"invocation {second['invocation']}" in note.stdout
+    assert "crashed-one left out: not complete (pqfl RUNNING)" in note.stderr
+    assert second["mlflow_parent_run_ids"]["local"] in note.stdout  # the run ids are shown
+    assert "rounds 2, seed" in note.stdout
+
+    # The first invocation by its id, or by any of its runs (a client run names its parent's).
+    first = _compare_json(tmp_path, cfg, "--invocation", result["invocation"])
+    assert first["rounds"] == 1 and list(first["methods"]) == ["local", "pqfl"]  # table order
+    for method in ("pqfl", "local"):
+        assert first["methods"][method]["run_id"] == result["mlflow_parent_run_ids"][method]
+        assert first["methods"][method]["mean_auroc"] == pytest.approx(result["methods"][method]["mean_auroc"])
+    child = client.search_runs(
+        [experiment], f"tags.`mlflow.parentRunId` = '{result['mlflow_parent_run_ids']['pqfl']}'", max_results=1
+    )[0]
+    assert _compare_json(tmp_path, cfg, "--run", child.info.run_id) == first
+    for args, needle in (
+        (["--invocation", "crashed-one"], "not complete (pqfl RUNNING); finish it with `pqfl run --resume"),
+        (["--invocation", "nope"], "--invocation: no invocation 'nope'"),
+        (["--run", "0" * 32], "--run: no MLflow run"),
+    ):
+        bad = _run(["compare", "--config", str(cfg), *args], tmp_path, timeout=120)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        assert needle in bad.stderr, bad.stderr
+
+
+def _store_uri(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+
+
+def _compare_json(tmp_path, cfg, *args) -> dict:
+    out = tmp_path / "res" / "compare.json"
+    out.unlink(missing_ok=True)
+    proc = _run(["compare", "--config", str(cfg), *args, "--json", str(out)], tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_version_and_help(tmp_path):
+    from pqfl import __version__
+
+    version = _run(["--version"], tmp_path, timeout=120)
+    assert version.returncode == 0 and version.stdout.strip() == f"pqfl {__version__}"
+    bare = _run([], tmp_path, timeout=120)
+    assert bare.returncode == 2
+    usage, error = bare.stderr.strip().splitlines()
+    assert usage.startswith("usage: pqfl") and "{run,compare,ui,bench,benchmark}" in usage
+    assert error.startswith("pqfl: error: no command given") and "pqfl: error: pqfl" not in bare.stderr
 
 
 def test_compare_without_store_or_experiment(tmp_path):
