@@ -1,4 +1,5 @@
-"""Start a real server as a subprocess on 127.0.0.1, wait until it answers, and always tear it down."""
+"""Start a real server as a subprocess on 127.0.0.1, wait until it answers, and always tear it down;
+find the processes a command left behind (Linux ``/proc``)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,53 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=15)
         except ProcessLookupError:
             pass
+
+
+def _stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name: state, ppid, pgrp, session, …"""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def children(pid: int) -> set[int]:
+    """Every live process whose parent is ``pid``, and theirs."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(_stat(entry.name)[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = _stat(pid)[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def session_members(sid: int) -> set[int]:
+    """The live (not zombie) processes of session ``sid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = _stat(entry.name)
+            except (OSError, IndexError):
+                continue
+            if len(fields) > 3 and fields[3] == str(sid) and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def session_of(pid: int) -> int | None:
+    try:
+        return int(_stat(pid)[3])
+    except (OSError, IndexError, ValueError):
+        return None

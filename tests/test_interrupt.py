@@ -19,6 +19,8 @@ from mlflow.tracking import MlflowClient
 from pqfl.config import parse_config
 from pqfl.federated.rounds import run_federation
 from pqfl.fleet import prepare
+from tests.servers import alive as _alive
+from tests.servers import children as _children
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,30 +36,6 @@ def _env(folder: Path) -> dict:
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT),
                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="240")  # fmt: skip
     return env
-
-
-def _children(pid: int) -> set[int]:
-    """Every live process whose parent is ``pid``, and theirs."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {p for p, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _interrupt_in_round_2(folder: Path, sig: signal.Signals) -> tuple[subprocess.Popen, str, float, set[int]]:
