@@ -51,11 +51,13 @@ from tasks.settings import parse_run_config
 log = logging.getLogger("pqfl.progress")
 
 
-def check_run_suite(suite_path: str, data_dir: str | None) -> tuple[Suite, list[Case]]:
+def check_run_suite(
+    suite_path: str, data_dir: str | None, overrides: dict | None = None, seeds: list[int] | None = None
+) -> tuple[Suite, list[Case]]:
     """The library's suite check (fields, configs, data files, partitions), plus every case's
     orchestration sections (runner, retries, faults, tracking), so that no case fails on
     its settings after hours of others."""
-    spec, cases = check_suite(suite_path, data_dir)
+    spec, cases = check_suite(suite_path, data_dir, overrides, seeds)
     for case in cases:
         parse_run_config(
             case.config,
@@ -119,14 +121,23 @@ def _log_benchmark(
 
 
 @flow(name="pqfl-benchmark")
-def pqfl_benchmark(suite: str, data_dir: str | None = None, json_out: str | None = None) -> dict:
+def pqfl_benchmark(
+    suite: str,
+    data_dir: str | None = None,
+    json_out: str | None = None,
+    overrides: dict | None = None,
+    seeds: list[int] | None = None,
+) -> dict:
     """Run a benchmark suite (YAML file); returns ``{"rows": [...]}`` plus the report and run ids.
 
-    The markdown report is written beside ``json_out`` (same name, ``.md``) when given,
-    and always logged to MLflow as ``report.md``.
+    ``data_dir`` is the folder relative file paths of the suite are read from (none for
+    suites on data that ships with scikit-learn); ``overrides`` (dotted config paths) apply
+    to every case, and ``seeds`` replace the suite's, e.g. for a smaller trial run. The
+    markdown report is written beside ``json_out`` (same name, ``.md``) when given, and
+    always logged to MLflow as ``report.md``.
     """
     started = time.perf_counter()
-    spec, cases = check_run_suite(suite, data_dir)
+    spec, cases = check_run_suite(suite, data_dir, overrides, seeds)
     first = parse_run_config(cases[0].config)
     tracker = Tracker(first, str(flow_run.id))
     parent = tracker.client.create_run(

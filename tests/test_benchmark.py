@@ -172,7 +172,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     from flows.cli import main
 
     for args, needle in (
-        (["--suite", str(tmp_path / "s.yaml"), "--data-dir", str(tmp_path / "nodir")], "nodir not found"),
+        (["--suite", str(tmp_path / "s.yaml"), "--data-dir", str(tmp_path / "nodir")], "nodir is not a folder"),
         (["--suite", str(tmp_path / "s.yaml"), "--data-dir", str(ROOT)], "toy.mat not found"),
         (["--data-dir", str(tmp_path)], "--suite"),
     ):
@@ -180,6 +180,22 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and needle in err and "Traceback" not in err, err
     assert not (tmp_path / "store").exists()
+
+
+def test_a_suite_of_files_without_a_data_folder_names_the_deployment_parameter(tmp_path, monkeypatch):
+    """The nightly deployment runs the flow, not the CLI: the message names both ways to give the folder."""
+    from flows.benchmark import check_run_suite
+
+    (tmp_path / "data").mkdir()
+    _odds_like(tmp_path / "data" / "toy.mat")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(TINY_SUITE))
+    monkeypatch.chdir(tmp_path)  # toy.mat is not in the working folder either
+    with pytest.raises(PQFLInputError) as err:
+        check_run_suite(str(tmp_path / "s.yaml"), None)
+    assert "toy.mat" in str(err.value) and "deployment's data_dir parameter" in str(err.value)
+    assert "--data-dir" in str(err.value)
+    spec, cases = check_run_suite(str(tmp_path / "s.yaml"), str(tmp_path / "data"))
+    assert cases
 
 
 # --- classical references and tables ---------------------------------------------------

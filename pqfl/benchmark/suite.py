@@ -156,7 +156,9 @@ def _expand(overrides: dict[str, Any], n_clients: int) -> dict[str, Any]:
     return out
 
 
-def _case_config(suite: Suite, entry: DatasetEntry, objective: str, seed: int, sweep_value, data_dir) -> Config:
+def _case_config(
+    suite: Suite, entry: DatasetEntry, objective: str, seed: int, sweep_value, data_dir, extra: dict[str, Any]
+) -> Config:
     base = dict(suite.base)
     base["dataset"] = {**base.get("dataset", {}), "source": resolve_source(entry.source, data_dir)}
     if entry.replicate_clients > 1:
@@ -178,21 +180,26 @@ def _case_config(suite: Suite, entry: DatasetEntry, objective: str, seed: int, s
     }
     if suite.sweep is not None:
         overrides.update({p: sweep_value for p in suite.sweep.paths})
+    overrides.update(extra)
     plain = {k: v for k, v in overrides.items() if "*" not in k}
     cfg = cfg.with_overrides(plain)
     return cfg.with_overrides(_expand({k: v for k, v in overrides.items() if "*" in k}, len(cfg.clients)))
 
 
-def expand_cases(suite: Suite, data_dir: str | Path | None) -> list[Case]:
-    """Every case of the suite, each with its validated config (fails before anything runs)."""
+def expand_cases(
+    suite: Suite, data_dir: str | Path | None, extra: dict[str, Any] | None = None, seeds: list[int] | None = None
+) -> list[Case]:
+    """Every case of the suite, each with its validated config (fails before anything runs).
+    ``extra`` are dotted overrides applied to every case last (e.g. a smaller run),
+    ``seeds`` replace the suite's and every entry's seeds."""
     cases = []
     sweep_values = suite.sweep.values if suite.sweep else [None]
     for entry in suite.datasets:
         for value in sweep_values:
             label = entry.name if value is None else f"{entry.name} {suite.sweep.name}={value:g}"
             for objective in suite.objectives:
-                for seed in entry.seeds or suite.seeds:
-                    cfg = _case_config(suite, entry, objective, seed, value, data_dir)
+                for seed in seeds or entry.seeds or suite.seeds:
+                    cfg = _case_config(suite, entry, objective, seed, value, data_dir, extra or {})
                     cases.append(
                         Case(
                             dataset=label,
@@ -206,15 +213,20 @@ def expand_cases(suite: Suite, data_dir: str | Path | None) -> list[Case]:
     return cases
 
 
-def check_suite(suite_path: str, data_dir: str | None) -> tuple[Suite, list[Case]]:
+DATA_DIR = "the data folder (--data-dir, or the benchmark deployment's data_dir parameter)"
+
+
+def check_suite(
+    suite_path: str, data_dir: str | None, extra: dict[str, Any] | None = None, seeds: list[int] | None = None
+) -> tuple[Suite, list[Case]]:
     """Validate a suite before anything starts: fields, every case's config, each dataset's
     files and feature maps (prepared once per dataset) and every case's partition (each
     seed draws its own), so no case fails on its data after hours of others. Raises
     PQFLInputError naming the case."""
     spec = load_suite(suite_path)
     if data_dir is not None and not Path(data_dir).is_dir():
-        raise PQFLInputError(f"--data-dir: directory {data_dir} not found; pass the folder the suite's files are in")
-    cases = expand_cases(spec, data_dir)
+        raise PQFLInputError(f"{DATA_DIR}: {data_dir} is not a folder; pass the folder the suite's files are in")
+    cases = expand_cases(spec, data_dir, extra, seeds)
     for objective in spec.objectives:
         detectors_for(objective, spec.baselines)
     seen, loaded = set(), {}
@@ -229,7 +241,9 @@ def check_suite(suite_path: str, data_dir: str | None) -> tuple[Suite, list[Case
                 loaded[source] = loaded[source] if source in loaded else load_source(source)
                 load_and_partition(cfg, loaded[source])
         except PQFLInputError as err:
+            relative = data_dir is None and not cfg.dataset.source.startswith("sklearn:")
+            hint = f"; relative paths are read from {DATA_DIR}: set it" if relative else ""
             raise PQFLInputError(
-                f"dataset {case.dataset!r}, objective {case.objective}, seed {case.seed}: {err}"
+                f"dataset {case.dataset!r}, objective {case.objective}, seed {case.seed}: {err}{hint}"
             ) from err
     return spec, cases
