@@ -211,6 +211,9 @@ class MethodRecorder:
             "history": [h.as_dict() for h in result.history],
             "per_client": [{"client": ev.client, **ev.metrics()} for ev in final],
         }
+        if cfg.federation.select == "best_val":  # which round's model each client kept
+            for row, k in zip(out["per_client"], result.selected_rounds):
+                row["selected_round"] = k
         if hw_rows:  # the device clients' hardware evaluation, as logged to MLflow
             out["hardware"] = {**hardware_summary(hw_rows), "per_client": hw_rows}
         self.store.save(replace(self.ckpt, state=state, finished=True, result=out, elapsed_s=wall_s))

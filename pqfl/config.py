@@ -339,6 +339,11 @@ class FederationConfig(_Strict):
     # of its R personal models: supervised, the log-odds of their mean anomaly probability;
     # one_class, their mean distance (pqfl.federated.client.combine_scores). 1 = one model.
     restarts: Int = Field(default=1, ge=1)
+    # Which round's model each client keeps: "last" (the paper's: the model after the final
+    # round) or "best_val" (per client, the round with its highest validation AUROC, the
+    # earliest on ties; early stopping without stopping the federation). Only validation
+    # scores choose; the test metrics reported are those of the chosen round.
+    select: Literal["last", "best_val"] = "last"
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
 

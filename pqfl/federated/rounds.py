@@ -41,6 +41,20 @@ Member = tuple[ClientState, np.ndarray]  # a trainer's state and the block a cli
 
 
 @dataclass(frozen=True)
+class ClientBest:
+    """A client's kept model under ``federation.select: best_val``: the round with its highest
+    validation AUROC so far, that round's evaluation and the members it was evaluated with."""
+
+    round: int
+    evaluation: ClientEvaluation
+    members: list[Member]
+
+
+def _val(ev: ClientEvaluation) -> float:
+    return ev.val_auroc if np.isfinite(ev.val_auroc) else -np.inf
+
+
+@dataclass(frozen=True)
 class FederationState:
     """Everything that carries over from one round to the next (round 0 = just started):
     the server's tensors, every virtual trainer's state, the history so far, and the last
@@ -54,11 +68,14 @@ class FederationState:
     retries_total: int = 0
     dropped: list[DroppedClient] = field(default_factory=list)
     last: RoundReport | None = None
+    best: list[ClientBest] = field(default_factory=list)  # per client, with select: best_val
 
 
 @dataclass(frozen=True)
 class FederationResult:
-    """A finished federation: the final state and, per client, its detector's members."""
+    """A finished federation: the final state and, per client, its detector's members —
+    from the last round, or from the client's best validation round (``select: best_val``),
+    whose evaluations and summary are then the result's."""
 
     strategy: str
     clients: list[ClientSetup]
@@ -67,15 +84,26 @@ class FederationResult:
 
     @property
     def history(self) -> list[RoundSummary]:
+        """One summary per round trained (the rounds' own models, whichever are kept)."""
         return self.state.history
 
     @property
+    def evaluations(self) -> list[ClientEvaluation]:
+        if self.state.best:
+            return [b.evaluation for b in self.state.best]
+        return self.state.last.evaluations if self.state.last else []
+
+    @property
     def summary(self) -> RoundSummary:
+        """The kept models' summary (round = the last round trained)."""
+        if self.state.best:
+            return RoundSummary.of(self.state.round, self.evaluations)
         return self.state.history[-1]
 
     @property
-    def evaluations(self) -> list[ClientEvaluation]:
-        return self.state.last.evaluations if self.state.last else []
+    def selected_rounds(self) -> list[int]:
+        """Per client, the round whose model it keeps."""
+        return [b.round for b in self.state.best] if self.state.best else [self.state.round] * len(self.clients)
 
 
 class BelowQuorum(PQFLRunError):
@@ -164,7 +192,8 @@ class Federation:
             state = self._round(state, k, map_fn, evaluate)
             if on_round is not None:
                 on_round(state)
-        return FederationResult(self.strategy.name, self.clients, state, self.members(state))
+        members = [b.members for b in state.best] if state.best else self.members(state)
+        return FederationResult(self.strategy.name, self.clients, state, members)
 
     def check_state(self, state: FederationState) -> FederationState:
         """``state`` if it fits this federation (trainers, block and head shapes, server
@@ -193,6 +222,11 @@ class Federation:
             refuse(f"round {state.round} is outside 0..{self.federation.rounds}")
         if state.last is not None and state.last.clients and len(state.last.clients) != len(self.clients):
             refuse(f"the last round reports {len(state.last.clients)} clients, this federation has {len(self.clients)}")
+        if state.best and (self.federation.select != "best_val" or len(state.best) != len(self.clients)):
+            refuse(f"the state keeps best-validation models of {len(state.best)} clients")
+        for b in state.best:
+            if len(b.members) != self.federation.restarts or not 0 < b.round <= state.round:
+                refuse(f"a kept model has {len(b.members)} members from round {b.round}")
         return state
 
     def members(self, state: FederationState) -> list[list[Member]]:
@@ -236,9 +270,22 @@ class Federation:
         evaluations = self._evaluate(states, G, k, map_fn) if evaluate else []
         report = self._report(k, evaluations, losses, retries, failed, survivors, started)
         history = [*state.history, report.summary] if evaluate else state.history
+        best = self._best(state.best, evaluations, states, G, k) if evaluate else state.best
         return FederationState(
-            k, G, states, history, state.retries_total + report.retries, [*state.dropped, *report.dropped], report
+            k, G, states, history, state.retries_total + report.retries, [*state.dropped, *report.dropped], report, best
         )
+
+    def _best(self, best, evaluations, states, G, k) -> list[ClientBest]:
+        """Each client's kept model after round k (``select: best_val``): this round's when its
+        validation AUROC beats the kept one's. Only validation scores are compared."""
+        if self.federation.select != "best_val":
+            return []
+        members = self._members(states, G)
+        if not best:
+            return [ClientBest(k, ev, m) for ev, m in zip(evaluations, members)]
+        return [
+            ClientBest(k, ev, m) if _val(ev) > _val(b.evaluation) else b for b, ev, m in zip(best, evaluations, members)
+        ]
 
     def _train(self, state: FederationState, participants: list[int], k: int, map_fn: Callable):
         """Fan-out: the participants' local training. Returns the new states, losses and

@@ -27,13 +27,7 @@ _SUMMARY = [f.name for f in fields(RoundSummary)]
 def to_data(state) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(meta, arrays)`` of a federation state."""
     arrays: dict[str, np.ndarray] = {"global_theta": np.asarray(state.global_theta, dtype=np.float64)}
-    trainers = []
-    for i, st in enumerate(state.states):
-        arrays[f"state.{i}.theta"] = np.asarray(st.theta, dtype=np.float64)
-        arrays[f"state.{i}.w"] = np.asarray(st.w, dtype=np.float64)
-        if st.center is not None:
-            arrays[f"state.{i}.center"] = np.asarray(st.center, dtype=np.float64)
-        trainers.append({"b": float(st.b), "center": st.center is not None})
+    trainers = [_put_state(arrays, f"state.{i}", st) for i, st in enumerate(state.states)]
     last = None
     if state.last is not None:
         report = state.last
@@ -58,8 +52,19 @@ def to_data(state) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             "retries": report.retries,
             "wall_s": report.wall_s,
         }
+    best = []
+    for n, b in enumerate(state.best):
+        arrays[f"best.{n}.test_scores"] = np.asarray(b.evaluation.test_scores, dtype=np.float64)
+        members = []
+        for r, (st, block) in enumerate(b.members):
+            members.append(_put_state(arrays, f"best.{n}.{r}", st))
+            arrays[f"best.{n}.{r}.block"] = np.asarray(block, dtype=np.float64)
+        best.append(
+            {"round": b.round, "evaluation": {k: getattr(b.evaluation, k) for k in _EVALUATION}, "members": members}
+        )
     meta = {
         "round": state.round,
+        "best": best,
         "trainers": trainers,
         "history": [asdict(h) for h in state.history],
         "retries_total": state.retries_total,
@@ -71,23 +76,21 @@ def to_data(state) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 def from_data(meta: Any, arrays: dict[str, np.ndarray]):
     """The federation state ``to_data`` split into ``meta`` and ``arrays``; ValueError names the bad field."""
-    from pqfl.federated.rounds import FederationState
+    from pqfl.federated.rounds import ClientBest, FederationState
 
     meta = _mapping(meta, "state")
     trainers = _list(meta, "trainers", "state")
-    states = []
-    for i, t in enumerate(trainers):
-        where = f"trainers[{i}]"
-        t = _mapping(t, where)
-        center = _array(arrays, f"state.{i}.center", 1) if _typed(t, "center", bool, where) else None
-        states.append(
-            ClientState(
-                theta=_array(arrays, f"state.{i}.theta", 3),
-                w=_array(arrays, f"state.{i}.w", 1),
-                b=_number(t, "b", where),
-                center=center,
-            )
-        )
+    states = [_get_state(t, arrays, f"state.{i}", f"trainers[{i}]") for i, t in enumerate(trainers)]
+    best = []
+    for n, b in enumerate(_list(meta, "best", "state") if "best" in meta else []):  # absent before 0.2
+        where = f"best[{n}]"
+        b = _mapping(b, where)
+        members = [
+            (_get_state(m, arrays, f"best.{n}.{r}", f"{where}.members[{r}]"), _array(arrays, f"best.{n}.{r}.block", 3))
+            for r, m in enumerate(_list(b, "members", where))
+        ]
+        evaluation = _evaluation(_mapping(b.get("evaluation"), f"{where}.evaluation"), arrays, f"best.{n}", where)
+        best.append(ClientBest(_int(b, "round", where), evaluation, members))
     last = meta.get("last")
     report = None if last is None else _report(_mapping(last, "last"), arrays)
     return FederationState(
@@ -98,6 +101,35 @@ def from_data(meta: Any, arrays: dict[str, np.ndarray]):
         retries_total=_int(meta, "retries_total", "state"),
         dropped=[_dropped(d, f"dropped[{k}]") for k, d in enumerate(_list(meta, "dropped", "state"))],
         last=report,
+        best=best,
+    )
+
+
+def _put_state(arrays: dict[str, np.ndarray], key: str, st: ClientState) -> dict[str, Any]:
+    arrays[f"{key}.theta"] = np.asarray(st.theta, dtype=np.float64)
+    arrays[f"{key}.w"] = np.asarray(st.w, dtype=np.float64)
+    if st.center is not None:
+        arrays[f"{key}.center"] = np.asarray(st.center, dtype=np.float64)
+    return {"b": float(st.b), "center": st.center is not None}
+
+
+def _get_state(t: Any, arrays: dict[str, np.ndarray], key: str, where: str) -> ClientState:
+    t = _mapping(t, where)
+    center = _array(arrays, f"{key}.center", 1) if _typed(t, "center", bool, where) else None
+    return ClientState(
+        theta=_array(arrays, f"{key}.theta", 3),
+        w=_array(arrays, f"{key}.w", 1),
+        b=_number(t, "b", where),
+        center=center,
+    )
+
+
+def _evaluation(r: dict, arrays: dict[str, np.ndarray], key: str, where: str) -> ClientEvaluation:
+    return ClientEvaluation(
+        client=_typed(r, "client", str, where),
+        **{k: _number(r, k, where) for k in _EVALUATION if k not in ("client", "retries")},
+        test_scores=_array(arrays, f"{key}.test_scores", 1),
+        retries=_int(r, "retries", where),
     )
 
 
@@ -106,12 +138,7 @@ def _report(last: dict, arrays) -> RoundReport:
     for n, r in enumerate(_list(last, "clients", "last")):
         where = f"last.clients[{n}]"
         r = _mapping(r, where)
-        ev = ClientEvaluation(
-            client=_typed(r, "client", str, where),
-            **{k: _number(r, k, where) for k in _EVALUATION if k not in ("client", "retries")},
-            test_scores=_array(arrays, f"last.{n}.test_scores", 1),
-            retries=_int(r, "retries", where),
-        )
+        ev = _evaluation(r, arrays, f"last.{n}", where)
         loss = None if r.get("loss") is None else _number(r, "loss", where)
         rows.append(ClientRound(ev, loss, _int(r, "row_retries", where), _typed(r, "dropped", bool, where)))
     summary = last.get("summary")
