@@ -1,0 +1,267 @@
+"""Which kind of heterogeneity makes the shared θ useless: a ladder of fleets from identical
+circuits to today's heterogeneous one, on a data-scarce fleet whose clients share their
+normal classes (issue 19).
+
+Every rung has the same 8 clients' rows (same partition, same seeds); only the circuits
+change. Each rung trains ``local``, ``fedavg``, ``pqfl`` and ``centralized`` under one
+budget (same rounds, local epochs and batch size, so every method passes over each
+training row equally often) with ``federation.select: best_val`` (each client keeps its
+best validation round; test data never chooses), and the classical logistic regression
+per client and pooled as the control. Library only (no Prefect or MLflow). Usage:
+
+    .venv/bin/python -m benchmarks.gap_decomposition [--seeds 0,1,2,3,4] [--rounds 20]
+        [--epochs 10] [--rungs identical,encodings,...] [--out benchmarks/reports/gap_decomposition]
+
+Writes ``OUT.csv`` (one row per rung × method × seed) and ``OUT.md`` (the table with paired
+95 % intervals against ``local`` and ``fedavg``, and the fraction of the local → centralized
+gap each method closes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import ttest_rel
+
+from pqfl.baselines import run_baselines
+from pqfl.compile_cache import enable_persistent_cache
+from pqfl.config import parse_config
+from pqfl.federated.client import evaluate_members, refit_head
+from pqfl.federated.rounds import Federation, run_federation
+from pqfl.fleet import prepare
+from pqfl.results import RoundSummary
+
+METHODS = ("local", "fedavg", "pqfl", "centralized")
+# A diagnostic beside them: the kept models with each client's head refitted (logistic
+# regression on the training rows' circuit outputs) to the θ it is evaluated with. FedAvg
+# evaluates the averaged block with a head trained on the client's own pre-average block.
+REFIT = ("local", "fedavg")
+# A second diagnostic: the same methods started with one head for every client (client
+# 0's initial head) where all heads have one shape. Every client's head is drawn from its
+# own seed stream, so in round 1 clients whose heads point opposite ways push the shared θ
+# opposite ways, and the average can cancel.
+SAME_INIT = ("fedavg", "pqfl")
+NOISE = {"depolarizing": 0.01, "amplitude_damping": 0.005, "readout": 0.02}
+
+
+def _clients(kinds: list[dict]) -> list[dict]:
+    """8 clients: the 4 kinds twice, named by position."""
+    return [{"name": f"c{i}-{k['encoding']}-{k['qubits']}q", **k} for i, k in enumerate(kinds * 2)]
+
+
+# From identical circuits to today's fleet, one kind of heterogeneity added per rung.
+SAME = {"qubits": 6, "layers": 2, "entangling": "ring"}
+RUNGS = {
+    "identical": _clients([{**SAME, "encoding": "amplitude"}] * 4),
+    "encodings": _clients([{**SAME, "encoding": e} for e in ("amplitude", "amplitude", "angle", "iqp")]),
+    "qubits": _clients(
+        [
+            {**SAME, "encoding": "amplitude"},
+            {**SAME, "encoding": "amplitude"},
+            {**SAME, "qubits": 4, "layers": 3, "encoding": "angle"},
+            {**SAME, "qubits": 5, "encoding": "iqp"},
+        ]
+    ),
+    "noise": _clients(
+        [
+            {**SAME, "encoding": "amplitude"},
+            {**SAME, "encoding": "amplitude", "noise": NOISE},
+            {**SAME, "qubits": 4, "layers": 3, "encoding": "angle", "noise": {"depolarizing": 0.005, "readout": 0.01}},
+            {**SAME, "qubits": 5, "encoding": "iqp", "shots": 1024},
+        ]
+    ),
+    "today": _clients(
+        [
+            {**SAME, "encoding": "amplitude"},
+            {**SAME, "entangling": "all_to_all", "encoding": "amplitude", "noise": NOISE},
+            {
+                "qubits": 4,
+                "layers": 3,
+                "entangling": "linear",
+                "encoding": "angle",
+                "noise": {"depolarizing": 0.005, "readout": 0.01},
+            },
+            {**SAME, "qubits": 5, "encoding": "iqp", "shots": 1024},
+        ]
+    ),  # fmt: skip
+}
+
+
+def config(rung: str, seed: int, rounds: int, epochs: int, batch: int, lam: float) -> dict:
+    """The data-scarce shared-normal fleet of issue 19: digits 0–4 normal at every client,
+    Dirichlet(1) over classes, 20 % of a client's rows for training."""
+    return {
+        "name": f"gap-{rung}",
+        "dataset": {"source": "sklearn:digits", "normal_classes": [0, 1, 2, 3, 4]},
+        "partition": {
+            "alpha": 1.0,
+            "normal": "global",
+            "anomaly_ratio": 0.2,
+            "min_anomalies": 4,
+            "train": 0.2,
+            "val": 0.3,
+            "test": 0.5,
+        },
+        "federation": {
+            "methods": list(METHODS),
+            "rounds": rounds,
+            "local_epochs": epochs,
+            "batch_size": batch,
+            "lr": 0.05,
+            "lambda": lam,
+            "seed": seed,
+            "min_clients": 2,
+            "select": "best_val",
+        },
+        "clients": RUNGS[rung],
+    }
+
+
+def run(rungs, seeds, rounds, epochs, batch, lam) -> pd.DataFrame:
+    rows = []
+    for rung in rungs:
+        for seed in seeds:
+            cfg = parse_config(config(rung, seed, rounds, epochs, batch, lam))
+            fleet = prepare(cfg)
+            train_rows = [len(c.y_train) for c in fleet.clients]
+            for method in METHODS:
+                started = time.perf_counter()
+                result = run_federation(fleet, method, cfg.federation, simulator=cfg.simulator)
+                rows.append(
+                    {
+                        "rung": rung,
+                        "method": method,
+                        "seed": seed,
+                        "mean_auroc": result.summary.mean_auroc,
+                        "mean_val_auroc": result.summary.mean_val_auroc,
+                        "last_round_auroc": result.history[-1].mean_auroc,
+                        "mean_selected_round": float(np.mean(result.selected_rounds)),
+                        "train_rows": float(np.mean(train_rows)),
+                        "seconds": time.perf_counter() - started,
+                    }
+                )
+                print(f"{rung:10s} {method:12s} seed {seed}: {rows[-1]['mean_auroc']:.3f} "
+                      f"(rounds kept {rows[-1]['mean_selected_round']:.1f}, {rows[-1]['seconds']:.1f} s)", flush=True)  # fmt: skip
+                if method in REFIT:
+                    summary = refitted(result, cfg)
+                    rows.append({**rows[-1], "method": f"{method}+refit", "mean_auroc": summary.mean_auroc,
+                                 "mean_val_auroc": summary.mean_val_auroc, "last_round_auroc": float("nan")})  # fmt: skip
+            for method in SAME_INIT:
+                federation = Federation(fleet, method, cfg.federation, simulator=cfg.simulator)
+                start = federation.initial_state()
+                if len({st.w.shape for st in start.states}) > 1:
+                    continue
+                head = start.states[0]
+                start = replace(start, states=[replace(st, w=head.w.copy(), b=head.b) for st in start.states])
+                kept = federation.run(resume=start)
+                rows.append({**rows[-1], "method": f"{method}+same-init", "mean_auroc": kept.summary.mean_auroc,
+                             "mean_val_auroc": kept.summary.mean_val_auroc,
+                             "last_round_auroc": kept.history[-1].mean_auroc,
+                             "mean_selected_round": float(np.mean(kept.selected_rounds))})  # fmt: skip
+            if rung == rungs[0]:  # the classical control: the rows are the same on every rung
+                for r in run_baselines(fleet.datas, fleet.stats, "supervised", seed, ["logreg"]):
+                    rows.append({"rung": "classical", "method": r["method"], "seed": seed,
+                                 "mean_auroc": r["mean_auroc"], "train_rows": float(np.mean(train_rows))})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def refitted(result, cfg) -> RoundSummary:
+    """The result's kept models, each client's head refitted to the θ it is evaluated with
+    (training rows only; the threshold is still chosen on validation)."""
+    fed, evaluations = cfg.federation, []
+    for setup, members in zip(result.clients, result.members):
+        fixed = [
+            (refit_head(setup, replace(st, theta=theta), simulator=cfg.simulator, seed=fed.seed, round_index=0), theta)
+            for st, theta in members
+        ]
+        evaluations.append(evaluate_members(setup, fixed, fed=fed, simulator=cfg.simulator, round_index=fed.rounds))
+    return RoundSummary.of(fed.rounds, evaluations)
+
+
+def _closed(gain: pd.Series, gap: pd.Series, resamples: int = 2000) -> str:
+    """The fraction of the local → centralized gap a method closes: its mean gain over
+    local divided by the mean gap (over seeds), with a 95 % bootstrap interval over seeds."""
+    both = pd.concat([gain, gap], axis=1).dropna().to_numpy()
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(both), size=(resamples, len(both)))
+    ratios = both[picks, 0].mean(axis=1) / both[picks, 1].mean(axis=1)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return f"{both[:, 0].mean() / both[:, 1].mean():+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def _paired(wide: pd.DataFrame, a: str, b: str) -> str:
+    both = wide[[a, b]].dropna()
+    diff = both[a] - both[b]
+    if len(both) < 2 or diff.std(ddof=1) == 0:
+        return f"{diff.mean():+.3f}"
+    ci = ttest_rel(both[a], both[b]).confidence_interval(0.95)
+    mark = " ✓" if ci.low > 0 else (" ✗" if ci.high < 0 else "")
+    return f"{diff.mean():+.3f} [{ci.low:+.3f}, {ci.high:+.3f}]{mark}"
+
+
+def report(frame: pd.DataFrame) -> str:
+    lines = [
+        "| rung | method | mean AUROC (± sd) | − local [95 % CI] | − fedavg [95 % CI] | gap closed [95 % CI] | round kept |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for rung, part in frame[frame.rung != "classical"].groupby("rung", sort=False):
+        wide = part.pivot(index="seed", columns="method", values="mean_auroc")
+        gap = wide["centralized"] - wide["local"]
+        variants = (*METHODS, *(f"{r}+refit" for r in REFIT), *(f"{m}+same-init" for m in SAME_INIT))
+        for method in [m for m in variants if m in wide]:
+            x = wide[method]
+            closed = "" if method in ("local", "centralized") else _closed(x - wide["local"], gap)
+            kept = part[part.method == method]["mean_selected_round"].mean()
+            lines.append(
+                f"| {rung} | {method} | {x.mean():.3f} ± {x.std(ddof=1):.3f} | "
+                f"{_paired(wide, method, 'local') if method != 'local' else ''} | "
+                f"{_paired(wide, method, 'fedavg') if method != 'fedavg' else ''} | "
+                f"{closed} | {kept:.1f} |"
+            )
+    classical = frame[frame.rung == "classical"]
+    if len(classical):
+        wide = classical.pivot(index="seed", columns="method", values="mean_auroc")
+        for method in wide.columns:
+            lines.append(
+                f"| classical | {method} | {wide[method].mean():.3f} ± {wide[method].std(ddof=1):.3f} | | | | |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lambda", dest="lam", type=float, default=0.01)
+    ap.add_argument("--rungs", default=",".join(RUNGS))
+    ap.add_argument("--out", default="benchmarks/reports/gap_decomposition")
+    ap.add_argument("--report-only", action="store_true", help="rewrite OUT.md from OUT.csv without training")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.report_only:
+        table = report(pd.read_csv(out.with_suffix(".csv")))
+        out.with_suffix(".md").write_text(table + "\n")
+        print(table)
+        return
+    enable_persistent_cache()
+    rungs = args.rungs.split(",")
+    unknown = [r for r in rungs if r not in RUNGS]
+    if unknown:
+        raise SystemExit(f"--rungs: unknown {unknown}; choose from {', '.join(RUNGS)}")
+    frame = run(rungs, [int(s) for s in args.seeds.split(",")], args.rounds, args.epochs, args.batch, args.lam)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out.with_suffix(".csv"), index=False)
+    table = report(frame)
+    out.with_suffix(".md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The gap-decomposition ladder adds one kind of heterogeneity per rung on the same rows,
+and its report compares methods paired by seed."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from benchmarks.gap_decomposition import METHODS, RUNGS, config, report, run
+from pqfl.config import parse_config
+
+HARDWARE = ("encoding", "qubits", "layers", "entangling", "noise", "shots")
+
+
+def _kinds(rung: str) -> list[tuple]:
+    cfg = parse_config(config(rung, 0, 2, 1, 16, 0.01))
+    return [tuple(str(getattr(c, k)) for k in HARDWARE) for c in cfg.clients]
+
+
+def test_each_rung_adds_one_kind_of_heterogeneity_on_the_same_data():
+    cfgs = {r: parse_config(config(r, 3, 2, 1, 16, 0.01)) for r in RUNGS}
+    first = cfgs["identical"]
+    for cfg in cfgs.values():
+        assert len(cfg.clients) == 8
+        assert (cfg.dataset, cfg.partition, cfg.federation.seed) == (first.dataset, first.partition, 3)
+    assert len(set(_kinds("identical"))) == 1
+    differs = {
+        r: {HARDWARE[i] for a, b in zip(_kinds(r), _kinds("identical")) for i in range(len(HARDWARE)) if a[i] != b[i]}
+        for r in RUNGS
+    }
+    assert differs["encodings"] == {"encoding"}
+    assert differs["qubits"] == {"encoding", "qubits", "layers"}
+    assert differs["noise"] == differs["qubits"] | {"noise", "shots"}
+    assert differs["today"] == differs["noise"] | {"entangling"}
+    assert first.federation.select == "best_val"
+
+
+def test_a_small_run_reports_every_method_paired_by_seed():
+    frame = run(["identical"], [0, 1], rounds=1, epochs=1, batch=16, lam=0.01)
+    quantum = frame[frame.rung == "identical"]
+    assert set(quantum.method) == {*METHODS, "local+refit", "fedavg+refit", "fedavg+same-init", "pqfl+same-init"}
+    assert quantum.groupby("method").seed.nunique().eq(2).all()
+    assert set(frame[frame.rung == "classical"].method) == {"logreg-client", "logreg-pooled"}
+    table = report(frame)
+    wide = quantum.pivot(index="seed", columns="method", values="mean_auroc")
+    assert f"| identical | pqfl | {wide['pqfl'].mean():.3f}" in table
+    diff = (wide["pqfl"] - wide["local"]).mean()
+    assert f"{diff:+.3f} [" in table.split("| identical | pqfl |")[1].splitlines()[0]
+    assert isinstance(frame, pd.DataFrame) and frame.mean_auroc.between(0, 1).all()
