@@ -333,7 +333,8 @@ class FederationConfig(_Strict):
     # Which clients share θ: the whole fleet (the paper's masked average over every client
     # holding an entry), or only clients with the same data encoding, whose layers act on
     # the same kind of input state (pqfl.federated.aggregation.share_groups).
-    share: Literal["fleet", "encoding"] = "fleet"
+    # "hardware": only clients with the same encoding and qubit count.
+    share: Literal["fleet", "encoding", "hardware"] = "fleet"
     # Independent restarts of the whole federation (R initialisations of θ and heads, each
     # its own server model; same data, same rounds). Each client's detector is the ensemble
     # of its R personal models: supervised, the log-odds of their mean anomaly probability;

@@ -40,8 +40,9 @@ class FederatedDetector(BaseEstimator):
         The rounds and each client's local training (docs/configuration.md, federation).
     lam, mu
         The PQFL and FedProx proximal weights (used when ``method`` names those methods).
-    share : {"fleet", "encoding"}
-        Which clients share θ.
+    share : {"fleet", "encoding", "hardware"}
+        Which clients share θ: all, those with the same encoding, or those with the same
+        encoding and qubit count.
     client_fraction, min_clients
         Clients sampled per round, and the quorum below which a round fails.
     restarts : int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pqfl.config import ClientProfile
 from pqfl.federated.aggregation import block_of, grouped_average, masked_average, share_groups
 
 
@@ -130,12 +131,29 @@ def test_init_scale_is_validated():
         parse_config({"clients": clients, "federation": {"init_scale": -0.1}})
 
 
-def test_share_groups_fleet_and_by_encoding():
-    encodings = ["amplitude", "angle", "amplitude", "iqp", "angle"]
-    assert share_groups(encodings, "fleet") == [0, 0, 0, 0, 0]
-    assert share_groups(encodings, "encoding") == [0, 1, 0, 2, 1]
-    with pytest.raises(ValueError, match="fleet or encoding"):
-        share_groups(encodings, "qubits")
+def test_share_groups_fleet_by_encoding_and_by_hardware():
+    kinds = [("amplitude", 6), ("angle", 4), ("amplitude", 6), ("iqp", 5), ("angle", 6), ("amplitude", 4)]
+    profiles = [ClientProfile(name=f"c{i}", encoding=e, qubits=q) for i, (e, q) in enumerate(kinds)]
+    assert share_groups(profiles, "fleet") == [0, 0, 0, 0, 0, 0]
+    assert share_groups(profiles, "encoding") == [0, 1, 0, 2, 1, 0]
+    assert share_groups(profiles, "hardware") == [0, 1, 0, 2, 3, 4]
+    with pytest.raises(ValueError, match="fleet, encoding, hardware"):
+        share_groups(profiles, "qubits")
+
+
+def test_sharing_by_hardware_averages_only_within_a_group():
+    """Two amplitude-6q clients and one angle-4q client: each group's tensor is its own
+    clients' weighted average; the angle client's block never mixes with the others'."""
+    a, b, c = np.full((2, 6, 3), 1.0), np.full((2, 6, 3), 4.0), np.full((3, 4, 3), -2.0)
+    groups = share_groups(
+        [ClientProfile(name="a", qubits=6), ClientProfile(name="b", qubits=6),
+         ClientProfile(name="c", qubits=4, layers=3, encoding="angle")], "hardware"
+    )  # fmt: skip
+    out = grouped_average(np.zeros((2, 3, 6, 3)), [a, b, c], [1.0, 2.0, 1.0], groups)
+    np.testing.assert_allclose(out[0, :2], 3.0)  # (1·1 + 2·4) / 3
+    np.testing.assert_allclose(out[0, 2], 0.0)  # no client of group 0 holds layer 3: kept
+    np.testing.assert_allclose(out[1, :3, :4], -2.0)
+    np.testing.assert_allclose(out[1, :, 4:], 0.0)
 
 
 def test_grouped_average_keeps_groups_apart():

@@ -2,7 +2,9 @@
 
 The server holds one global tensor per sharing group, stacked as (groups, L_max, Q_max, 3):
 with ``federation.share: fleet`` one group holds every client (the paper); with
-``encoding`` clients share θ only with clients of the same data encoding.
+``encoding`` clients share θ only with clients of the same data encoding; with
+``hardware`` only with clients of the same encoding and qubit count, whose blocks act on
+the same kind of input state in registers of the same size.
 """
 
 from __future__ import annotations
@@ -33,15 +35,22 @@ def block_of(global_theta: np.ndarray, layers: int, qubits: int) -> np.ndarray:
     return np.array(global_theta[:layers, :qubits, :], dtype=np.float64)
 
 
-def share_groups(encodings: list[str], share: str) -> list[int]:
-    """Each client's sharing group: 0 for all with ``fleet``; with ``encoding`` one group per
-    distinct encoding, numbered in order of first appearance."""
-    if share == "fleet":
-        return [0] * len(encodings)
-    if share == "encoding":
-        order = list(dict.fromkeys(encodings))
-        return [order.index(e) for e in encodings]
-    raise ValueError(f"unknown share {share!r}; use fleet or encoding")
+SHARE_KEYS = {
+    "fleet": lambda profile: 0,
+    "encoding": lambda profile: profile.encoding,
+    "hardware": lambda profile: (profile.encoding, profile.qubits),
+}
+
+
+def share_groups(profiles: list, share: str) -> list[int]:
+    """Each client's sharing group, numbered in order of first appearance: one group for the
+    whole ``fleet``, one per distinct ``encoding``, or one per (encoding, qubits) with
+    ``hardware``. ``profiles`` are the clients' hardware profiles (``ClientProfile``)."""
+    if share not in SHARE_KEYS:
+        raise ValueError(f"unknown share {share!r}; use {', '.join(SHARE_KEYS)}")
+    keys = [SHARE_KEYS[share](p) for p in profiles]
+    order = list(dict.fromkeys(keys))
+    return [order.index(k) for k in keys]
 
 
 def grouped_average(

@@ -73,7 +73,7 @@ class Strategy:
 
     def roles(self, fleet: Fleet, federation: FederationConfig) -> Roles:
         """Every client trains its own model; ``federation.share`` sets who shares θ."""
-        groups = share_groups([s.profile.encoding for s in fleet.clients], federation.share)
+        groups = share_groups([s.profile for s in fleet.clients], federation.share)
         return Roles(fleet.clients, fleet.clients, groups)
 
     def configure_fit(self, own: np.ndarray, global_block: np.ndarray) -> FitInstructions:
