@@ -92,7 +92,7 @@ RUNGS = {
 }
 
 
-def config(rung: str, seed: int, rounds: int, epochs: int, batch: int, lam: float) -> dict:
+def config(rung: str, seed: int, rounds: int, epochs: int, batch: int, lam: float, share: str = "fleet") -> dict:
     """The data-scarce shared-normal fleet of issue 19: digits 0–4 normal at every client,
     Dirichlet(1) over classes, 20 % of a client's rows for training."""
     return {
@@ -117,16 +117,17 @@ def config(rung: str, seed: int, rounds: int, epochs: int, batch: int, lam: floa
             "seed": seed,
             "min_clients": 2,
             "select": "best_val",
+            "share": share,
         },
         "clients": RUNGS[rung],
     }
 
 
-def run(rungs, seeds, rounds, epochs, batch, lam) -> pd.DataFrame:
+def run(rungs, seeds, rounds, epochs, batch, lam, share: str = "fleet") -> pd.DataFrame:
     rows = []
     for rung in rungs:
         for seed in seeds:
-            cfg = parse_config(config(rung, seed, rounds, epochs, batch, lam))
+            cfg = parse_config(config(rung, seed, rounds, epochs, batch, lam, share))
             fleet = prepare(cfg)
             train_rows = [len(c.y_train) for c in fleet.clients]
             for method in METHODS:
@@ -241,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lambda", dest="lam", type=float, default=0.01)
     ap.add_argument("--rungs", default=",".join(RUNGS))
+    ap.add_argument("--share", default="fleet", help="federation.share: fleet, encoding or hardware")
     ap.add_argument("--out", default="benchmarks/reports/gap_decomposition")
     ap.add_argument("--report-only", action="store_true", help="rewrite OUT.md from OUT.csv without training")
     args = ap.parse_args(argv)
@@ -255,7 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [r for r in rungs if r not in RUNGS]
     if unknown:
         raise SystemExit(f"--rungs: unknown {unknown}; choose from {', '.join(RUNGS)}")
-    frame = run(rungs, [int(s) for s in args.seeds.split(",")], args.rounds, args.epochs, args.batch, args.lam)
+    frame = run(
+        rungs, [int(s) for s in args.seeds.split(",")], args.rounds, args.epochs, args.batch, args.lam, args.share
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out.with_suffix(".csv"), index=False)
     table = report(frame)
