@@ -159,11 +159,13 @@ def run(rungs, seeds, rounds, epochs, batch, lam, share: str = "fleet") -> pd.Da
                     continue
                 head = start.states[0]
                 start = replace(start, states=[replace(st, w=head.w.copy(), b=head.b) for st in start.states])
+                started = time.perf_counter()
                 kept = federation.run(resume=start)
                 rows.append({**rows[-1], "method": f"{method}+same-init", "mean_auroc": kept.summary.mean_auroc,
                              "mean_val_auroc": kept.summary.mean_val_auroc,
                              "last_round_auroc": kept.history[-1].mean_auroc,
-                             "mean_selected_round": float(np.mean(kept.selected_rounds))})  # fmt: skip
+                             "mean_selected_round": float(np.mean(kept.selected_rounds)),
+                             "seconds": time.perf_counter() - started})  # fmt: skip
             if rung == rungs[0]:  # the classical control: the rows are the same on every rung
                 for r in run_baselines(fleet.datas, fleet.stats, "supervised", seed, ["logreg"]):
                     rows.append({"rung": "classical", "method": r["method"], "seed": seed,

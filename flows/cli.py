@@ -62,8 +62,8 @@ class _Parser(argparse.ArgumentParser):
         raise PQFLInputError(message if self.prog == "pqfl" else f"{self.prog}: {message}")
 
 
-def _whole_number(flag: str, least: int):
-    """An argparse type: an integer of at least ``least``; the message names ``flag``'s rule."""
+def _whole_number(least: int):
+    """An argparse type: an integer of at least ``least`` (argparse puts the flag before the message)."""
 
     def parse(text: str) -> int:
         try:
@@ -74,7 +74,6 @@ def _whole_number(flag: str, least: int):
             raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
         return value
 
-    parse.__name__ = flag
     return parse
 
 
@@ -87,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train the chosen methods on identical partitions and print the comparison")
     run.add_argument("--config", help="YAML config (default: the embedded pqfl/configs/default.yaml)")
     run.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
-    run.add_argument("--rounds", type=_whole_number("--rounds", 1), help="number of global rounds K (at least 1)")
-    run.add_argument("--seed", type=_whole_number("--seed", 0), help="run seed (0 or more)")
+    run.add_argument("--rounds", type=_whole_number(1), help="number of global rounds K (at least 1)")
+    run.add_argument("--seed", type=_whole_number(0), help="run seed (0 or more)")
     run.add_argument("--dataset", help="dataset source, e.g. sklearn:digits, odds:PATH.mat, csv:PATH#label=COL")
     run.add_argument("--json", dest="json_out", help="write results as JSON to this file")
     run.add_argument(

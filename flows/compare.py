@@ -23,22 +23,20 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from flows.tracking import PARENT_METRICS
 from pqfl.config import METHODS, clip
 from pqfl.errors import PQFLInputError
 from tasks.settings import RunConfig
 
-# The key in the table and in --json (as in `pqfl run --json`): (name logged now, name logged before).
+# The key in the table and in --json (as in `pqfl run --json`): (name logged now, name logged
+# before 0.2, which was the key itself).
 METRICS = {
-    "mean_auroc": ("test/mean_auroc", "mean_auroc"),
-    "mean_aupr": ("test/mean_aupr", "mean_aupr"),
-    "mean_false_error": ("test/mean_false_error", "mean_false_error"),
-    "mean_missing_error": ("test/mean_missing_error", "mean_missing_error"),
-    "mean_f1": ("test/mean_f1", "mean_f1"),
-    "worst_auroc": ("test/worst_auroc", "worst_auroc"),
-    "mean_val_auroc": ("val/mean_auroc", "mean_val_auroc"),
-    "wall_s": ("time/wall_s", "wall_s"),
-    "retries_total": ("fl/retries_total", "retries_total"),
-}
+    k: (PARENT_METRICS[k], k)
+    for k in (
+        "mean_auroc", "mean_aupr", "mean_false_error", "mean_missing_error", "mean_f1", "worst_auroc",
+        "mean_val_auroc", "wall_s", "retries_total",
+    )
+}  # fmt: skip
 INVOCATION_TAG = "pqfl.invocation"
 
 

@@ -267,20 +267,20 @@ class Federation:
             (G,) = _gather(map_fn(aggregate_uploads, [job]), 1)
             if isinstance(G, _Failed):
                 raise G.error
-        evaluations = self._evaluate(states, G, k, map_fn) if evaluate else []
+        members = self._members(states, G) if evaluate else []
+        evaluations = self._evaluate(members, k, map_fn) if evaluate else []
         report = self._report(k, evaluations, losses, retries, failed, survivors, started)
         history = [*state.history, report.summary] if evaluate else state.history
-        best = self._best(state.best, evaluations, states, G, k) if evaluate else state.best
+        best = self._best(state.best, evaluations, members, k) if evaluate else state.best
         return FederationState(
             k, G, states, history, state.retries_total + report.retries, [*state.dropped, *report.dropped], report, best
         )
 
-    def _best(self, best, evaluations, states, G, k) -> list[ClientBest]:
+    def _best(self, best, evaluations, members, k) -> list[ClientBest]:
         """Each client's kept model after round k (``select: best_val``): this round's when its
         validation AUROC beats the kept one's. Only validation scores are compared."""
         if self.federation.select != "best_val":
             return []
-        members = self._members(states, G)
         if not best:
             return [ClientBest(k, ev, m) for ev, m in zip(evaluations, members)]
         return [
@@ -329,9 +329,8 @@ class Federation:
             )
         return states, losses, retries, failed
 
-    def _evaluate(self, states: list[ClientState], G: np.ndarray, k: int, map_fn: Callable) -> list[ClientEvaluation]:
-        """Every client's model, scored on its own splits."""
-        members = self._members(states, G)
+    def _evaluate(self, members: list[list[Member]], k: int, map_fn: Callable) -> list[ClientEvaluation]:
+        """Every client's model (its members), scored on its own splits."""
         jobs = [EvalJob(c, m, self.federation, self.simulator, k) for c, m in zip(self.clients, members)]
         evaluations = []
         for c, out in zip(self.clients, _gather(map_fn(evaluate_client, jobs), len(jobs))):
