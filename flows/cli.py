@@ -231,11 +231,12 @@ def _check_outputs(cfg, json_out: str | None) -> None:
 
 
 def _run(args) -> int:
-    from flows.checkpoint import resume_target
-    from pqfl.fleet import prepare
+    from flows.runners import prefect_api
     from tasks.retry import with_fault_env
 
     if args.resume:
+        from flows.checkpoint import resume_target
+
         changed = sorted(k.split(".")[-1] for k in _overrides(args))
         if changed:
             raise PQFLInputError(
@@ -244,26 +245,28 @@ def _run(args) -> int:
         _, cfg = resume_target(args.resume, args.config)
     else:
         cfg = with_fault_env(load_run_config(args.config).with_overrides(_overrides(args)))
-    _check_outputs(cfg, args.json_out)
-    prepare(cfg)  # fail fast on data problems, before any server or run starts
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+    with prefect_api() as api:  # a temporary server starts now, while the rest is imported and checked
+        _check_outputs(cfg, args.json_out)
+        from pqfl.fleet import prepare
 
-    from flows.progress import show_progress
-    from flows.runners import prefect_api
-    from flows.train import pqfl_train
-    from pqfl.compile_cache import enable_persistent_cache
+        prepare(cfg)  # fail fast on data problems, before any run starts
+        if args.json_out:
+            Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
 
-    enable_persistent_cache()
-    started = time.perf_counter()
-    print(
-        f"[pqfl] {cfg.experiment_name}: {len(cfg.clients)} clients, {cfg.federation.rounds} rounds, "
-        f"methods {','.join(cfg.federation.methods)}, data {cfg.dataset.source}",
-        file=sys.stderr,
-    )
-    # per-round lines on stderr (a progress bar when it is a terminal); Dask workers get a shared Prefect API
-    with show_progress(cfg), prefect_api():
-        result = pqfl_train(args.config, None if args.resume else _overrides(args), resume=args.resume)
+        from flows.progress import show_progress
+        from flows.train import pqfl_train
+        from pqfl.compile_cache import enable_persistent_cache
+
+        enable_persistent_cache()
+        started = time.perf_counter()
+        print(
+            f"[pqfl] {cfg.experiment_name}: {len(cfg.clients)} clients, {cfg.federation.rounds} rounds, "
+            f"methods {','.join(cfg.federation.methods)}, data {cfg.dataset.source}",
+            file=sys.stderr,
+        )
+        # per-round lines on stderr (a progress bar when it is a terminal); Dask workers get a shared Prefect API
+        with show_progress(cfg), api.active():
+            result = pqfl_train(args.config, None if args.resume else _overrides(args), resume=args.resume)
     result["wall_s"] = time.perf_counter() - started
     print(format_table(result["methods"]))
     print(f"\ntotal wall time {result['wall_s']:.1f} s; MLflow experiment '{result['experiment']}'")
@@ -300,8 +303,14 @@ def _benchmark(args) -> int:
     _check_outputs(parse_run_config(cases[0].config), args.json_out)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-    from flows.benchmark import pqfl_benchmark
     from flows.runners import prefect_api
+
+    with prefect_api() as api:
+        return _run_benchmark(args, spec, cases, api)
+
+
+def _run_benchmark(args, spec, cases, api) -> int:
+    from flows.benchmark import pqfl_benchmark
     from pqfl.compile_cache import enable_persistent_cache
 
     enable_persistent_cache()
@@ -312,7 +321,7 @@ def _benchmark(args) -> int:
     progress.addHandler(handler)
     progress.propagate = False
     print(f"[pqfl] benchmark {spec.name}: {len(cases)} cases, methods {','.join(spec.methods)}", file=sys.stderr)
-    with prefect_api():
+    with api.active():
         result = pqfl_benchmark(args.suite, args.data_dir, args.json_out)
     print(result["table"])
     print(

@@ -3,8 +3,9 @@ API the run reports to.
 
 With ``PREFECT_API_URL`` set, that server is used as is (a user who runs many jobs keeps
 one up; remote Dask workers need one they can reach: ``prefect server start --host
-0.0.0.0``). Without it, :func:`prefect_api` starts Prefect's temporary server once for the
-whole command and sets its address, so every subflow, and every Dask worker on this
+0.0.0.0``). Without it, :func:`prefect_api` launches Prefect's temporary server once for
+the whole command, first thing, so it starts while pqfl imports and prepares, and sets its
+address, so every subflow, and every Dask worker on this
 machine, uses that one server (left to themselves, Dask workers each started a server of
 their own: measured, a 165 s first round with clients dropped).
 
@@ -17,26 +18,19 @@ the command ends, and on Linux it is also told to exit if ``pqfl`` itself is kil
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-import prefect
-from prefect.logging.handlers import APILogWorker
-from prefect.server.api.server import SubprocessASGIServer
-from prefect.settings import (
-    PREFECT_API_URL,
-    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-    PREFECT_UI_URL,
-    get_current_settings,
-    temporary_settings,
-)
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
-
+from pqfl.errors import PQFLRunError
 from tasks.settings import RunnerConfig
 
 
@@ -56,6 +50,8 @@ def task_runner_for(runner: RunnerConfig):
         if runner.max_workers:
             cluster_kwargs["n_workers"] = runner.max_workers
         return DaskTaskRunner(cluster_kwargs=cluster_kwargs)
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+
     if runner.kind == "processes":
         return ProcessPoolTaskRunner(max_workers=runner.max_workers)
     return ThreadPoolTaskRunner(max_workers=runner.max_workers)
@@ -69,22 +65,67 @@ def _exit_with_parent() -> None:
         pass
 
 
-class TemporaryServer(SubprocessASGIServer):
-    """Prefect's temporary API server, started as Prefect starts it but in a session of its
-    own that exits with this process."""
+class TemporaryServer:
+    """Prefect's temporary API server, run as Prefect runs it (``create_app`` under uvicorn,
+    UI off) but launched without waiting, in a session of its own that exits with this
+    process.
 
-    def _run_uvicorn_command(self) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            "PREFECT_UI_ENABLED": "0",
-            "PREFECT__SERVER_EPHEMERAL": "1",
-            "PREFECT__SERVER_FINAL": "1",
-            **get_current_settings().to_environment_variables(exclude_unset=True),
-        }
-        args = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+    Prefect's own ``SubprocessASGIServer`` waits for the server as it starts it and costs
+    1.8 s to import; launched here first, the server comes up while pqfl imports its
+    modules and prepares the data, and :meth:`wait` then finds it (mostly) ready.
+    """
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self._launch()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def _launch(self) -> None:
+        with socket.socket() as probe:  # a free port on the loopback interface
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        app_dir = Path(importlib.util.find_spec("prefect").origin).parent.parent
+        args = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
                 "--log-level", "error", "--lifespan", "on"]  # fmt: skip
-        return subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=_exit_with_parent)
+        self.process = subprocess.Popen(args, env=env, start_new_session=True, preexec_fn=_exit_with_parent)
+
+    def wait(self, timeout: float) -> str:
+        """Block until the server answers its health check; returns its API URL."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code == 3:  # uvicorn could not bind: the port was taken in between
+                self._launch()
+            elif code is not None:
+                raise PQFLRunError(f"Prefect's temporary server exited with code {code} while starting")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self.api_url
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise PQFLRunError(
+            f"Prefect's temporary server did not answer within {timeout:.0f} s; start one "
+            "(`prefect server start`) and set PREFECT_API_URL to use it"
+        )
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
 
 
 _TEMPORARY: dict[str, str | None] = {"api": None}  # the API URL of the server prefect_api started
@@ -94,6 +135,8 @@ def flow_run_url(flow_run_id: str) -> str | None:
     """The Prefect UI page of a flow run, when the run reports to a real server (a user's
     ``PREFECT_API_URL``); None for the temporary server, which serves no UI and stops with
     the command."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
     api = PREFECT_API_URL.value()
     if not api or api == _TEMPORARY["api"]:
         return None
@@ -101,26 +144,50 @@ def flow_run_url(flow_run_id: str) -> str | None:
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
 
-@contextmanager
-def prefect_api() -> Iterator[str]:
-    """Yield the Prefect API URL the command uses: ``PREFECT_API_URL``, else a temporary
-    server started here and stopped on the way out (also on an interruption)."""
-    if PREFECT_API_URL.value():
-        yield PREFECT_API_URL.value()
-        return
-    with socket.socket() as probe:  # a free port on the loopback interface
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = TemporaryServer(port)
-    # A loaded machine (Dask workers importing JAX) can take longer than Prefect's 20 s default.
-    try:
-        server.start(timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120))
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            _TEMPORARY["api"] = server.api_url
+class PrefectAPI:
+    """The Prefect API a command reports to: ``PREFECT_API_URL`` if set, else a temporary
+    server launched when this is made. :meth:`active` waits for it and points Prefect at it."""
+
+    def __init__(self) -> None:
+        # The environment is checked first, so the server launches before Prefect is imported;
+        # a profile that sets the URL is found in active() and the launched server stopped.
+        self.server = None if os.environ.get("PREFECT_API_URL") else TemporaryServer()
+
+    @contextmanager
+    def active(self) -> Iterator[str]:
+        from prefect.logging.handlers import APILogWorker
+        from prefect.settings import (
+            PREFECT_API_URL,
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+            temporary_settings,
+        )
+
+        if PREFECT_API_URL.value():
+            self.close()
+            yield PREFECT_API_URL.value()
+            return
+        # A loaded machine (Dask workers importing JAX) can take longer than Prefect's 20 s default.
+        url = self.server.wait(timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120))
+        with temporary_settings({PREFECT_API_URL: url}):
+            _TEMPORARY["api"] = url
             try:
-                yield server.api_url
+                yield url
             finally:
                 APILogWorker.drain_all(timeout=5)  # send the logs still queued while the server is up
                 _TEMPORARY["api"] = None
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@contextmanager
+def prefect_api() -> Iterator[PrefectAPI]:
+    """The command's :class:`PrefectAPI`; a temporary server it launched is stopped on the
+    way out (also on an interruption or an error before the run started)."""
+    api = PrefectAPI()
+    try:
+        yield api
     finally:
-        server.stop()
+        api.close()
