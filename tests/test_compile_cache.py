@@ -1,41 +1,85 @@
-"""Compiled circuits are written to the persistent cache once and reused by later processes."""
+"""Compiled circuits are traced once per structure and reused by later processes, with the
+same numbers whether a process traced or loaded them."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 SNIPPET = """
-import time, numpy as np, jax.numpy as jnp, jax
-from pqfl.compile_cache import enable_persistent_cache
+import json, sys, numpy as np, jax.numpy as jnp, jax
+from pqfl.compile_cache import compile_stats, enable_persistent_cache
 enable_persistent_cache()
 from pqfl.federated.local_update import compiled_step
 from pqfl.quantum.spec import CircuitSpec
 spec = CircuitSpec(5, 2, "amplitude", ((0, 1), (1, 2), (2, 3), (3, 4), (4, 0)), 0.01, 0.005)
-opt, step = compiled_step(spec, "supervised", "fast", None, "adam", 0.05)
-params = {"theta": jnp.zeros((2, 5, 3)), "w": jnp.ones(5), "b": jnp.asarray(0.0)}
+opt, step = compiled_step(spec, "supervised", "fast", None, "adam", float(sys.argv[1]))
+params = {"theta": jnp.full((2, 5, 3), 0.3), "w": jnp.ones(5), "b": jnp.asarray(0.0)}
 X = np.random.default_rng(0).random((32, 32))
-t = time.perf_counter()
-out = step(params, opt.init(params), params["theta"], 0.1, X, np.zeros(32), np.ones(32), jnp.zeros(5), jax.random.PRNGKey(0))
-jax.block_until_ready(out)
-print(time.perf_counter() - t)
+y = (np.arange(32) % 4 == 0).astype(float)
+new, _, loss = step(params, opt.init(params), params["theta"], 0.1, X, y, np.ones(32), jnp.zeros(5), jax.random.PRNGKey(0))
+print(json.dumps({"loss": float(loss), "theta": np.asarray(new["theta"]).tolist(), "stats": compile_stats()}))
 """
 
 
-def _run(cache):
+def _run(cache, lr=0.05):
     env = {**os.environ, "PQFL_CACHE_DIR": str(cache)}
-    proc = subprocess.run([sys.executable, "-c", SNIPPET], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SNIPPET, str(lr)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return float(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_second_process_reuses_the_compiled_step(tmp_path):
+def _exported(cache):
+    return sorted(p.name for p in (cache / "exported").iterdir())
+
+
+def test_second_process_loads_the_traced_step_and_gets_the_same_numbers(tmp_path):
     cache = tmp_path / "jax-cache"
     first = _run(cache)
-    entries = sorted(p.name for p in cache.iterdir())
-    assert any(name.startswith("jit_step") for name in entries), entries
+    assert first["stats"]["traced"] == 1 and first["stats"]["loaded"] == 0
+    stored = _exported(cache)
+    assert len(stored) == 1 and stored[0].startswith("step-"), stored
     second = _run(cache)
-    # A cache hit writes nothing new and skips XLA compilation.
-    assert sorted(p.name for p in cache.iterdir()) == entries
-    assert second < first
+    # No tracing in the second process: the step is read back, nothing new is written.
+    assert second["stats"]["traced"] == 0 and second["stats"]["loaded"] == 1
+    assert _exported(cache) == stored
+    assert second["loss"] == first["loss"] and second["theta"] == first["theta"]
+
+    # A different closure (another learning rate) is another function, with its own entry.
+    other = _run(cache, lr=0.1)
+    assert other["stats"]["traced"] == 1 and len(_exported(cache)) == 2
+    assert other["theta"] != first["theta"]
+
+    # A damaged entry is traced again and replaced, with the same numbers.
+    (cache / "exported" / stored[0]).write_bytes(b"not an export")
+    repaired = _run(cache)
+    assert repaired["stats"]["traced"] == 1 and repaired["theta"] == first["theta"]
+    assert _run(cache)["stats"]["loaded"] == 1
+
+
+def test_exported_function_matches_plain_jit_and_keeps_pytrees():
+    """The export route computes what ``jax.jit`` of the same function computes, bit for
+    bit, and hands back the caller's pytree structure."""
+    from pqfl.compile_cache import PersistentFunction
+
+    def fn(params, x):
+        return {"y": jnp.sin(params["a"] @ x) * params["b"], "n": jnp.sum(x**2)}
+
+    params = {"a": jnp.asarray(np.random.default_rng(1).normal(size=(3, 4))), "b": jnp.asarray(0.5)}
+    x = np.random.default_rng(2).normal(size=4)
+    persistent = PersistentFunction(fn, "test-fn", ("static", 1), out_like=lambda *_: {"y": 0, "n": 0})
+    got, want = persistent(params, x), jax.jit(fn)(params, x)
+    assert set(got) == {"y", "n"}
+    np.testing.assert_array_equal(np.asarray(got["y"]), np.asarray(want["y"]))
+    np.testing.assert_array_equal(np.asarray(got["n"]), np.asarray(want["n"]))
+    # New values, same signature: the prepared call is reused.
+    got = persistent(params, np.ones(4) * 2.0)
+    np.testing.assert_array_equal(np.asarray(got["y"]), np.asarray(jax.jit(fn)(params, np.ones(4) * 2.0)["y"]))

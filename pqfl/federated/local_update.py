@@ -16,28 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pqfl.compile_cache import PersistentFunction
 from pqfl.model import model_outputs, model_scores
 from pqfl.quantum.spec import CircuitSpec
 from pqfl.rng import derive_rng, derive_seed
-
-
-class _CompileOnce:
-    """Wraps a jitted function so that concurrent first calls (client tasks on threads)
-    wait for one compilation instead of each compiling the same circuit."""
-
-    def __init__(self, fn):
-        self.fn = fn
-        self._lock = threading.Lock()
-        self._warm = False
-
-    def __call__(self, *args):
-        if self._warm:
-            return self.fn(*args)
-        with self._lock:
-            out = jax.block_until_ready(self.fn(*args))
-            self._warm = True
-            return out
-
 
 OPTIMIZERS = {"adam": optax.adam, "sgd": optax.sgd}
 
@@ -104,13 +86,13 @@ def compiled_step(
         opt = make_optimizer(optimizer, lr)
     value_and_grad = jax.value_and_grad(local_objective(spec, objective, simulator, shots, head_l2))
 
-    @jax.jit
     def step(params, opt_state, anchor, lam, X, y, weight, center, key):
         loss, grads = value_and_grad(params, anchor, lam, X, y, weight, center, key)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return opt, _CompileOnce(step)
+    static = (spec, objective, simulator, shots, optimizer, lr, head_l2, scheduled)
+    return opt, PersistentFunction(step, "step", static, out_like=lambda params, opt_state, *_: (params, opt_state, 0))
 
 
 def class_weights(y: np.ndarray) -> np.ndarray:
@@ -179,11 +161,10 @@ EVAL_CHUNK = 256
 
 @_locked_cache
 def compiled_scores(spec: CircuitSpec, objective: str, simulator: str, shots):
-    @jax.jit
     def scores(params, center, X, key):
         return model_scores(spec, objective, simulator, shots, params, center, X, key)
 
-    return _CompileOnce(scores)
+    return PersistentFunction(scores, "scores", (spec, objective, simulator, shots), out_like=lambda *_: 0)
 
 
 def predict_scores(spec, *, objective, simulator, shots, params, center, X, seed: int, stream: tuple) -> np.ndarray:
@@ -196,11 +177,10 @@ def predict_scores(spec, *, objective, simulator, shots, params, center, X, seed
 
 @_locked_cache
 def compiled_outputs(spec: CircuitSpec, simulator: str, shots):
-    @jax.jit
     def outputs(theta, X, key):
         return model_outputs(spec, simulator, shots, theta, X, key)
 
-    return _CompileOnce(outputs)
+    return PersistentFunction(outputs, "outputs", (spec, simulator, shots), out_like=lambda *_: 0)
 
 
 def predict_outputs(spec, *, simulator, shots, theta, X, seed: int, stream: tuple) -> np.ndarray:
