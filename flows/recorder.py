@@ -22,6 +22,7 @@ from flows.checkpoint import CheckpointStore, MethodCheckpoint
 from flows.device_evaluation import evaluate_on_hardware, hardware_summary
 from flows.runners import flow_run_url
 from flows.tracking import MethodRun, Tracker
+from pqfl.compile_cache import compile_stats
 from pqfl.detector import QuantumDetector
 from pqfl.errors import PQFLInputError, PQFLRunError
 from pqfl.federated.rounds import Federation, FederationResult, FederationState
@@ -66,6 +67,7 @@ class MethodRecorder:
     ):
         self.cfg, self.method, self.tracker, self.store = cfg, method, tracker, store
         self.flow_runs, self.since = flow_runs, started  # time.perf_counter() when the method's flow began
+        self.compiles = compile_stats()
         ckpt = store.load(method)
         self.resumed = ckpt is not None
         if ckpt is not None and ckpt.finished:
@@ -196,8 +198,9 @@ class MethodRecorder:
         )
         hw_rows = evaluate_on_hardware(run, cfg, self.method, result.clients, firsts, first_thetas, final)
         wall_s = self._elapsed()
+        compiles = {f"compile_{k}": v - self.compiles[k] for k, v in compile_stats().items()}
         run.log_final(
-            {"wall_s": wall_s, "retries_total": state.retries_total},
+            {"wall_s": wall_s, "retries_total": state.retries_total, **compiles},
             step=cfg.federation.rounds,
             only_missing=self.resumed,
         )
@@ -208,6 +211,7 @@ class MethodRecorder:
             "wall_s": wall_s,
             "retries_total": state.retries_total,
             "clients_dropped": len(state.dropped),
+            **compiles,
             "history": [h.as_dict() for h in result.history],
             "per_client": [{"client": ev.client, **ev.metrics()} for ev in final],
         }

@@ -51,6 +51,12 @@ PARENT_METRICS = {
     "retries": "fl/retries",
     "wall_s": "time/wall_s",
     "retries_total": "fl/retries_total",
+    # compiled functions this method prepared in the flow process (pqfl/compile_cache.py):
+    # traced and stored, or loaded from the cache folder, and the seconds spent on both
+    # (summed over the client threads that prepared them at once)
+    "compile_traced": "time/compile_traced",
+    "compile_loaded": "time/compile_loaded",
+    "compile_seconds": "time/compile_s",
 }
 CLIENT_METRICS = {
     "auroc": "test/auroc",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, confusion_matrix, f1_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_auc_score
 
 METRIC_NAMES = ("auroc", "aupr", "false_error", "missing_error", "f1")
 
@@ -24,7 +24,9 @@ def client_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> 
         "aupr": float(average_precision_score(y_true, scores)),
         "false_error": float(fp / max(fp + tn, 1)),
         "missing_error": float(fn / max(fn + tp, 1)),
-        "f1": float(f1_score(y_true, pred, zero_division=0.0)),
+        # F1 from the confusion matrix already at hand (0 when nothing is flagged or anomalous,
+        # as f1_score's zero_division=0); f1_score itself cost 1.2 ms a call in every round.
+        "f1": float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0,
     }
 
 

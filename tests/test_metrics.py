@@ -41,6 +41,16 @@ def test_client_metrics_match_sklearn_and_counts(seed):
     assert m["f1"] == pytest.approx(f1_score(y, pred.astype(int)))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_f1_from_the_confusion_matrix_is_sklearns_f1_score(seed):
+    """Bit for bit, at every threshold, including nothing flagged and no true positive."""
+    y, s = _scored(seed, n=60, ties=True)
+    for threshold in [*np.unique(s), float(s.max()) + 1.0]:
+        assert client_metrics(y, s, threshold)["f1"] == f1_score(y, (s >= threshold).astype(int), zero_division=0.0)
+    only_normal = np.zeros_like(y)
+    assert client_metrics(only_normal, s, float(np.median(s)))["f1"] == 0.0
+
+
 def test_threshold_is_inclusive():
     # A score equal to the threshold is flagged as an anomaly.
     y = np.array([0, 0, 1, 1])
