@@ -68,6 +68,7 @@ class MethodRecorder:
         self.cfg, self.method, self.tracker, self.store = cfg, method, tracker, store
         self.flow_runs, self.since = flow_runs, started  # time.perf_counter() when the method's flow began
         self.compiles = compile_stats()
+        self.phases = {"train_s": 0.0, "evaluate_s": 0.0}  # summed over the rounds this process ran
         ckpt = store.load(method)
         self.resumed = ckpt is not None
         if ckpt is not None and ckpt.finished:
@@ -163,6 +164,8 @@ class MethodRecorder:
         self.ckpt = replace(self.ckpt, state=state, elapsed_s=self._elapsed(), flow_runs=self.flow_runs)
         self.store.save(self.ckpt)
         report = state.last
+        self.phases["train_s"] += report.train_s
+        self.phases["evaluate_s"] += report.evaluate_s
         if report.dropped:
             self.tracker.client.set_tag(self.run.parent_id, "pqfl.dropped", _dropped_tag(state.dropped))
         self.run.log_round(report)
@@ -212,6 +215,7 @@ class MethodRecorder:
             "retries_total": state.retries_total,
             "clients_dropped": len(state.dropped),
             **compiles,
+            **self.phases,
             "history": [h.as_dict() for h in result.history],
             "per_client": [{"client": ev.client, **ev.metrics()} for ev in final],
         }

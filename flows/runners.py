@@ -78,6 +78,7 @@ class TemporaryServer:
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
         self.port = 0
+        self.waited_s = 0.0  # how long the command blocked on the server's start
         self._launch()
 
     @property
@@ -97,6 +98,13 @@ class TemporaryServer:
 
     def wait(self, timeout: float) -> str:
         """Block until the server answers its health check; returns its API URL."""
+        started = time.monotonic()
+        try:
+            return self._wait(timeout)
+        finally:
+            self.waited_s = time.monotonic() - started
+
+    def _wait(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = self.process.poll()
@@ -152,6 +160,7 @@ class PrefectAPI:
         # The environment is checked first, so the server launches before Prefect is imported;
         # a profile that sets the URL is found in active() and the launched server stopped.
         self.server = None if os.environ.get("PREFECT_API_URL") else TemporaryServer()
+        self.waited_s = 0.0  # how long the command blocked on the temporary server's start
 
     @contextmanager
     def active(self) -> Iterator[str]:
@@ -168,6 +177,7 @@ class PrefectAPI:
             return
         # A loaded machine (Dask workers importing JAX) can take longer than Prefect's 20 s default.
         url = self.server.wait(timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120))
+        self.waited_s = self.server.waited_s
         # No flow-run heartbeats for a server that stops with the command: they detect crashed
         # runs for a server that outlives them, and the end of every flow run waited up to 1 s
         # for the heartbeat thread (measured 4.2 s of the default run's six flow runs).

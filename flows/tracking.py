@@ -46,6 +46,8 @@ PARENT_METRICS = {
     "worst_auroc": "test/worst_auroc",
     "mean_val_auroc": "val/mean_auroc",
     "round_wall_s": "time/round_s",
+    "round_train_s": "time/round_train_s",
+    "round_evaluate_s": "time/round_evaluate_s",
     "clients_in_round": "fl/clients_in_round",
     "clients_dropped": "fl/clients_dropped",
     "retries": "fl/retries",
@@ -211,6 +213,8 @@ class MethodRun:
         ts, step = int(time.time() * 1000), report.round
         extra = {
             "round_wall_s": report.wall_s,
+            "round_train_s": report.train_s,
+            "round_evaluate_s": report.evaluate_s,
             "clients_in_round": report.in_round,
             "clients_dropped": len(report.dropped),
             "retries": report.retries,

@@ -103,6 +103,8 @@ class RoundReport:
     dropped: list[DroppedClient]
     retries: int  # retries of every job of the round
     wall_s: float
+    train_s: float = 0.0  # of wall_s: the fan-out of local training and the aggregation
+    evaluate_s: float = 0.0  # of wall_s: the evaluation of every client
 
     @property
     def evaluations(self) -> list[ClientEvaluation]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -267,9 +267,11 @@ class Federation:
             (G,) = _gather(map_fn(aggregate_uploads, [job]), 1)
             if isinstance(G, _Failed):
                 raise G.error
+        trained = time.perf_counter()
         members = self._members(states, G) if evaluate else []
         evaluations = self._evaluate(members, k, map_fn) if evaluate else []
         report = self._report(k, evaluations, losses, retries, failed, survivors, started)
+        report = replace(report, train_s=trained - started, evaluate_s=time.perf_counter() - trained)
         history = [*state.history, report.summary] if evaluate else state.history
         best = self._best(state.best, evaluations, members, k) if evaluate else state.best
         return FederationState(

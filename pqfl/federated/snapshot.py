@@ -51,6 +51,8 @@ def to_data(state) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             "dropped": [asdict(d) for d in report.dropped],
             "retries": report.retries,
             "wall_s": report.wall_s,
+            "train_s": report.train_s,
+            "evaluate_s": report.evaluate_s,
         }
     best = []
     for n, b in enumerate(state.best):
@@ -150,6 +152,9 @@ def _report(last: dict, arrays) -> RoundReport:
         dropped=[_dropped(d, f"last.dropped[{k}]") for k, d in enumerate(_list(last, "dropped", "last"))],
         retries=_int(last, "retries", "last"),
         wall_s=_number(last, "wall_s", "last"),
+        # absent in checkpoints written before rounds were split into phases
+        train_s=_number(last, "train_s", "last") if "train_s" in last else 0.0,
+        evaluate_s=_number(last, "evaluate_s", "last") if "evaluate_s" in last else 0.0,
     )
 
 

@@ -1,0 +1,141 @@
+"""End-to-end wall of ``pqfl run``: what a user waits for, and where it goes.
+
+``pqfl bench e2e`` runs the command as a user does, in fresh processes on fresh MLflow
+stores: once with an empty compilation cache (cold), then ``runs`` times with the cache
+that run filled (warm), for the given config (the embedded default unless ``--config``)
+and for a one-method one-round run of it (the fixed cost). From each process's
+``--json`` timings it splits the wall into
+
+- start: interpreter start, imports and checks, until the flow starts (the temporary
+  Prefect server starts meanwhile; ``server`` is what was still waited for);
+- data: data preparation before the flow;
+- train and evaluate: the round loops' local training (with aggregation) and evaluation,
+  summed over methods; compiling is inside these two, reported beside them as counts and
+  thread-seconds;
+- orchestration+tracking: the rest of the flow (Prefect runs and tasks, checkpoints,
+  MLflow runs, metrics, figures and models);
+- exit: stopping the server and the interpreter.
+
+Figures are medians over the warm runs; the cold run is one run. Nothing here is a test:
+the suite asserts identical metrics and compile counts, the figures come from here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PHASES = ("start", "server", "data", "train", "evaluate", "orchestration+tracking", "exit")
+
+
+def _one(args: list[str], cache: Path, folder: Path, timeout: float) -> dict:
+    """One ``pqfl run`` in a fresh process and store; its wall and its phase split."""
+    folder.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PQFL_FAULT_RATE")}
+    env.update(
+        PQFL_CACHE_DIR=str(cache),
+        MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
+        PQFL_CHECKPOINT_DIR=str(folder / "checkpoints"),
+    )
+    out = folder / "run.json"
+    launched = time.time()
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=folder,
+    )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"pqfl run {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    result = json.loads(out.read_text())
+    t, methods = result["timings"], result["methods"].values()
+    train = sum(m["train_s"] for m in methods)
+    evaluate = sum(m["evaluate_s"] for m in methods)
+    before_flow = t["flow_start_unix"] - launched
+    phases = {
+        "start": before_flow - t["server_wait_s"] - t["prepare_s"],
+        "server": t["server_wait_s"],
+        "data": t["prepare_s"],
+        "train": train,
+        "evaluate": evaluate,
+        "orchestration+tracking": t["flow_s"] - train - evaluate,
+        "exit": wall - before_flow - t["flow_s"],
+    }
+    return {
+        "wall_s": wall,
+        "phases": phases,
+        "train_evaluate_share": (train + evaluate) / wall,
+        "fixed_s": wall - train - evaluate,
+        "compile_traced": sum(m["compile_traced"] for m in methods),
+        "compile_loaded": sum(m["compile_loaded"] for m in methods),
+        "compile_thread_s": sum(m["compile_seconds"] for m in methods),
+        "metrics": {name: m["mean_auroc"] for name, m in result["methods"].items()},
+    }
+
+
+def _median(runs: list[dict]) -> dict:
+    keys = ("wall_s", "train_evaluate_share", "fixed_s", "compile_traced", "compile_loaded", "compile_thread_s")
+    out = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out["phases"] = {p: statistics.median(r["phases"][p] for r in runs) for p in PHASES}
+    out["walls"] = [r["wall_s"] for r in runs]
+    return out
+
+
+def run_e2e(
+    config: str | None = None, runs: int = 3, timeout: float = 900, progress: Callable[[str], None] = print
+) -> dict:
+    """Cold and warm walls of the full run and of a one-method one-round run; see the module doc."""
+    base = ["--config", config] if config else []
+    cases = {"full": base, "one-method-one-round": [*base, "--methods", "pqfl", "--rounds", "1"]}
+    with tempfile.TemporaryDirectory(prefix="pqfl-e2e-") as tmp:
+        cache = Path(tmp) / "cache"
+        result = {"config": config or "embedded default", "runs": runs, "cases": {}}
+        cold = _one(cases["full"], cache, Path(tmp) / "cold", timeout)
+        progress(f"cold full run: {cold['wall_s']:.1f} s")
+        result["cases"]["full"] = {"cold": cold}
+        for name, args in cases.items():
+            warm = []
+            for i in range(runs):
+                warm.append(_one(args, cache, Path(tmp) / f"{name}-{i}", timeout))
+                progress(f"warm {name} run {i + 1}/{runs}: {warm[-1]['wall_s']:.1f} s")
+            result["cases"].setdefault(name, {})["warm"] = _median(warm)
+            # the numbers must not depend on the cache's state or on the repetition
+            same = all(w["metrics"] == warm[0]["metrics"] for w in warm)
+            if name == "full":
+                same = same and cold["metrics"] == warm[0]["metrics"]
+            result["cases"][name]["metrics_identical"] = same
+    result["table"] = table(result)
+    return result
+
+
+def table(result: dict) -> str:
+    """The phase split, one column per measured case."""
+    columns = {"full cold": result["cases"]["full"]["cold"], "full warm": result["cases"]["full"]["warm"]}
+    columns["1 method 1 round warm"] = result["cases"]["one-method-one-round"]["warm"]
+    lines = [f"{'seconds':<24}" + "".join(f"{c:>24}" for c in columns)]
+    lines.append(f"{'whole process':<24}" + "".join(f"{c['wall_s']:>24.1f}" for c in columns.values()))
+    for p in PHASES:
+        lines.append(f"{'  ' + p:<24}" + "".join(f"{c['phases'][p]:>24.1f}" for c in columns.values()))
+    lines.append(f"{'fixed (not train/eval)':<24}" + "".join(f"{c['fixed_s']:>24.1f}" for c in columns.values()))
+    lines.append(
+        f"{'train+evaluate share':<24}" + "".join(f"{c['train_evaluate_share']:>24.0%}" for c in columns.values())
+    )
+    lines.append(
+        f"{'compiled: traced/loaded':<24}"
+        + "".join(f"{'{:.0f}/{:.0f}'.format(c['compile_traced'], c['compile_loaded']):>24}" for c in columns.values())
+    )
+    lines.append(
+        f"{'compile thread-seconds':<24}" + "".join(f"{c['compile_thread_s']:>24.1f}" for c in columns.values())
+    )
+    return "\n".join(lines)
