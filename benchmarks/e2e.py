@@ -60,8 +60,8 @@ def _one(args: list[str], cache: Path, folder: Path, timeout: float) -> dict:
         raise RuntimeError(f"pqfl run {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     result = json.loads(out.read_text())
     t, methods = result["timings"], result["methods"].values()
-    train = sum(m["train_s"] for m in methods)
-    evaluate = sum(m["evaluate_s"] for m in methods)
+    train = sum(m["timings"]["train_s"] for m in methods)
+    evaluate = sum(m["timings"]["evaluate_s"] for m in methods)
     before_flow = t["flow_start_unix"] - launched
     phases = {
         "start": before_flow - t["server_wait_s"] - t["prepare_s"],
@@ -77,9 +77,9 @@ def _one(args: list[str], cache: Path, folder: Path, timeout: float) -> dict:
         "phases": phases,
         "train_evaluate_share": (train + evaluate) / wall,
         "fixed_s": wall - train - evaluate,
-        "compile_traced": sum(m["compile_traced"] for m in methods),
-        "compile_loaded": sum(m["compile_loaded"] for m in methods),
-        "compile_thread_s": sum(m["compile_seconds"] for m in methods),
+        "compile_traced": sum(m["timings"]["compile_traced"] for m in methods),
+        "compile_loaded": sum(m["timings"]["compile_loaded"] for m in methods),
+        "compile_thread_s": sum(m["timings"]["compile_seconds"] for m in methods),
         "metrics": {name: m["mean_auroc"] for name, m in result["methods"].items()},
     }
 

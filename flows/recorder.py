@@ -214,8 +214,8 @@ class MethodRecorder:
             "wall_s": wall_s,
             "retries_total": state.retries_total,
             "clients_dropped": len(state.dropped),
-            **compiles,
-            **self.phases,
+            # where the method's time went: its rounds' training and evaluation, its compiling
+            "timings": {**self.phases, **compiles},
             "history": [h.as_dict() for h in result.history],
             "per_client": [{"client": ev.client, **ev.metrics()} for ev in final],
         }

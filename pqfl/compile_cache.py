@@ -84,6 +84,11 @@ class PersistentFunction:
         self._calls: dict = {}
         self._lock = threading.Lock()
 
+    @property
+    def signatures(self) -> int:
+        """How many argument signatures this function was prepared (and compiled) for."""
+        return len(self._calls)
+
     def __call__(self, *args):
         leaves, treedef = jax.tree.flatten(args)
         signature = (treedef, tuple((np.shape(x), np.result_type(x)) for x in leaves))

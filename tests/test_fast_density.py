@@ -38,3 +38,39 @@ def test_reupload_density_path_matches_pennylane_on_mixed_noise_correlators():
     assert np.allclose(z_fast, z_ref, atol=1e-10, rtol=0)
     assert np.allclose(g_fast, g_ref, atol=1e-10, rtol=0)
     assert float(np.abs(g_ref).max()) > 1e-3
+
+
+def test_large_noisy_circuits_evolve_observables_one_by_one_with_the_same_values_and_gradients(monkeypatch):
+    """Above ``EVOLVE_ONE_BY_ONE_BYTES`` the Heisenberg path evolves one observable at a
+    time under ``jax.checkpoint`` (the memory of 10 noisy qubits); forced on a small circuit
+    here, it gives the batched path's values and gradients, and PennyLane's."""
+    import pqfl.quantum.fast as fast
+
+    qubits, layers = 4, 2
+    spec = CircuitSpec(
+        qubits,
+        layers,
+        "iqp",
+        tuple(entangling_pairs("ring", qubits)),
+        depolarizing=(0.05, 0.0, 0.02, 0.01),
+        amplitude_damping=0.03,
+        readout=0.02,
+        correlators=True,
+    )
+    rng = np.random.default_rng(301)
+    X = rng.normal(size=(5, spec.n_features))
+    theta = rng.uniform(-np.pi, np.pi, shape(layers, qubits))
+    cotangent = rng.normal(size=(5, spec.n_outputs))
+
+    z_batched, g_batched = simulated_value_and_grad(fast_expvals, spec, X, theta, cotangent)
+    calls = []
+    one_by_one = fast._noisy_expvals_one_by_one
+    monkeypatch.setattr(fast, "_noisy_expvals_one_by_one", lambda *a: calls.append(1) or one_by_one(*a))
+    monkeypatch.setattr(fast, "EVOLVE_ONE_BY_ONE_BYTES", 0)
+    z_single, g_single = simulated_value_and_grad(fast_expvals, spec, X, theta, cotangent)
+    assert calls  # the one-by-one path ran
+    assert np.allclose(z_single, z_batched, atol=1e-12, rtol=0)
+    assert np.allclose(g_single, g_batched, atol=1e-12, rtol=0)
+    z_ref, g_ref = simulated_value_and_grad(reference_expvals, spec, X, theta, cotangent)
+    assert np.allclose(z_single, z_ref, atol=1e-10, rtol=0) and np.allclose(g_single, g_ref, atol=1e-10, rtol=0)
+    assert float(np.abs(g_ref).max()) > 1e-3

@@ -54,13 +54,26 @@ def two_runs(harness, tmp_path_factory):
 
 
 def _metrics_only(result: dict) -> dict:
-    return {m: {k: v for k, v in r.items() if k not in ("wall_s",)} for m, r in result["methods"].items()}
+    return {m: {k: v for k, v in r.items() if k not in ("wall_s", "timings")} for m, r in result["methods"].items()}
 
 
 def test_same_seed_gives_identical_metrics(two_runs):
     first, second, *_ = two_runs
     assert _metrics_only(first) == _metrics_only(second)
     assert first["mlflow_parent_run_ids"] != second["mlflow_parent_run_ids"]
+
+
+def test_a_second_run_in_the_process_compiles_nothing_and_times_its_phases(two_runs):
+    """Every circuit's step and scoring function is prepared once per process: the second
+    run of the same config traces and loads nothing. Each method's rounds split into
+    training and evaluation seconds that fit in its wall time."""
+    first, second, *_ = two_runs
+    for method, r in second["methods"].items():
+        assert r["timings"]["compile_traced"] == r["timings"]["compile_loaded"] == 0, method
+    for method, r in first["methods"].items():
+        t = r["timings"]
+        assert t["train_s"] > 0 and t["evaluate_s"] > 0, method
+        assert t["train_s"] + t["evaluate_s"] <= r["wall_s"], method
 
 
 def test_every_method_reports_sane_metrics(two_runs):

@@ -59,7 +59,7 @@ def test_every_round_s_rate_reuses_one_compiled_step():
     for scale in (1.0, 0.5, 0.25, 0.125):
         _train("adam", 0.2, scale)
     _, step = compiled_step(SPEC, "supervised", "fast", None, "adam", 0.2, 0.0, True)
-    assert step.fn._cache_size() == 1
+    assert step.signatures == 1
 
 
 def _setup():

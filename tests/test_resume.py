@@ -48,7 +48,8 @@ def _cli(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.Comp
 
 def _metrics(result: dict) -> dict:
     return {
-        m: {k: v for k, v in r.items() if k not in ("wall_s", "retries_total")} for m, r in result["methods"].items()
+        m: {k: v for k, v in r.items() if k not in ("wall_s", "retries_total", "timings")}
+        for m, r in result["methods"].items()
     }
 
 

@@ -314,9 +314,10 @@ def _rot_superoperator(r):
     return jnp.einsum("ca,db->abcd", jnp.conj(r), r)
 
 
-def heisenberg_observables(spec: CircuitSpec, theta):
+def heisenberg_observables(spec: CircuitSpec, theta, signs=None):
     """The measured observables (Z_i, and Z_i Z_j with correlators) evolved backwards
-    through the noisy block: shape (n_outputs, 2**q, 2**q).
+    through the noisy block: shape (n_outputs, 2**q, 2**q). ``signs`` (2**q, k): the
+    diagonals of the observables to evolve instead (default: every measured one).
 
     Walking backwards, layer l contributes: adjoint noise channel, inverse CNOT
     permutation, adjoint rotations. The rotation of layer l and the channel of layer
@@ -329,8 +330,9 @@ def heisenberg_observables(spec: CircuitSpec, theta):
         adjoint_superoperator(noise_kraus(spec.on_wire("depolarizing", w), spec.on_wire("amplitude_damping", w)))
         for w in range(q)
     ]
-    signs = measured_signs(q, spec.correlators)
-    obs = jnp.asarray(np.stack([np.diag(signs[:, i]) for i in range(signs.shape[1])]).astype(np.complex128))
+    if signs is None:
+        signs = jnp.asarray(measured_signs(q, spec.correlators))
+    obs = jax.vmap(jnp.diag, in_axes=1)(signs).astype(jnp.complex128)
     # Keep XLA from constant-folding the first (parameter-free) layer of a large array.
     obs = jax.lax.optimization_barrier(obs)
     pending = [None] * q  # rotation superoperators waiting to be merged with the next channel
@@ -352,6 +354,36 @@ def heisenberg_observables(spec: CircuitSpec, theta):
     return obs.reshape(-1, dim, dim)
 
 
+# Above this size of the evolved observables (n_outputs · 4**q complex numbers: 10 qubits
+# are 168 MB), they are evolved one at a time, each recomputed in the backward pass. The
+# gradient otherwise keeps every wire pass's input: 6.6 GB at 10 noisy qubits, more than
+# PennyLane's default.mixed needs.
+EVOLVE_ONE_BY_ONE_BYTES = 64 * 2**20
+
+
+def _quadratic_forms(spec: CircuitSpec, psi, obs):
+    """⟨ψ_b|O_i|ψ_b⟩ for every sample b and observable i, shape (batch, len(obs))."""
+    if spec.encoding in REAL_ENCODINGS:
+        # ψ is real and O Hermitian, so ψᵀ O ψ = ψᵀ Re(O) ψ: one real quadratic form per sample.
+        psi_r = jnp.real(psi)
+        return jnp.einsum("bd,ide,be->bi", psi_r, jnp.real(obs), psi_r)
+    return jnp.real(jnp.einsum("bd,ide,be->bi", jnp.conj(psi), obs, psi))
+
+
+def _noisy_expvals_one_by_one(spec: CircuitSpec, psi, theta):
+    """The Heisenberg path for large circuits: one observable evolved at a time
+    (``lax.map``), its passes recomputed when the gradient needs them
+    (``jax.checkpoint``), so memory holds one observable's passes instead of all of them."""
+
+    @jax.checkpoint
+    def one(sign):
+        obs = heisenberg_observables(spec, theta, sign[:, None])
+        return _quadratic_forms(spec, psi, obs)[:, 0]
+
+    signs = jnp.asarray(measured_signs(spec.qubits, spec.correlators))
+    return jax.lax.map(one, signs.T).T
+
+
 def fast_expvals(spec: CircuitSpec, X, theta):
     """⟨Z_i⟩ (then ⟨Z_i Z_j⟩ with correlators) for a batch X, shape (batch, n_outputs),
     readout error included."""
@@ -359,14 +391,10 @@ def fast_expvals(spec: CircuitSpec, X, theta):
     if spec.reupload and spec.noisy:
         return jnp.asarray(spec.readout_factors()) * _expvals_density(spec, X, theta)
     psi = encoded_states(spec.encoding, X[:, : spec.qubits] if spec.reupload else X, spec.qubits)
-    if spec.noisy:
-        obs = heisenberg_observables(spec, theta)
-        if spec.encoding in REAL_ENCODINGS:
-            # ψ is real and O Hermitian, so ψᵀ O ψ = ψᵀ Re(O) ψ: one real quadratic form per sample.
-            psi_r = jnp.real(psi)
-            z = jnp.einsum("bd,ide,be->bi", psi_r, jnp.real(obs), psi_r)
-        else:
-            z = jnp.real(jnp.einsum("bd,ide,be->bi", jnp.conj(psi), obs, psi))
+    if spec.noisy and spec.n_outputs * 4**spec.qubits * 16 > EVOLVE_ONE_BY_ONE_BYTES:
+        z = _noisy_expvals_one_by_one(spec, psi, theta)
+    elif spec.noisy:
+        z = _quadratic_forms(spec, psi, heisenberg_observables(spec, theta))
     else:
         z = _expvals_statevector(spec, psi, theta, X)
     return jnp.asarray(spec.readout_factors()) * z
