@@ -275,10 +275,10 @@ def _run(args) -> int:
         cfg = with_fault_env(load_run_config(args.config).with_overrides(_overrides(args)))
     with prefect_api() as api:  # a temporary server starts now, while the rest is imported and checked
         _check_outputs(cfg, args.json_out)
-        from pqfl.fleet import prepare
+        from tasks.federated import prepared_fleet
 
         prepared = time.perf_counter()
-        prepare(cfg)  # fail fast on data problems, before any run starts
+        prepared_fleet(cfg)  # fail fast on data problems, before any run starts; the methods reuse it
         prepare_s = time.perf_counter() - prepared
         if args.json_out:
             Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,10 @@ would cost more than it saves.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -64,10 +68,28 @@ def evaluate(job: jobs.EvalJob, faults: FaultPlan = NO_FAULTS) -> ClientEvaluati
         return replace(jobs.evaluate_client(job), retries=attempt - 1)
 
 
+_FLEETS: OrderedDict[str, Fleet] = OrderedDict()  # the last prepared fleets, by config
+_FLEETS_LOCK = threading.Lock()
+
+
+def prepared_fleet(cfg: RunConfig) -> Fleet:
+    """``pqfl.fleet.prepare(cfg)``, once per config in this process: the CLI's check before
+    the run and every method of the invocation share one preparation. The key is the whole
+    config, so any change prepares again; the last two fleets are kept."""
+    key = hashlib.sha256(json.dumps(cfg.model_dump(mode="json", by_alias=True), sort_keys=True).encode()).hexdigest()
+    with _FLEETS_LOCK:
+        if key not in _FLEETS:
+            _FLEETS[key] = prepare(cfg)
+            while len(_FLEETS) > 2:
+                _FLEETS.popitem(last=False)
+        return _FLEETS[key]
+
+
 @task(name="prepare-clients", cache_policy=NO_CACHE)
 def prepare_clients(cfg: RunConfig) -> Fleet:
-    """Load, partition and preprocess (federated statistics) every client's data."""
-    return prepare(cfg)
+    """Load, partition and preprocess (federated statistics) every client's data; prepared
+    once per invocation (:func:`prepared_fleet`)."""
+    return prepared_fleet(cfg)
 
 
 @task(name="aggregate", cache_policy=NO_CACHE, task_run_name="aggregate-r{job.round_index}")

@@ -46,21 +46,21 @@ def test_large_noisy_circuits_evolve_observables_one_by_one_with_the_same_values
     here, it gives the batched path's values and gradients, and PennyLane's."""
     import pqfl.quantum.fast as fast
 
-    qubits, layers = 4, 2
+    qubits, layers = 3, 2
     spec = CircuitSpec(
         qubits,
         layers,
         "iqp",
         tuple(entangling_pairs("ring", qubits)),
-        depolarizing=(0.05, 0.0, 0.02, 0.01),
+        depolarizing=(0.05, 0.0, 0.02),
         amplitude_damping=0.03,
         readout=0.02,
         correlators=True,
     )
     rng = np.random.default_rng(301)
-    X = rng.normal(size=(5, spec.n_features))
+    X = rng.normal(size=(3, spec.n_features))
     theta = rng.uniform(-np.pi, np.pi, shape(layers, qubits))
-    cotangent = rng.normal(size=(5, spec.n_outputs))
+    cotangent = rng.normal(size=(3, spec.n_outputs))
 
     z_batched, g_batched = simulated_value_and_grad(fast_expvals, spec, X, theta, cotangent)
     calls = []

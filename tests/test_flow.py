@@ -250,3 +250,24 @@ def test_restarts_train_and_serve_an_ensemble_per_client(harness, tmp_path, monk
         served += 1
     assert served == 2
     assert 0.0 <= result["methods"]["centralized"]["mean_auroc"] <= 1.0
+
+
+def test_the_data_is_prepared_once_per_config(monkeypatch):
+    """The CLI's check and every method of an invocation share one preparation; any change
+    of the config prepares again, and only the last two fleets are kept."""
+    import tasks.federated as federated
+    from tasks.settings import parse_run_config
+    from tests.tiny import TINY
+
+    calls = []
+    real = federated.prepare
+    monkeypatch.setattr(federated, "prepare", lambda cfg: calls.append(cfg.federation.seed) or real(cfg))
+    monkeypatch.setattr(federated, "_FLEETS", type(federated._FLEETS)())
+    cfg = parse_run_config(TINY)
+    first = federated.prepared_fleet(cfg)
+    assert federated.prepared_fleet(parse_run_config(cfg.model_dump(mode="json", by_alias=True))) is first
+    assert calls == [3]
+    other = federated.prepared_fleet(cfg.with_overrides({"federation.seed": 4}))
+    assert other is not first and calls == [3, 4]
+    federated.prepared_fleet(cfg.with_overrides({"federation.seed": 5}))
+    assert federated.prepared_fleet(cfg) is not first and calls == [3, 4, 5, 3]  # the oldest was evicted
