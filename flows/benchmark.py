@@ -43,9 +43,8 @@ from pqfl.benchmark.statistics import (
     summary_table,
 )
 from pqfl.benchmark.suite import Case, Suite, check_suite, resolve_source
-from pqfl.config import parse_config
-from pqfl.fleet import prepare
 from pqfl.plots import benchmark_convergence_plot, client_bars_plot, pooled_roc_pr_plot, sweep_plot
+from tasks.federated import prepared_fleet
 from tasks.settings import parse_run_config
 
 log = logging.getLogger("pqfl.progress")
@@ -69,8 +68,8 @@ def check_run_suite(
 @task(name="classical-references", cache_policy=NO_CACHE)
 def classical_references(config: dict, baselines: list[str] | None) -> dict:
     """scikit-learn references on the very client splits the quantum methods use."""
-    cfg = parse_config(config)
-    fleet = prepare(cfg)
+    cfg = parse_run_config(config)
+    fleet = prepared_fleet(cfg)  # the fleet the case's methods trained on, not prepared again
     refs = run_baselines(
         fleet.datas, fleet.stats, cfg.federation.objective, cfg.federation.seed, baselines, fleet.clients
     )
