@@ -8,6 +8,7 @@ own package folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import os
@@ -127,8 +128,12 @@ class PersistentFunction:
         shapes = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in signature[1]]
         exported = export.export(jax.jit(flat))(*shapes)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(exported.serialize())
-            os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(exported.serialize())
+                os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+            except OSError:  # a read-only or full cache folder costs the next process a trace, not this run
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
         return jax.jit(exported.call), True

@@ -83,3 +83,13 @@ def test_exported_function_matches_plain_jit_and_keeps_pytrees():
     # New values, same signature: the prepared call is reused.
     got = persistent(params, np.ones(4) * 2.0)
     np.testing.assert_array_equal(np.asarray(got["y"]), np.asarray(jax.jit(fn)(params, np.ones(4) * 2.0)["y"]))
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_a_trace_not_the_run(tmp_path):
+    """The traced function is still used when its export cannot be stored."""
+    cache = tmp_path / "jax-cache"
+    cache.mkdir()
+    (cache / "exported").write_text("a file where the folder of exports would go")
+    first = _run(cache)
+    assert first["stats"]["traced"] == 1 and first["stats"]["loaded"] == 0
+    assert _run(cache)["stats"]["traced"] == 1  # nothing was stored, so the next process traces again
