@@ -1,0 +1,81 @@
+"""Whole-process walls of ``pqfl run`` for two checkouts, side by side in one session.
+
+    python -m benchmarks.compare_trees OLD_TREE NEW_TREE [RUNS]
+
+For each tree (a git worktree, e.g. ``git worktree add /tmp/old a81eade``), with this
+environment's Python and dependencies: one default run from an empty compilation cache,
+then RUNS warm default runs and RUNS warm ``--methods pqfl --rounds 1`` runs, each a fresh
+process (``python -m flows.cli run``, the tree's own command) on a fresh MLflow store.
+Prints the walls, their medians, the before/after ratios, and whether every run of both
+trees gave the same metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _run(tree: str, args: list[str], cache: Path, folder: Path) -> tuple[float, dict]:
+    folder.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PQFL_FAULT_RATE")}
+    env.update(
+        PYTHONPATH=tree,
+        PQFL_CACHE_DIR=str(cache),
+        MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
+        PQFL_CHECKPOINT_DIR=str(folder / "checkpoints"),
+    )
+    out = folder / "run.json"
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", *args, "--json", str(out)],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{tree}: pqfl run {' '.join(args)} failed: {proc.stderr[-1500:]}")
+    methods = json.loads(out.read_text())["methods"]
+    return wall, {m: {k: v for k, v in r.items() if k not in ("wall_s", "timings")} for m, r in methods.items()}
+
+
+def compare(old: str, new: str, runs: int = 3) -> dict:
+    out, metrics = {}, []
+    with tempfile.TemporaryDirectory(prefix="pqfl-trees-") as tmp:
+        for name, tree in (("before", old), ("after", new)):
+            cache = Path(tmp) / f"cache-{name}"
+            cold, m = _run(tree, [], cache, Path(tmp) / f"{name}-cold")
+            metrics.append(m)
+            warm, fixed = [], []
+            for i in range(runs):
+                wall, m = _run(tree, [], cache, Path(tmp) / f"{name}-warm-{i}")
+                warm.append(wall)
+                metrics.append(m)
+                fixed.append(
+                    _run(tree, ["--methods", "pqfl", "--rounds", "1"], cache, Path(tmp) / f"{name}-one-{i}")[0]
+                )
+            out[name] = {"cold_s": cold, "warm_s": warm, "one_round_s": fixed}
+            print(
+                f"{name}: cold {cold:.1f} s; warm {', '.join(f'{w:.1f}' for w in warm)} s; "
+                f"one method one round {', '.join(f'{w:.1f}' for w in fixed)} s",
+                flush=True,
+            )
+    for key in ("warm_s", "one_round_s"):
+        before, after = statistics.median(out["before"][key]), statistics.median(out["after"][key])
+        print(f"{key}: median {before:.1f} s -> {after:.1f} s, {before / after:.2f}x")
+    print(f"cold_s: {out['before']['cold_s']:.1f} s -> {out['after']['cold_s']:.1f} s")
+    out["metrics_identical"] = all(m == metrics[0] for m in metrics)
+    print(f"every run of both trees gave the same metrics: {out['metrics_identical']}")
+    return out
+
+
+if __name__ == "__main__":
+    compare(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 3)
