@@ -93,20 +93,21 @@ class PersistentFunction:
     def __call__(self, *args):
         leaves, treedef = jax.tree.flatten(args)
         signature = (treedef, tuple((np.shape(x), np.result_type(x)) for x in leaves))
-        call = self._calls.get(signature)
-        if call is None:
+        prepared, out = self._calls.get(signature), None
+        if prepared is None:
             with self._lock:
-                if signature not in self._calls:
+                prepared = self._calls.get(signature)
+                if prepared is None:
                     started = time.perf_counter()
                     call, traced = self._prepare(signature, treedef)
                     out = jax.block_until_ready(call(*leaves))  # compiled here, once
-                    self._calls[signature] = call
+                    # the result's structure follows from the arguments', so it is worked out once too
+                    prepared = self._calls[signature] = (call, jax.tree.structure(self.out_like(*args)))
                     with _STATS_LOCK:
                         _STATS["traced" if traced else "loaded"] += 1
                         _STATS["seconds"] += time.perf_counter() - started
-                    return jax.tree.unflatten(jax.tree.structure(self.out_like(*args)), out)
-                call = self._calls[signature]
-        return jax.tree.unflatten(jax.tree.structure(self.out_like(*args)), call(*leaves))
+        call, out_tree = prepared
+        return jax.tree.unflatten(out_tree, call(*leaves) if out is None else out)
 
     def _prepare(self, signature, treedef) -> tuple[Callable, bool]:
         from jax import export
