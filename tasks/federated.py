@@ -11,13 +11,11 @@ would cost more than it saves.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import lru_cache
 
 import numpy as np
 from prefect import task, unmapped
@@ -29,7 +27,7 @@ from pqfl.federated import jobs
 from pqfl.fleet import Fleet, prepare
 from pqfl.results import ClientEvaluation
 from tasks.retry import NO_FAULTS, FaultPlan, retry_options
-from tasks.settings import RunConfig
+from tasks.settings import RunConfig, parse_run_config
 
 # Worker processes import this module too: they share the on-disk compilation cache.
 enable_persistent_cache()
@@ -68,21 +66,16 @@ def evaluate(job: jobs.EvalJob, faults: FaultPlan = NO_FAULTS) -> ClientEvaluati
         return replace(jobs.evaluate_client(job), retries=attempt - 1)
 
 
-_FLEETS: OrderedDict[str, Fleet] = OrderedDict()  # the last prepared fleets, by config
-_FLEETS_LOCK = threading.Lock()
-
-
 def prepared_fleet(cfg: RunConfig) -> Fleet:
     """``pqfl.fleet.prepare(cfg)``, once per config in this process: the CLI's check before
     the run and every method of the invocation share one preparation. The key is the whole
     config, so any change prepares again; the last two fleets are kept."""
-    key = hashlib.sha256(json.dumps(cfg.model_dump(mode="json", by_alias=True), sort_keys=True).encode()).hexdigest()
-    with _FLEETS_LOCK:
-        if key not in _FLEETS:
-            _FLEETS[key] = prepare(cfg)
-            while len(_FLEETS) > 2:
-                _FLEETS.popitem(last=False)
-        return _FLEETS[key]
+    return _fleet_of(json.dumps(cfg.model_dump(mode="json", by_alias=True), sort_keys=True))
+
+
+@lru_cache(maxsize=2)
+def _fleet_of(config_json: str) -> Fleet:
+    return prepare(parse_run_config(json.loads(config_json)))
 
 
 @task(name="prepare-clients", cache_policy=NO_CACHE)

@@ -262,7 +262,7 @@ def test_the_data_is_prepared_once_per_config(monkeypatch):
     calls = []
     real = federated.prepare
     monkeypatch.setattr(federated, "prepare", lambda cfg: calls.append(cfg.federation.seed) or real(cfg))
-    monkeypatch.setattr(federated, "_FLEETS", type(federated._FLEETS)())
+    federated._fleet_of.cache_clear()
     cfg = parse_run_config(TINY)
     first = federated.prepared_fleet(cfg)
     assert federated.prepared_fleet(parse_run_config(cfg.model_dump(mode="json", by_alias=True))) is first
@@ -271,3 +271,4 @@ def test_the_data_is_prepared_once_per_config(monkeypatch):
     assert other is not first and calls == [3, 4]
     federated.prepared_fleet(cfg.with_overrides({"federation.seed": 5}))
     assert federated.prepared_fleet(cfg) is not first and calls == [3, 4, 5, 3]  # the oldest was evicted
+    federated._fleet_of.cache_clear()  # no fleet prepared under the patched prepare outlives the test
