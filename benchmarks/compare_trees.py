@@ -12,38 +12,17 @@ trees gave the same metrics.
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from benchmarks.e2e import run_pqfl
 
 
 def _run(tree: str, args: list[str], cache: Path, folder: Path) -> tuple[float, dict]:
-    folder.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PQFL_FAULT_RATE")}
-    env.update(
-        PYTHONPATH=tree,
-        PQFL_CACHE_DIR=str(cache),
-        MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
-        PQFL_CHECKPOINT_DIR=str(folder / "checkpoints"),
-    )
-    out = folder / "run.json"
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", *args, "--json", str(out)],
-        cwd=tree,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"{tree}: pqfl run {' '.join(args)} failed: {proc.stderr[-1500:]}")
-    methods = json.loads(out.read_text())["methods"]
+    _, wall, result = run_pqfl(args, cache, folder, timeout=1800, tree=tree)
+    methods = result["methods"]
     return wall, {m: {k: v for k, v in r.items() if k not in ("wall_s", "timings")} for m, r in methods.items()}
 
 

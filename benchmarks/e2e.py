@@ -35,8 +35,12 @@ from pathlib import Path
 PHASES = ("start", "server", "data", "train", "evaluate", "orchestration+tracking", "exit")
 
 
-def _one(args: list[str], cache: Path, folder: Path, timeout: float) -> dict:
-    """One ``pqfl run`` in a fresh process and store; its wall and its phase split."""
+def run_pqfl(
+    args: list[str], cache: Path, folder: Path, timeout: float = 900, tree: str | None = None
+) -> tuple[float, float, dict]:
+    """``pqfl run ARGS --json`` in a fresh process on a fresh store in ``folder``, with the
+    compilation cache ``cache``; with ``tree``, that checkout's own command. Returns when it
+    was launched (Unix time), its wall and its ``--json`` result."""
     folder.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PQFL_FAULT_RATE")}
     env.update(
@@ -44,6 +48,8 @@ def _one(args: list[str], cache: Path, folder: Path, timeout: float) -> dict:
         MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
         PQFL_CHECKPOINT_DIR=str(folder / "checkpoints"),
     )
+    if tree:
+        env["PYTHONPATH"] = tree
     out = folder / "run.json"
     launched = time.time()
     started = time.perf_counter()
@@ -53,12 +59,17 @@ def _one(args: list[str], cache: Path, folder: Path, timeout: float) -> dict:
         text=True,
         env=env,
         timeout=timeout,
-        cwd=folder,
+        cwd=tree or folder,
     )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"pqfl run {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    result = json.loads(out.read_text())
+    return launched, wall, json.loads(out.read_text())
+
+
+def _one(args: list[str], cache: Path, folder: Path, timeout: float) -> dict:
+    """One ``pqfl run`` in a fresh process and store; its wall and its phase split."""
+    launched, wall, result = run_pqfl(args, cache, folder, timeout)
     t, methods = result["timings"], result["methods"].values()
     train = sum(m["timings"]["train_s"] for m in methods)
     evaluate = sum(m["timings"]["evaluate_s"] for m in methods)
