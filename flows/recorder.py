@@ -86,7 +86,12 @@ class MethodRecorder:
                 f"{cfg.federation.rounds} rounds, seed {cfg.federation.seed}, invocation {store.invocation}."
                 + (f" Prefect flow run: {url}" if url else "")
             )
+            if federation.attacker_names:  # who attacks, for filtering runs in the UI
+                tags["pqfl.attackers"] = ",".join(federation.attacker_names)
+                description += f" Attacking clients ({cfg.federation.attack.kind}): {tags['pqfl.attackers']}."
             self.run = tracker.start_method(method, federation.clients, tags=tags, description=description)
+            for name in federation.attacker_names:
+                tracker.client.set_tag(self.run.client_run_ids[name], "pqfl.attacker", "true")
             self.run.log_datasets(fleet.datas, cfg.dataset.source)
             fed = cfg.federation
             ckpt = MethodCheckpoint(
@@ -219,6 +224,13 @@ class MethodRecorder:
             "history": [h.as_dict() for h in result.history],
             "per_client": [{"client": ev.client, **ev.metrics()} for ev in final],
         }
+        if result.attackers:  # metrics over the honest clients, and who attacked
+            out["attackers"] = list(result.attackers)
+            out["honest"] = result.honest_summary.metrics()
+            for row in out["per_client"]:
+                row["attacker"] = row["client"] in result.attackers
+        if state.last is not None and state.last.epsilon is not None:
+            out["epsilon"] = state.last.epsilon
         if cfg.federation.select == "best_val":  # which round's model each client kept
             for row, k in zip(out["per_client"], result.selected_rounds):
                 row["selected_round"] = k

@@ -59,6 +59,11 @@ PARENT_METRICS = {
     "compile_traced": "time/compile_traced",
     "compile_loaded": "time/compile_loaded",
     "compile_seconds": "time/compile_s",
+    # with federation.attack: the mean AUROC over honest clients and over the attackers
+    "honest_mean_auroc": "test/honest_mean_auroc",
+    "attackers_mean_auroc": "test/attackers_mean_auroc",
+    # with federation.privacy: ε of the (ε, δ)-DP spent up to the round (dp-accounting's RDP accountant)
+    "epsilon": "privacy/epsilon",
 }
 CLIENT_METRICS = {
     "auroc": "test/auroc",
@@ -219,6 +224,11 @@ class MethodRun:
             "clients_dropped": len(report.dropped),
             "retries": report.retries,
         }
+        if report.attackers:
+            extra["honest_mean_auroc"] = report.honest_summary.mean_auroc
+            extra["attackers_mean_auroc"] = report.attacker_summary.mean_auroc
+        if report.epsilon is not None:
+            extra["epsilon"] = report.epsilon
         values = {**report.summary.metrics(), **extra}
         if not (only_missing and self.has_step(self.parent_id, ROUND_METRICS[0], step)):
             self.client.log_batch(self.parent_id, metrics=_metrics(values, PARENT_METRICS, ts, step))

@@ -300,6 +300,80 @@ class ClientProfile(_Strict):
         return self
 
 
+ATTACKS = ("none", "label_flip", "sign_flip", "model_replacement", "gaussian", "free_rider")
+AGGREGATION_RULES = ("mean", "median", "trimmed_mean", "krum", "multi_krum")
+
+
+def _positive(fix: str) -> AfterValidator:
+    """A number that must be > 0, refused with ``fix`` (what to set instead)."""
+
+    def check(value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be greater than 0; {fix}")
+        return value
+
+    return AfterValidator(check)
+
+
+class AttackConfig(_Strict):
+    """Adversarial clients inside the fleet (pqfl.federated.attacks). ``fraction`` of the
+    clients, drawn from the seed, attack with ``kind``; they train and are evaluated like
+    the others, and the run reports honest clients' metrics separately from theirs."""
+
+    kind: Literal[ATTACKS] = "none"
+    fraction: Float = Field(default=0.0, ge=0, lt=1)
+    # sign_flip: the upload is w − scale·(v − w), the client's update reversed and scaled.
+    scale: Annotated[Float, _positive("use 1 to reverse the update at its own size")] = 1.0
+    # model_replacement: the upload is w + boost·(v − w) with v trained on flipped labels;
+    # unset = the number of clients uploading to the attacker's group, which replaces the
+    # average with v when the honest updates are small (Bagdasaryan et al. 2020).
+    boost: Annotated[Float, _positive("leave it unset to boost by the number of uploading clients")] | None = None
+    # gaussian: the upload is pure noise, N(0, sigma²) per angle.
+    sigma: Annotated[Float, _positive("use e.g. 1.0 radian")] = 1.0
+
+    def attackers(self, n_clients: int) -> int:
+        """How many of ``n_clients`` attack: fraction · n rounded half up, none when kind is none."""
+        return 0 if self.kind == "none" else math.floor(self.fraction * n_clients + 0.5)
+
+
+class AggregatorConfig(_Strict):
+    """The server's rule for combining uploads within a sharing group
+    (pqfl.federated.robust): the paper's weighted masked mean, or a Byzantine-robust rule."""
+
+    rule: Literal[AGGREGATION_RULES] = "mean"
+    # trimmed_mean: the fraction of the holders' values dropped at each end, per entry.
+    trim: Float = Field(default=0.1, ge=0, lt=0.5)
+    # krum / multi_krum: the number of attackers f to tolerate (unset = the attack's count).
+    byzantine: Int | None = Field(default=None, ge=0)
+    # multi_krum: how many uploads to average (unset = n − f).
+    keep: Int | None = Field(default=None, ge=1)
+    # Each client's update (upload − its global block) is scaled to L2 norm ≤ clip first.
+    clip: Annotated[Float, _positive("leave it unset for no clipping, or use e.g. 1.0")] | None = None
+
+
+class PrivacyConfig(_Strict):
+    """Client-level differential privacy (DP-FedAvg, McMahan et al. 2018; pqfl.privacy.dp):
+    each update clipped to L2 norm ``clip``, the group's sum of clipped updates noised with
+    N(0, (noise_multiplier · clip)²) per entry at the server (or each upload noised by its
+    client, ``noise: local``), averaged without weights. The (ε, δ) spent is computed
+    with Google's dp-accounting RDP accountant."""
+
+    noise_multiplier: Float = 1.0
+    clip: Annotated[Float, _positive("the clipping norm bounds each update, use e.g. 1.0")] = 1.0
+    delta: Float = Field(default=1e-5, gt=0, lt=1)
+    noise: Literal["server", "local"] = "server"
+
+    @field_validator("noise_multiplier")
+    @classmethod
+    def _non_negative(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError(
+                "is negative; the noise's standard deviation is noise_multiplier × clip, so use 0 "
+                "(clipping only, no privacy guarantee) or a positive value such as 1.0"
+            )
+        return v
+
+
 class FederationConfig(_Strict):
     """The federated optimisation: methods, rounds and local optimiser."""
 
@@ -345,6 +419,11 @@ class FederationConfig(_Strict):
     # earliest on ties; early stopping without stopping the federation). Only validation
     # scores choose; the test metrics reported are those of the chosen round.
     select: Literal["last", "best_val"] = "last"
+    # Adversarial clients, the server's aggregation rule and client-level differential
+    # privacy (docs/robustness.md); the defaults are the paper's: no attack, weighted mean, no DP.
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
+    privacy: PrivacyConfig | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
 
@@ -357,6 +436,37 @@ class FederationConfig(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("methods are listed twice; list each method once")
         return v
+
+    @model_validator(mode="after")
+    def _defences_fit_the_attack(self) -> FederationConfig:
+        attack, agg = self.attack, self.aggregator
+        if attack.kind == "none" and attack.fraction > 0:
+            raise ValueError(
+                f"federation.attack.fraction: {attack.fraction} of the clients attack, but attack.kind is none; "
+                f"set a kind ({', '.join(ATTACKS[1:])}) or fraction: 0"
+            )
+        if attack.kind in ("label_flip", "model_replacement") and self.objective != "supervised":
+            raise ValueError(
+                f"federation.attack.kind: {attack.kind} flips the attackers' training labels, but "
+                f"federation.objective is {self.objective} (labels unused in training); use sign_flip, "
+                "gaussian or free_rider, or objective: supervised"
+            )
+        if agg.rule != "mean" and attack.kind != "none" and attack.fraction >= 0.5:
+            raise ValueError(
+                f"federation.aggregator.rule: {agg.rule} tolerates fewer than half attackers, but "
+                f"federation.attack.fraction is {attack.fraction}; use a fraction below 0.5"
+            )
+        if self.privacy is not None and agg.rule != "mean":
+            raise ValueError(
+                f"federation.privacy: the DP noise is calibrated to the mean of clipped updates, but "
+                f"federation.aggregator.rule is {agg.rule}; use rule: mean with privacy"
+            )
+        if self.privacy is not None and agg.clip is not None:
+            raise ValueError(
+                "federation.aggregator.clip: with privacy the updates are clipped to federation.privacy.clip; "
+                "remove aggregator.clip"
+            )
+        return self
 
 
 #: Top-level sections of the YAML that belong to the orchestration layer (tasks/settings.py
@@ -401,6 +511,27 @@ class Config(_Strict):
                 f"{fisher[0]}: fisher is fitted on labelled anomalies, but federation.objective is "
                 f"{self.federation.objective} (labels unused in training); use projection: pca or objective: supervised"
             )
+        attack, n = self.federation.attack, len(self.clients)
+        if attack.fraction > 0 and attack.attackers(n) == 0:
+            raise ValueError(
+                f"federation.attack.fraction: {attack.fraction} of {n} clients rounds to no attacker; "
+                f"use a fraction of at least {1 / (2 * n):.3g} or add clients"
+            )
+        if attack.attackers(n) >= n:
+            raise ValueError(
+                f"federation.attack.fraction: {attack.fraction} of {n} clients makes every client an attacker; "
+                "leave at least one honest client (a lower fraction)"
+            )
+        agg = self.federation.aggregator
+        if agg.rule in ("krum", "multi_krum") and self.federation.share == "fleet":
+            f = agg.byzantine if agg.byzantine is not None else attack.attackers(n)
+            if n < 2 * f + 3:
+                raise ValueError(
+                    f"federation.aggregator.rule: {agg.rule} needs at least 2f + 3 = {2 * f + 3} clients to "
+                    f"tolerate f = {f} attackers, the fleet has {n}; lower aggregator.byzantine or add clients"
+                )
+            if agg.keep is not None and agg.keep > n:
+                raise ValueError(f"federation.aggregator.keep: {agg.keep} exceeds the {n} clients; use at most {n}")
         device = next((c for c in self.clients if c.backend is not None), None)
         if self.federation.restarts > 1 and device is not None:
             raise ValueError(
@@ -471,7 +602,7 @@ def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = clip(".".join(str(p) for p in first["loc"]))
     msg = first["msg"].removeprefix("Value error, ")
-    if not loc:  # a whole-config check; its message starts with the field it is about
+    if not loc or msg.startswith(f"{loc}."):  # a check across fields; its message names the field
         return msg
     got = first.get("input")
     if first["type"] in ("missing",):

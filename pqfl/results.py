@@ -105,6 +105,22 @@ class RoundReport:
     wall_s: float
     train_s: float = 0.0  # of wall_s: the fan-out of local training and the aggregation
     evaluate_s: float = 0.0  # of wall_s: the evaluation of every client
+    attackers: tuple[str, ...] = ()  # the attacking clients (federation.attack)
+    epsilon: float | None = None  # ε of the (ε, δ)-DP spent so far (federation.privacy)
+
+    @property
+    def honest_summary(self) -> RoundSummary | None:
+        """The summary over the honest clients only (``summary`` without an attack)."""
+        if not self.attackers or self.summary is None:
+            return self.summary
+        return RoundSummary.of(self.round, [e for e in self.evaluations if e.client not in self.attackers])
+
+    @property
+    def attacker_summary(self) -> RoundSummary | None:
+        """The summary over the attacking clients (None without an attack)."""
+        if not self.attackers or self.summary is None:
+            return None
+        return RoundSummary.of(self.round, [e for e in self.evaluations if e.client in self.attackers])
 
     @property
     def evaluations(self) -> list[ClientEvaluation]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from pqfl.config import FederationConfig
 from pqfl.federated.client import ClientSetup, ClientState, evaluate_members, local_round
+from pqfl.federated.server import ServerRule
 from pqfl.federated.strategies import Strategy
 from pqfl.results import ClientEvaluation
 
@@ -83,7 +84,8 @@ class AggregateJob:
     weights: list[float]
     groups: list[int]
     round_index: int
+    rule: ServerRule | None = None  # the aggregation rule; None = the weighted masked mean
 
 
 def aggregate_uploads(job: AggregateJob) -> np.ndarray:
-    return job.strategy.aggregate(job.previous, job.blocks, job.weights, job.groups)
+    return job.strategy.aggregate(job.previous, job.blocks, job.weights, job.groups, job.rule, job.round_index)

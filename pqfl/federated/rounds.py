@@ -28,12 +28,15 @@ import numpy as np
 from pqfl.config import FederationConfig
 from pqfl.errors import PQFLRunError
 from pqfl.federated.aggregation import block_of
+from pqfl.federated.attacks import attacker_indices, poison_fleet, poisoned_upload
 from pqfl.federated.client import ClientSetup, ClientState, init_state, replicas
 from pqfl.federated.jobs import AggregateJob, EvalJob, TrainJob, aggregate_uploads, evaluate_client, train_client
-from pqfl.federated.server import init_shared, replica_groups, sample_clients
+from pqfl.federated.server import ServerRule, init_shared, replica_groups, sample_clients
 from pqfl.federated.strategies import Strategy, strategy_for
 from pqfl.fleet import Fleet
+from pqfl.privacy.dp import epsilon_spent, local_noise
 from pqfl.results import ClientEvaluation, ClientRound, DroppedClient, RoundReport, RoundSummary
+from pqfl.rng import derive_rng
 
 log = logging.getLogger("pqfl.progress")
 
@@ -81,6 +84,13 @@ class FederationResult:
     clients: list[ClientSetup]
     state: FederationState
     members: list[list[Member]]  # per client, one (state, θ) per restart
+    attackers: tuple[str, ...] = ()  # the attacking clients (federation.attack)
+
+    @property
+    def honest_summary(self) -> RoundSummary:
+        """``summary`` over the honest clients only (all of them without an attack)."""
+        honest = [e for e in self.evaluations if e.client not in self.attackers]
+        return RoundSummary.of(self.state.round, honest)
 
     @property
     def history(self) -> list[RoundSummary]:
@@ -161,6 +171,9 @@ class Federation:
     ):
         self.strategy = strategy_for(strategy, federation)
         self.federation, self.simulator = federation, simulator
+        self.attackers = attacker_indices(len(fleet.clients), federation.attack, federation.seed)
+        fleet = poison_fleet(fleet, self.attackers, federation.attack.kind)
+        self.rule = ServerRule.from_config(federation, len(self.attackers))
         self.roles = self.strategy.roles(fleet, federation)
         self.trainers = replicas(self.roles.trainers, federation.restarts)
         self.groups = replica_groups(self.roles.groups, federation.restarts)
@@ -169,6 +182,11 @@ class Federation:
     def clients(self) -> list[ClientSetup]:
         """The clients evaluated every round, in fleet order."""
         return self.roles.clients
+
+    @property
+    def attacker_names(self) -> tuple[str, ...]:
+        """The attacking clients' names (``federation.attack``), in fleet order."""
+        return tuple(self.clients[n].name for n in self.attackers)
 
     def initial_state(self) -> FederationState:
         """Round 0: the server's initial tensors and every trainer starting from its block
@@ -193,7 +211,7 @@ class Federation:
             if on_round is not None:
                 on_round(state)
         members = [b.members for b in state.best] if state.best else self.members(state)
-        return FederationResult(self.strategy.name, self.clients, state, members)
+        return FederationResult(self.strategy.name, self.clients, state, members, self.attacker_names)
 
     def check_state(self, state: FederationState) -> FederationState:
         """``state`` if it fits this federation (trainers, block and head shapes, server
@@ -259,10 +277,11 @@ class Federation:
             job = AggregateJob(
                 self.strategy,
                 G,
-                [states[i].theta for i in survivors],
+                self._uploads(states, G, survivors, k),
                 [float(self.trainers[i].n_train) for i in survivors],
                 [self.groups[i] for i in survivors],
                 k,
+                self.rule,
             )
             (G,) = _gather(map_fn(aggregate_uploads, [job]), 1)
             if isinstance(G, _Failed):
@@ -271,12 +290,49 @@ class Federation:
         members = self._members(states, G) if evaluate else []
         evaluations = self._evaluate(members, k, map_fn) if evaluate else []
         report = self._report(k, evaluations, losses, retries, failed, survivors, started)
-        report = replace(report, train_s=trained - started, evaluate_s=time.perf_counter() - trained)
+        report = replace(
+            report,
+            train_s=trained - started,
+            evaluate_s=time.perf_counter() - trained,
+            attackers=self.attacker_names,
+            epsilon=self.epsilon(k),
+        )
         history = [*state.history, report.summary] if evaluate else state.history
         best = self._best(state.best, evaluations, members, k) if evaluate else state.best
         return FederationState(
             k, G, states, history, state.retries_total + report.retries, [*state.dropped, *report.dropped], report, best
         )
+
+    def _uploads(self, states: list[ClientState], G: np.ndarray, survivors: list[int], k: int) -> list[np.ndarray]:
+        """What each surviving trainer sends the server: its trained block, an attacker's
+        poisoned block (``federation.attack``), or under ``privacy.noise: local`` an honest
+        client's clipped, noised update on its global block."""
+        fed, T = self.federation, len(self.roles.trainers)
+        out = []
+        for i in survivors:
+            theta, block = states[i].theta, self._block(G, i)
+            stream = self.trainers[i].stream_id
+            if not self.roles.pooled and i % T in self.attackers:
+                uploaders = sum(1 for j in survivors if self.groups[j] == self.groups[i])
+                rng = derive_rng(fed.seed, "attack", *stream, k)
+                theta = poisoned_upload(fed.attack, theta, block, uploaders, rng)
+            elif fed.privacy is not None and fed.privacy.noise == "local":
+                rng = derive_rng(fed.seed, "dp-local", *stream, k)
+                theta = local_noise(
+                    theta, block, fed.privacy.clip, fed.privacy.noise_multiplier * fed.privacy.clip, rng
+                )
+            out.append(theta)
+        return out
+
+    def epsilon(self, rounds: int) -> float | None:
+        """The ε of (ε, ``privacy.delta``)-DP spent after ``rounds`` rounds (pqfl.privacy.dp),
+        None without ``federation.privacy`` or when the strategy uploads nothing."""
+        dp, fed = self.federation.privacy, self.federation
+        if dp is None or not self.strategy.uploads:
+            return None
+        T = len(self.roles.trainers)
+        rate = len(sample_clients(T, fed.client_fraction, fed.min_clients, fed.seed, 1)) / T
+        return epsilon_spent(dp.noise_multiplier, rounds, dp.delta, rate)
 
     def _best(self, best, evaluations, members, k) -> list[ClientBest]:
         """Each client's kept model after round k (``select: best_val``): this round's when its

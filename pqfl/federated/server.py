@@ -1,11 +1,14 @@
-"""Server-side pieces: global initialisation and client sampling."""
+"""Server-side pieces: global initialisation, client sampling and the aggregation rule."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
+from pqfl.federated.robust import grouped_robust_average
+from pqfl.privacy.dp import clipped_noisy_mean
 from pqfl.rng import derive_rng
 
 
@@ -38,3 +41,56 @@ def sample_clients(n_clients: int, fraction: float, min_clients: int, seed: int,
     if k == n_clients:
         return list(range(n_clients))
     return sorted(derive_rng(seed, "sample", round_index).choice(n_clients, size=k, replace=False).tolist())
+
+
+@dataclass(frozen=True)
+class ServerRule:
+    """How the server combines the uploads of each sharing group (``federation.aggregator``
+    and ``federation.privacy``): the weighted masked mean (the paper's), a Byzantine-robust
+    rule of :mod:`pqfl.federated.robust`, or the DP mean of clipped updates with Gaussian
+    noise of standard deviation ``noise_std`` on their sum (:mod:`pqfl.privacy.dp`)."""
+
+    rule: str = "mean"
+    trim: float = 0.1
+    byzantine: int = 0
+    keep: int | None = None
+    clip: float | None = None
+    dp: bool = False  # the DP mean: unweighted, updates clipped to ``clip``
+    noise_std: float = 0.0  # server-side noise on the sum of clipped updates (0 with noise: local)
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, federation, attackers: int = 0) -> ServerRule:
+        """The rule ``federation`` configures; Krum tolerates ``attackers`` unless
+        ``aggregator.byzantine`` says otherwise."""
+        agg, dp = federation.aggregator, federation.privacy
+        byzantine = agg.byzantine if agg.byzantine is not None else attackers
+        if dp is None:
+            return cls(agg.rule, agg.trim, byzantine, agg.keep, agg.clip, seed=federation.seed)
+        std = dp.noise_multiplier * dp.clip if dp.noise == "server" else 0.0
+        return cls(clip=dp.clip, dp=True, noise_std=std, seed=federation.seed)
+
+    def combine(
+        self, previous: np.ndarray, blocks: list[np.ndarray], weights: list[float], groups: list[int], round_index: int
+    ) -> np.ndarray:
+        """The new (groups, L_max, Q_max, 3) tensors; group g's noise is drawn from
+        (seed, "dp-noise", round, g), so a resumed run adds the same noise."""
+        if not self.dp:
+            return grouped_robust_average(
+                previous,
+                blocks,
+                weights,
+                groups,
+                rule=self.rule,
+                trim=self.trim,
+                byzantine=self.byzantine,
+                keep=self.keep,
+                clip=self.clip,
+            )
+        out = np.array(previous, dtype=np.float64)
+        for g in range(len(out)):
+            mine = [b for b, gn in zip(blocks, groups) if gn == g]
+            if mine:
+                rng = derive_rng(self.seed, "dp-noise", round_index, g)
+                out[g] = clipped_noisy_mean(previous[g], mine, self.clip, self.noise_std, rng)
+        return out

@@ -53,6 +53,8 @@ def to_data(state) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             "wall_s": report.wall_s,
             "train_s": report.train_s,
             "evaluate_s": report.evaluate_s,
+            "attackers": list(report.attackers),
+            "epsilon": report.epsilon,
         }
     best = []
     for n, b in enumerate(state.best):
@@ -155,7 +157,18 @@ def _report(last: dict, arrays) -> RoundReport:
         # absent in checkpoints written before rounds were split into phases
         train_s=_number(last, "train_s", "last") if "train_s" in last else 0.0,
         evaluate_s=_number(last, "evaluate_s", "last") if "evaluate_s" in last else 0.0,
+        # absent before attacks and DP
+        attackers=tuple(_strings(last, "attackers", "last")) if "attackers" in last else (),
+        epsilon=None if last.get("epsilon") is None else _number(last, "epsilon", "last"),
     )
+
+
+def _strings(m: dict, key: str, where: str) -> list[str]:
+    values = _list(m, key, where)
+    for k, v in enumerate(values):
+        if not isinstance(v, str):
+            raise ValueError(f"{where}.{key}[{k}]: expected str, got {type(v).__name__}")
+    return values
 
 
 def _summary(h: Any, where: str) -> RoundSummary:

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from pqfl.federated.aggregation import grouped_average, share_groups
+from pqfl.federated.aggregation import share_groups
+from pqfl.federated.server import ServerRule
 
 if TYPE_CHECKING:  # type hints only: the config and fleet modules import this one
     from pqfl.config import ClientProfile, FederationConfig
@@ -82,11 +83,18 @@ class Strategy:
         return FitInstructions(start=own)
 
     def aggregate(
-        self, previous: np.ndarray, blocks: list[np.ndarray], weights: list[float], groups: list[int]
+        self,
+        previous: np.ndarray,
+        blocks: list[np.ndarray],
+        weights: list[float],
+        groups: list[int],
+        rule: ServerRule | None = None,
+        round_index: int = 0,
     ) -> np.ndarray:
-        """The server's new tensors (one per sharing group) from the uploaded blocks: the
-        masked average weighted by training-set size (HeteroFL-style FedAvg)."""
-        return grouped_average(previous, blocks, weights, groups)
+        """The server's new tensors (one per sharing group) from the uploaded blocks, combined
+        by ``rule`` (``federation.aggregator`` / ``privacy``); by default the masked average
+        weighted by training-set size (HeteroFL-style FedAvg)."""
+        return (rule or ServerRule()).combine(previous, blocks, weights, groups, round_index)
 
     def evaluated(self, own: np.ndarray, global_block: np.ndarray) -> np.ndarray:
         """The block a client is evaluated (and deployed) with."""
