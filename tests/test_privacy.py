@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from pqfl.config import PrivacyConfig, parse_config
+from pqfl.data.preprocessing import GlobalStats, SufficientStats
 from pqfl.federated.aggregation import masked_average
 from pqfl.federated.jobs import aggregate_uploads, train_client
 from pqfl.federated.robust import clip_update
 from pqfl.federated.rounds import Federation
-from pqfl.fleet import prepare
+from pqfl.fleet import build_fleet, prepare
 from pqfl.privacy.dp import clipped_noisy_mean, epsilon_spent, local_noise
+from pqfl.privacy.statistics import rows_from_sums
 from pqfl.rng import derive_rng
 from tests.tiny import TINY
 
@@ -114,3 +117,36 @@ def test_local_noise_is_added_by_honest_clients_before_upload(tiny):
         np.testing.assert_array_equal(block, local_noise(out.state.theta, job.start, 0.1, 0.2, rng))
         update = block - job.start - clip_update(out.state.theta - job.start, 0.1)
         assert 0.05 < update.std() < 0.5  # the N(0, (2 · 0.1)²) draw, not the trained update
+
+
+def test_the_sums_a_client_sends_reveal_its_mean_and_one_or_two_rows_exactly():
+    rng = np.random.default_rng(7)
+    one, two, many = rng.normal(size=(1, 5)), rng.normal(size=(2, 5)), rng.normal(size=(4, 5))
+    np.testing.assert_allclose(rows_from_sums(SufficientStats.of(one)), one)
+    got = rows_from_sums(SufficientStats.of(two))
+    if not np.allclose(got[0], two[0]):  # the order of two rows is not in the sums
+        got = got[::-1]
+    np.testing.assert_allclose(got, two, atol=1e-10)
+    assert rows_from_sums(SufficientStats.of(many)) is None
+    stats = SufficientStats.of(many)
+    np.testing.assert_allclose(stats.total / stats.n, many.mean(axis=0))  # the mean always leaks
+
+
+def test_a_fisher_client_with_one_labelled_anomaly_sends_that_row(tiny, monkeypatch):
+    cfg, fleet = tiny
+    datas = list(fleet.datas)
+    y = np.zeros_like(datas[0].y_train)
+    y[3] = 1  # client 0 holds one labelled anomaly
+    datas[0] = replace(datas[0], y_train=y)
+    sent = []
+    real = GlobalStats.from_sums.__func__
+
+    def spy(cls, stats, anomalies=None, ridge=1e-3):
+        sent.append(anomalies)
+        return real(cls, stats, anomalies, ridge)
+
+    monkeypatch.setattr(GlobalStats, "from_sums", classmethod(spy))
+    profiles = [c.profile.model_copy(update={"projection": "fisher"}) for c in fleet.clients]
+    build_fleet(datas, profiles, fleet.dataset)
+    (anomalies,) = [a for a in sent if a is not None]
+    np.testing.assert_array_equal(rows_from_sums(anomalies[0])[0], datas[0].X_train[3])
