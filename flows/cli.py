@@ -210,8 +210,14 @@ def _overrides(args) -> dict:
 
 
 def format_table(rows: dict[str, dict]) -> str:
+    """The methods' results; with attackers, the honest clients' mean AUROC beside the mean
+    over every client, and with DP the ε spent."""
     frame = pd.DataFrame.from_dict(rows, orient="index")[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
     frame.index.name = "method"
+    if any("honest" in r for r in rows.values()):
+        frame.insert(1, "honest AUROC", [r.get("honest", {}).get("mean_auroc", float("nan")) for r in rows.values()])
+    if any("epsilon" in r for r in rows.values()):
+        frame["epsilon"] = [r.get("epsilon", float("nan")) for r in rows.values()]
     return frame.to_string(float_format=lambda v: f"{v:.3f}")
 
 

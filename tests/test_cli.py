@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from flows.cli import format_table
 from tests.tiny import TINY, write_config
 
 PQFL = [sys.executable, "-m", "flows.cli"]
@@ -215,3 +216,14 @@ def test_bench_sim_small(tmp_path):
 def test_bench_bad_qubits(tmp_path):
     proc = _run(["bench", "sim", "--qubits", "eight"], tmp_path, timeout=60)
     assert proc.returncode == 2 and "--qubits" in proc.stderr
+
+
+def test_the_table_adds_honest_auroc_and_epsilon_only_when_a_run_has_them():
+    plain = {"mean_auroc": 0.7, "mean_aupr": 0.5, "mean_false_error": 0.1, "mean_missing_error": 0.2}
+    plain |= {"worst_auroc": 0.6, "wall_s": 3.0}
+    assert "honest" not in format_table({"local": plain}) and "epsilon" not in format_table({"local": plain})
+    attacked = {**plain, "honest": {"mean_auroc": 0.812}, "epsilon": 4.25}
+    table = format_table({"local": plain, "fedavg": attacked})
+    header, local, fedavg = table.splitlines()[0], table.splitlines()[2], table.splitlines()[3]
+    assert "honest AUROC" in header and "epsilon" in header
+    assert "0.812" in fedavg and "4.250" in fedavg and local.count("NaN") == 2

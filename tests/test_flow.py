@@ -19,6 +19,7 @@ from flows.detector_model import feature_columns, registered_name
 from flows.train import pqfl_train
 from pqfl.config import load_config
 from pqfl.fleet import prepare
+from pqfl.privacy.dp import epsilon_spent
 from pqfl.quantum.reference import to_openqasm
 from tests.tiny import TINY, write_config
 
@@ -272,3 +273,33 @@ def test_the_data_is_prepared_once_per_config(monkeypatch):
     federated.prepared_fleet(cfg.with_overrides({"federation.seed": 5}))
     assert federated.prepared_fleet(cfg) is not first and calls == [3, 4, 5, 3]  # the oldest was evicted
     federated._fleet_of.cache_clear()  # no fleet prepared under the patched prepare outlives the test
+
+
+def test_an_attacked_dp_run_names_its_attackers_and_logs_honest_auroc_and_epsilon(harness, tmp_path, monkeypatch):
+    """federation.attack and federation.privacy through the flow: the attacker is tagged in
+    MLflow, each round logs the honest clients' mean AUROC and the ε spent, and the result
+    carries both."""
+    fed = {
+        **TINY["federation"],
+        "methods": ["fedavg"],
+        "attack": {"kind": "sign_flip", "fraction": 0.34},
+        "privacy": {"noise_multiplier": 1.1, "clip": 0.5},
+    }
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    out = pqfl_train(str(write_config(tmp_path, federation=fed)))
+    result = out["methods"]["fedavg"]
+    (attacker,) = result["attackers"]
+    honest = [c["auroc"] for c in result["per_client"] if not c["attacker"]]
+    assert result["honest"]["mean_auroc"] == pytest.approx(np.mean(honest)) and len(honest) == 2
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(out["mlflow_parent_run_ids"]["fedavg"])
+    assert run.data.tags["pqfl.attackers"] == attacker and run.data.params["federation.attack.kind"] == "sign_flip"
+    history = client.get_metric_history(run.info.run_id, "test/honest_mean_auroc")
+    assert [m.step for m in history] == [1, 2] and history[-1].value == pytest.approx(result["honest"]["mean_auroc"])
+    eps = client.get_metric_history(run.info.run_id, "privacy/epsilon")
+    assert [m.value for m in eps] == pytest.approx([epsilon_spent(1.1, k, 1e-5) for k in (1, 2)])
+    assert result["epsilon"] == pytest.approx(eps[-1].value)
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert {r.data.tags.get("pqfl.attacker") for r in children if r.info.run_name.endswith(attacker)} == {"true"}
+    assert sum(r.data.tags.get("pqfl.attacker") == "true" for r in children) == 1
