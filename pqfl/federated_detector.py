@@ -51,6 +51,13 @@ class FederatedDetector(BaseEstimator):
         ``"supervised"`` (labels, 1 = anomaly) or ``"one_class"`` (labels unused).
     keep_norm, keep_residual, angle_scale, projection, fisher_ridge
         The federated feature maps (dataset settings of the same names).
+    aggregator, privacy, attack : dict or None
+        The server's aggregation rule (``{"rule": "median"}``, ...), client-level
+        differential privacy (``{"noise_multiplier": 1.0, "clip": 1.0}``) and simulated
+        attacking clients (``{"kind": "sign_flip", "fraction": 0.25}``): the fields of
+        ``federation.aggregator``, ``privacy`` and ``attack`` (docs/robustness.md). After
+        ``fit``, ``epsilon_`` is the ε spent (None without privacy) and ``attackers_`` the
+        attacking clients.
     contamination : float
         Without validation rows, the fraction of a client's training rows flagged.
     simulator : {"fast", "reference"}
@@ -83,6 +90,9 @@ class FederatedDetector(BaseEstimator):
         angle_scale: str = "whiten",
         projection: str = "pca",
         fisher_ridge: float = 1e-3,
+        aggregator: dict | None = None,
+        privacy: dict | None = None,
+        attack: dict | None = None,
         contamination: float = 0.1,
         simulator: str = "fast",
         random_state: int = 0,
@@ -110,6 +120,9 @@ class FederatedDetector(BaseEstimator):
         self.angle_scale = angle_scale
         self.projection = projection
         self.fisher_ridge = fisher_ridge
+        self.aggregator = aggregator
+        self.privacy = privacy
+        self.attack = attack
         self.contamination = contamination
         self.simulator = simulator
         self.random_state = random_state
@@ -133,7 +146,10 @@ class FederatedDetector(BaseEstimator):
             "objective",
             "one_class_center",
         )
-        return _validated(FederationConfig, lam=self.lam, seed=self.random_state, **{k: getattr(self, k) for k in keys})
+        extra = {k: getattr(self, k) for k in ("aggregator", "privacy", "attack") if getattr(self, k) is not None}
+        return _validated(
+            FederationConfig, lam=self.lam, seed=self.random_state, **{k: getattr(self, k) for k in keys}, **extra
+        )
 
     def dataset(self) -> DatasetConfig:
         keys = ("keep_norm", "keep_residual", "angle_scale", "projection", "fisher_ridge")
@@ -195,6 +211,8 @@ class FederatedDetector(BaseEstimator):
                 det.threshold_ = float(np.quantile(det.decision_function(X), 1.0 - self.contamination))
             self.detectors_[client.name] = det
         self.strategy_ = federation.strategy
+        self.epsilon_ = federation.epsilon(fed.rounds)
+        self.attackers_ = list(federation.attacker_names)
         self.n_features_in_ = datas[0].X_train.shape[1]
         return self
 

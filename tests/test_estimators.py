@@ -25,9 +25,10 @@ from sklearn.utils.estimator_checks import (
 
 import pqfl
 from pqfl.config import parse_config
-from pqfl.fleet import prepare
+from pqfl.fleet import build_fleet, prepare
 from pqfl.metrics import choose_threshold
 from pqfl.persistence import load_detector, save_detector
+from pqfl.privacy.dp import epsilon_spent
 from tests.tiny import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,6 +183,29 @@ def test_the_federated_estimator_evaluates_and_refuses_mismatched_clients(tiny_f
         est.decision_function({"nobody": train["amp-3q"][0]})
     with pytest.raises(NotFittedError):
         pqfl.FederatedDetector().predict(train)
+
+
+def test_the_federated_estimator_takes_a_robust_rule_dp_and_attackers(tiny_federation):
+    """The estimator's aggregator, privacy and attack are the federation's: the same blocks
+    as run_federation under that config, ε from the accountant, the attackers named."""
+    cfg, fleet, _, train, val = tiny_federation
+    profiles = {c.name: c.model_dump(exclude={"name"}) for c in cfg.clients}
+    settings = {
+        "aggregator": {"rule": "median"},
+        "attack": {"kind": "gaussian", "fraction": 0.34},
+    }
+    est = pqfl.FederatedDetector(method="fedavg", rounds=1, lr=0.1, batch_size=32, random_state=cfg.federation.seed)
+    est.set_params(**settings).fit(train, profiles, validation=val)
+    fed = est.federation()
+    assert fed.aggregator.rule == "median" and fed.attack.kind == "gaussian" and est.epsilon_ is None
+    result = pqfl.run_federation(build_fleet(fleet.datas, cfg.clients, fleet.dataset), "fedavg", fed)
+    assert est.attackers_ == list(result.attackers) and len(est.attackers_) == 1
+    for client, members in zip(fleet.clients, result.members):
+        np.testing.assert_array_equal(est.detectors_[client.name].members_[0].theta, members[0][1])
+    dp = pqfl.FederatedDetector(method="pqfl", rounds=2, privacy={"noise_multiplier": 2.0, "clip": 0.5})
+    assert dp.fit(train, profiles).epsilon_ == pytest.approx(epsilon_spent(2.0, 2, 1e-5))
+    with pytest.raises(ValueError, match="privacy.clip: must be greater than 0"):
+        pqfl.FederatedDetector(privacy={"clip": 0}).fit(train, profiles)
 
 
 def test_import_pqfl_stays_light():

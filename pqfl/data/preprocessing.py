@@ -1,7 +1,8 @@
 """Federated preprocessing from aggregated sufficient statistics (docs/algorithm.md, privacy).
 
 Each client reports only (n, Σx, Σxxᵀ) of its training rows; the server adds them up and
-derives the standardisation and the PCA basis. No row leaves its client. Features are
+derives the standardisation and the PCA basis. No row leaves its client as a row, though
+the sums of one or two rows are those rows (pqfl.privacy.statistics). Features are
 then mapped to what a client's encoding takes: 2^q amplitudes (PCA down or zero-pad) or
 q angles (whitened PCA scores squashed to (−π, π)).
 
