@@ -90,6 +90,8 @@ def test_a_dp_run_reports_the_accountants_epsilon_every_round(tiny):
     local = []
     Federation(fleet, "local", fed).run(on_round=lambda s: local.append(s.last.epsilon))
     assert local == [None] * 3  # nothing leaves a local client
+    twice = Federation(fleet, "pqfl", fed.model_copy(update={"restarts": 2}))
+    assert twice.epsilon(3) == epsilon_spent(1.3, 6, 1e-5)  # each restart releases the rows again
 
 
 def test_without_noise_and_a_loose_clip_the_dp_mean_is_the_unweighted_masked_mean(tiny):

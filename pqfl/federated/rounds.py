@@ -326,13 +326,14 @@ class Federation:
 
     def epsilon(self, rounds: int) -> float | None:
         """The ε of (ε, ``privacy.delta``)-DP spent after ``rounds`` rounds (pqfl.privacy.dp),
-        None without ``federation.privacy`` or when the strategy uploads nothing."""
+        None without ``federation.privacy`` or when the strategy uploads nothing. With R
+        ``restarts`` a client's rows feed R federations, so R releases compose per round."""
         dp, fed = self.federation.privacy, self.federation
         if dp is None or not self.strategy.uploads:
             return None
         T = len(self.roles.trainers)
         rate = len(sample_clients(T, fed.client_fraction, fed.min_clients, fed.seed, 1)) / T
-        return epsilon_spent(dp.noise_multiplier, rounds, dp.delta, rate)
+        return epsilon_spent(dp.noise_multiplier, rounds * fed.restarts, dp.delta, rate)
 
     def _best(self, best, evaluations, members, k) -> list[ClientBest]:
         """Each client's kept model after round k (``select: best_val``): this round's when its
