@@ -32,6 +32,8 @@ from pqfl.errors import PQFLInputError
 from pqfl.federated.strategies import STRATEGIES
 
 METHODS = tuple(STRATEGIES)  # the registered strategies' names, in table order
+# The paper's method and its baselines: the methods a config runs when it lists none.
+PAPER_METHODS = ("local", "fedavg", "fedprox", "pqfl", "centralized")
 
 # Dense state-vector / density-matrix simulation of more qubits than this does not fit
 # comfortably in this machine's memory for a batch of samples.
@@ -377,7 +379,7 @@ class PrivacyConfig(_Strict):
 class FederationConfig(_Strict):
     """The federated optimisation: methods, rounds and local optimiser."""
 
-    methods: list[str] = Field(default_factory=lambda: list(METHODS), min_length=1)
+    methods: list[str] = Field(default_factory=lambda: list(PAPER_METHODS), min_length=1)
     rounds: Int = Field(default=10, ge=1)
     local_epochs: Int = Field(default=2, ge=1)
     lr: Float = Field(default=0.05, gt=0)

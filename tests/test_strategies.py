@@ -14,13 +14,18 @@ from pqfl.config import FederationConfig, parse_config
 from pqfl.errors import PQFLRunError
 from pqfl.federated import jobs
 from pqfl.federated.aggregation import grouped_average
+from pqfl.federated.client import ClientState
 from pqfl.federated.rounds import BelowQuorum, Federation, run_federation
 from pqfl.federated.strategies import (
+    APFL,
     PQFL,
     STRATEGIES,
     Centralized,
+    Ditto,
     FedAvg,
+    FedAvgFT,
     FedProx,
+    FedRep,
     FitInstructions,
     Local,
     Roles,
@@ -40,22 +45,40 @@ def test_each_strategy_says_where_training_starts_what_pulls_it_and_what_is_eval
         FedProx(mu=0.3): (GLOBAL, GLOBAL, 0.3, GLOBAL, True),
         PQFL(lam=0.7): (OWN, GLOBAL, 0.7, OWN, True),
         Centralized(): (OWN, None, 0.0, OWN, False),
+        FedAvgFT(): (GLOBAL, None, 0.0, OWN, True),
+        Ditto(lam=0.7): (OWN, GLOBAL, 0.7, OWN, True),
+        FedRep(): (GLOBAL, None, 0.0, GLOBAL, True),
+        APFL(): (OWN, GLOBAL, 0.0, None, True),
     }
     for strategy, (start, anchor, prox, evaluated, uploads) in cases.items():
         fit = strategy.configure_fit(OWN, GLOBAL)
         assert fit.start is start and fit.anchor is anchor and fit.prox == prox, strategy
-        assert strategy.evaluated(OWN, GLOBAL) is evaluated and strategy.uploads is uploads, strategy
+        assert strategy.uploads is uploads, strategy
+        if evaluated is not None:
+            assert strategy.evaluated(OWN, GLOBAL) is evaluated, strategy
+    # the fits that differ: Ditto and APFL train the global block apart and upload that,
+    # FedRep fits the head on the global block, then the block; APFL mixes
+    assert Ditto().configure_fit(OWN, GLOBAL).upload.start is GLOBAL
+    assert APFL().configure_fit(OWN, GLOBAL).upload.start is GLOBAL and APFL().configure_fit(OWN, GLOBAL).mix
+    assert FedRep().configure_fit(OWN, GLOBAL).phases == ("head", "circuit")
+    assert PQFL().configure_fit(OWN, GLOBAL).upload is None and PQFL().configure_fit(OWN, GLOBAL).phases == ("all",)
+    state = ClientState(theta=OWN, w=np.zeros(2), b=0.0, alpha=0.25)
+    np.testing.assert_allclose(APFL().evaluated_state(state, GLOBAL), 0.25 * OWN + 0.75 * GLOBAL)
 
 
 def test_strategies_by_name_take_their_weights_from_the_federation_settings():
     fed = FederationConfig(**{"lambda": 0.42, "mu": 0.07})
     assert strategy_for("pqfl", fed) == PQFL(lam=0.42)
     assert strategy_for("fedprox", fed) == FedProx(mu=0.07)
-    assert set(STRATEGIES) == {"local", "fedavg", "fedprox", "pqfl", "centralized"}
+    assert strategy_for("ditto", fed) == Ditto(lam=0.42)
+    assert set(STRATEGIES) == {
+        *("local", "fedavg", "fedprox", "pqfl", "centralized", "fedavg_ft", "ditto", "fedrep", "apfl")
+    }
+    assert FederationConfig().methods == ["local", "fedavg", "fedprox", "pqfl", "centralized"]
     mine = Local()
     assert strategy_for(mine, fed) is mine
-    with pytest.raises(ValueError, match="unknown method 'ditto'"):
-        strategy_for("ditto", fed)
+    with pytest.raises(ValueError, match="unknown method 'scaffold'"):
+        strategy_for("scaffold", fed)
 
 
 def test_the_server_step_is_the_masked_average_within_groups():
@@ -182,6 +205,6 @@ def test_a_new_strategy_needs_no_change_to_the_loop(tiny):
 
 
 def test_config_methods_come_from_the_registered_strategies():
-    with pytest.raises(Exception, match=r"federation.methods: unknown method\(s\) \['ditto'\]"):
-        parse_config({**TINY, "federation": {**TINY["federation"], "methods": ["pqfl", "ditto"]}})
+    with pytest.raises(Exception, match=r"federation.methods: unknown method\(s\) \['scaffold'\]"):
+        parse_config({**TINY, "federation": {**TINY["federation"], "methods": ["pqfl", "scaffold"]}})
     assert isinstance(Strategy.from_config(FederationConfig()), Strategy)

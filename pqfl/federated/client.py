@@ -58,9 +58,11 @@ class ClientState:
     w: np.ndarray
     b: float
     center: np.ndarray | None = None
+    alpha: float | None = None  # APFL: the weight of the personal block in its mix with the global one
 
     def params(self, theta: np.ndarray | None = None) -> dict:
-        return {"theta": self.theta if theta is None else theta, "w": self.w, "b": np.asarray(self.b)}
+        out = {"theta": self.theta if theta is None else theta, "w": self.w, "b": np.asarray(self.b)}
+        return out if self.alpha is None else {**out, "alpha": np.asarray(self.alpha)}
 
 
 def init_state(setup: ClientSetup, theta_block: np.ndarray, seed: int) -> ClientState:
@@ -99,31 +101,44 @@ def local_round(
     fed: FederationConfig,
     simulator: str,
     round_index: int,
+    phases: tuple[str, ...] = ("all",),
+    mix: bool = False,
+    stream: tuple = (),
 ) -> tuple[ClientState, float]:
-    """Train from ``start_theta`` for ``fed.local_epochs`` epochs; returns the new state and loss."""
+    """Train from ``start_theta`` for ``fed.local_epochs`` epochs per phase (each phase moves
+    the parameters ``phases[i]`` names, ``local_update.TRAINABLE``; with ``mix`` the APFL
+    objective); returns the new state and the last phase's loss. ``stream`` tells apart
+    two fits of one client in one round (their minibatch orders)."""
     if fed.objective == "one_class" and state.center is None:
         state = replace(state, center=_center(setup, simulator, state, fed.one_class_center))
-    params, loss = train_local(
-        setup.spec,
-        objective=fed.objective,
-        simulator=simulator,
-        shots=setup.profile.shots,
-        params=state.params(theta=start_theta),
-        X=setup.X_train,
-        y=setup.y_train,
-        anchor=anchor,
-        lam=prox,
-        epochs=fed.local_epochs,
-        batch_size=fed.batch_size,
-        lr=fed.lr,
-        lr_scale=fed.lr_decay ** (round_index - 1) if fed.lr_decay != 1.0 else None,
-        optimizer=fed.optimizer,
-        center=state.center,
-        seed=fed.seed,
-        stream=("train", *setup.stream_id, round_index),
-        head_l2=fed.head_l2,
-    )
-    state = replace(state, theta=params["theta"], w=params["w"], b=float(params["b"]))
+    if mix and state.alpha is None:
+        state = replace(state, alpha=0.5)
+    state, loss = replace(state, theta=start_theta), float("nan")
+    for p, trainable in enumerate(phases):
+        params, loss = train_local(
+            setup.spec,
+            objective=fed.objective,
+            simulator=simulator,
+            shots=setup.profile.shots,
+            params=state.params(),
+            X=setup.X_train,
+            y=setup.y_train,
+            anchor=anchor,
+            lam=prox,
+            epochs=fed.local_epochs,
+            batch_size=fed.batch_size,
+            lr=fed.lr,
+            lr_scale=fed.lr_decay ** (round_index - 1) if fed.lr_decay != 1.0 else None,
+            optimizer=fed.optimizer,
+            center=state.center,
+            seed=fed.seed,
+            stream=("train", *setup.stream_id, round_index, *stream, *((p,) if p else ())),
+            head_l2=fed.head_l2,
+            trainable=trainable,
+            mix=mix,
+        )
+        alpha = float(params["alpha"]) if "alpha" in params else state.alpha
+        state = replace(state, theta=params["theta"], w=params["w"], b=float(params["b"]), alpha=alpha)
     if fed.objective == "supervised" and fed.head_fit == "logreg":
         state = refit_head(setup, state, simulator=simulator, seed=fed.seed, round_index=round_index)
     return state, loss

@@ -9,52 +9,67 @@ cluster. A job carries everything it needs, so it gives the same result wherever
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from pqfl.config import FederationConfig
 from pqfl.federated.client import ClientSetup, ClientState, evaluate_members, local_round
 from pqfl.federated.server import ServerRule
-from pqfl.federated.strategies import Strategy
+from pqfl.federated.strategies import FitInstructions, Strategy
 from pqfl.results import ClientEvaluation
 
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One trainer's local epochs of one round."""
+    """One trainer's local epochs of one round, as its strategy's ``FitInstructions`` say."""
 
     setup: ClientSetup
     state: ClientState
-    start: np.ndarray
-    anchor: np.ndarray | None
-    prox: float
+    fit: FitInstructions
     federation: FederationConfig
     simulator: str
     round_index: int
 
+    @property
+    def start(self) -> np.ndarray:
+        return self.fit.start
+
 
 @dataclass(frozen=True)
 class Trained:
-    """A trainer's new state and its last epoch's mean loss."""
+    """A trainer's new state, its last epoch's mean loss and, when its strategy trains a
+    separate block to upload (Ditto, APFL), that block."""
 
     state: ClientState
     loss: float
     retries: int = 0  # retries an orchestrator spent on the job
+    upload: np.ndarray | None = None
 
 
-def train_client(job: TrainJob) -> Trained:
-    state, loss = local_round(
+def _fit(job: TrainJob, state: ClientState, fit: FitInstructions, stream: tuple = ()) -> tuple[ClientState, float]:
+    return local_round(
         job.setup,
-        job.state,
-        start_theta=job.start,
-        anchor=job.anchor,
-        prox=job.prox,
+        state,
+        start_theta=fit.start,
+        anchor=fit.anchor,
+        prox=fit.prox,
         fed=job.federation,
         simulator=job.simulator,
         round_index=job.round_index,
+        phases=fit.phases,
+        mix=fit.mix,
+        stream=stream,
     )
-    return Trained(state, loss)
+
+
+def train_client(job: TrainJob) -> Trained:
+    state, loss = _fit(job, job.state, job.fit)
+    if job.fit.upload is None:
+        return Trained(state, loss)
+    # The upload fit starts from the client's head as the round began; its head is dropped.
+    shared, _ = _fit(job, replace(job.state, alpha=None), job.fit.upload, stream=("upload",))
+    return Trained(state, loss, upload=shared.theta)
 
 
 @dataclass(frozen=True)

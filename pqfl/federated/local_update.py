@@ -28,8 +28,11 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
     return OPTIMIZERS[name](lr)
 
 
-def local_objective(spec, objective, simulator, shots, head_l2: float = 0.0):
+def local_objective(spec, objective, simulator, shots, head_l2: float = 0.0, mix: bool = False):
     """Loss(params, anchor, lam, X, y, weight, center, key) for one (padded) minibatch.
+
+    ``mix`` (APFL): the circuit runs α·θ + (1 − α)·anchor, the personal block mixed with
+    the global one by the trained weight ``params["alpha"]``; there is no proximal term.
 
     ``head_l2`` (supervised only): (α/2)‖w‖² on the classical head (not its bias), as
     logistic regression regularises its coefficients; it bounds the logits a client with
@@ -40,6 +43,10 @@ def local_objective(spec, objective, simulator, shots, head_l2: float = 0.0):
     penalise_head = objective == "supervised" and head_l2 > 0
 
     def loss(params, anchor, lam, X, y, weight, center, key):
+        if mix:
+            alpha = params["alpha"]
+            params = {**params, "theta": alpha * params["theta"] + (1.0 - alpha) * anchor}
+            lam = 0.0
         scores = model_scores(spec, objective, simulator, shots, params, center, X, key)
         # one_class: the score is the distance itself; supervised: the score is the logit.
         per_row = scores if objective == "one_class" else optax.sigmoid_binary_cross_entropy(scores, y)
@@ -73,26 +80,48 @@ def compiled_step(
     lr: float,
     head_l2: float = 0.0,
     scheduled: bool = False,
+    trainable: str = "all",
+    mix: bool = False,
 ):
     """A jitted (params, opt_state, ...) → (params, opt_state, loss) step, cached per structure.
 
     ``scheduled``: the learning rate lives in the optimiser state (``optax.inject_hyperparams``)
     instead of the compiled graph, so one compile serves every round's rate. Constant-rate
     runs keep the graph they always had (training amplifies roundoff-level changes).
+    ``trainable``: which parameters move (:data:`TRAINABLE`); the others are frozen by
+    optax's ``set_to_zero``. ``mix``: the APFL objective (``local_objective``); its mixing
+    weight α is kept in [0, 1] after every step, as APFL projects it.
     """
     if scheduled:
         opt = optax.inject_hyperparams(OPTIMIZERS[optimizer])(learning_rate=lr)
     else:
         opt = make_optimizer(optimizer, lr)
-    value_and_grad = jax.value_and_grad(local_objective(spec, objective, simulator, shots, head_l2))
+    if trainable != "all":
+        moving = TRAINABLE[trainable]
+        opt = optax.multi_transform(
+            {"train": opt, "freeze": optax.set_to_zero()},
+            lambda params: {k: "train" if k in moving else "freeze" for k in params},
+        )
+    value_and_grad = jax.value_and_grad(local_objective(spec, objective, simulator, shots, head_l2, mix))
 
     def step(params, opt_state, anchor, lam, X, y, weight, center, key):
         loss, grads = value_and_grad(params, anchor, lam, X, y, weight, center, key)
         updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        params = optax.apply_updates(params, updates)
+        if mix:
+            params = {**params, "alpha": jnp.clip(params["alpha"], 0.0, 1.0)}
+        return params, opt_state, loss
 
     static = (spec, objective, simulator, shots, optimizer, lr, head_l2, scheduled)
+    if trainable != "all" or mix:  # runs without either keep the cache keys they always had
+        static = (*static, trainable, mix)
     return opt, PersistentFunction(step, "step", static, out_like=lambda params, opt_state, *_: (params, opt_state, 0))
+
+
+#: The parameters a phase of local training moves: everything, the classical head only (the
+#: circuit frozen, FedRep's first phase), or the circuit only (the head frozen) — plus
+#: APFL's mixing weight α whenever the head moves.
+TRAINABLE = {"all": ("theta", "w", "b", "alpha"), "head": ("w", "b", "alpha"), "circuit": ("theta",)}
 
 
 def class_weights(y: np.ndarray) -> np.ndarray:
@@ -122,11 +151,16 @@ def train_local(
     stream: tuple,
     head_l2: float = 0.0,
     lr_scale: float | None = None,
+    trainable: str = "all",
+    mix: bool = False,
 ) -> tuple[dict, float]:
-    """Run ``epochs`` of minibatch steps at ``lr`` (× ``lr_scale`` when a schedule sets one);
-    returns new params and the last epoch's mean loss."""
+    """Run ``epochs`` of minibatch steps at ``lr`` (× ``lr_scale`` when a schedule sets one),
+    moving only the ``trainable`` parameters (``compiled_step``); with ``mix`` the APFL
+    objective, with ``params["alpha"]`` trained. Returns new params and the last epoch's mean loss."""
     scheduled = lr_scale is not None
-    opt, step = compiled_step(spec, objective, simulator, shots, optimizer, float(lr), float(head_l2), scheduled)
+    opt, step = compiled_step(
+        spec, objective, simulator, shots, optimizer, float(lr), float(head_l2), scheduled, trainable, mix
+    )
     params = {k: jnp.asarray(v) for k, v in params.items()}
     # Without an anchor there is nothing to be pulled towards: λ is ignored.
     lam = jnp.asarray(lam if anchor is not None else 0.0, dtype=jnp.float64)

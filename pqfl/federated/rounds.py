@@ -256,7 +256,7 @@ class Federation:
         out = []
         for n in range(len(self.clients)):
             ids = [self.roles.trainer_of(n) + r * T for r in range(self.federation.restarts)]
-            out.append([(states[j], self.strategy.evaluated(states[j].theta, self._block(G, j))) for j in ids])
+            out.append([(states[j], self.strategy.evaluated_state(states[j], self._block(G, j))) for j in ids])
         return out
 
     def _block(self, G: np.ndarray, j: int) -> np.ndarray:
@@ -270,14 +270,14 @@ class Federation:
             T, self.federation.client_fraction, self.federation.min_clients, self.federation.seed, k
         )
         participants = [t + r * T for r in range(self.federation.restarts) for t in sampled]
-        states, losses, retries, failed = self._train(state, participants, k, map_fn)
+        states, losses, retries, failed, uploads = self._train(state, participants, k, map_fn)
         survivors = [i for i in participants if i not in failed]
         G = state.global_theta
         if self.strategy.uploads:  # join: the server combines what the survivors upload
             job = AggregateJob(
                 self.strategy,
                 G,
-                self._uploads(states, G, survivors, k),
+                self._uploads(states, uploads, G, survivors, k),
                 [float(self.trainers[i].n_train) for i in survivors],
                 [self.groups[i] for i in survivors],
                 k,
@@ -303,14 +303,17 @@ class Federation:
             k, G, states, history, state.retries_total + report.retries, [*state.dropped, *report.dropped], report, best
         )
 
-    def _uploads(self, states: list[ClientState], G: np.ndarray, survivors: list[int], k: int) -> list[np.ndarray]:
-        """What each surviving trainer sends the server: its trained block, an attacker's
-        poisoned block (``federation.attack``), or under ``privacy.noise: local`` an honest
-        client's clipped, noised update on its global block."""
+    def _uploads(
+        self, states: list[ClientState], uploads: dict, G: np.ndarray, survivors: list[int], k: int
+    ) -> list[np.ndarray]:
+        """What each surviving trainer sends the server: its trained block (or the block its
+        strategy's upload fit trained), an attacker's poisoned block (``federation.attack``),
+        or under ``privacy.noise: local`` an honest client's clipped, noised update on its
+        global block."""
         fed, T = self.federation, len(self.roles.trainers)
         out = []
         for i in survivors:
-            theta, block = states[i].theta, self._block(G, i)
+            theta, block = states[i].theta if uploads[i] is None else uploads[i], self._block(G, i)
             stream = self.trainers[i].stream_id
             if not self.roles.pooled and i % T in self.attackers:
                 uploaders = sum(1 for j in survivors if self.groups[j] == self.groups[i])
@@ -347,22 +350,22 @@ class Federation:
         ]
 
     def _train(self, state: FederationState, participants: list[int], k: int, map_fn: Callable):
-        """Fan-out: the participants' local training. Returns the new states, losses and
-        retries by trainer, and the failed trainers' errors; fails the run below quorum."""
+        """Fan-out: the participants' local training. Returns the new states, losses, retries
+        and upload fits' blocks by trainer, and the failed trainers' errors; fails the run
+        below quorum."""
         fed, T, R = self.federation, len(self.roles.trainers), self.federation.restarts
         jobs = []
         for i in participants:
             fit = self.strategy.configure_fit(state.states[i].theta, self._block(state.global_theta, i))
-            jobs.append(
-                TrainJob(self.trainers[i], state.states[i], fit.start, fit.anchor, fit.prox, fed, self.simulator, k)
-            )
+            jobs.append(TrainJob(self.trainers[i], state.states[i], fit, fed, self.simulator, k))
         states, losses, retries, failed = list(state.states), {}, {}, {}
+        uploads = {}
         for i, out in zip(participants, _gather(map_fn(train_client, jobs), len(jobs))):
             retries[i] = out.retries
             if isinstance(out, _Failed):
                 failed[i] = out.error
             else:
-                states[i], losses[i] = out.state, out.loss
+                states[i], losses[i], uploads[i] = out.state, out.loss, out.upload
         survivors = len(participants) - len(failed)
         for i, err in failed.items():
             log.warning(
@@ -386,7 +389,7 @@ class Federation:
                 k,
                 self._dropped(failed, k),
             )
-        return states, losses, retries, failed
+        return states, losses, retries, failed, uploads
 
     def _evaluate(self, members: list[list[Member]], k: int, map_fn: Callable) -> list[ClientEvaluation]:
         """Every client's model (its members), scored on its own splits."""

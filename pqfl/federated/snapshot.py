@@ -114,7 +114,7 @@ def _put_state(arrays: dict[str, np.ndarray], key: str, st: ClientState) -> dict
     arrays[f"{key}.w"] = np.asarray(st.w, dtype=np.float64)
     if st.center is not None:
         arrays[f"{key}.center"] = np.asarray(st.center, dtype=np.float64)
-    return {"b": float(st.b), "center": st.center is not None}
+    return {"b": float(st.b), "center": st.center is not None, "alpha": st.alpha}
 
 
 def _get_state(t: Any, arrays: dict[str, np.ndarray], key: str, where: str) -> ClientState:
@@ -125,6 +125,7 @@ def _get_state(t: Any, arrays: dict[str, np.ndarray], key: str, where: str) -> C
         w=_array(arrays, f"{key}.w", 1),
         b=_number(t, "b", where),
         center=center,
+        alpha=None if t.get("alpha") is None else _number(t, "alpha", where),  # APFL; absent before it
     )
 
 

@@ -29,7 +29,7 @@ from pqfl.federated.server import ServerRule
 
 if TYPE_CHECKING:  # type hints only: the config and fleet modules import this one
     from pqfl.config import ClientProfile, FederationConfig
-    from pqfl.federated.client import ClientSetup
+    from pqfl.federated.client import ClientSetup, ClientState
     from pqfl.fleet import Fleet
 
 
@@ -58,11 +58,21 @@ class Roles:
 @dataclass(frozen=True)
 class FitInstructions:
     """How a trainer runs its local epochs this round: from ``start``, pulled towards
-    ``anchor`` with weight ``prox`` (no pull when ``anchor`` is None)."""
+    ``anchor`` with weight ``prox`` (no pull when ``anchor`` is None).
+
+    ``phases``: one pass of ``local_epochs`` per entry, each moving only the parameters it
+    names (``"all"``, ``"head"`` with the circuit frozen, ``"circuit"`` with the head frozen).
+    ``mix``: APFL's objective, the circuit running α·θ + (1 − α)·anchor with α trained.
+    ``upload``: a second fit, from its own ``start``, whose trained block is what the client
+    uploads; the client keeps this fit's result (Ditto, APFL). Without it the client uploads
+    the block it keeps."""
 
     start: np.ndarray
     anchor: np.ndarray | None = None
     prox: float = 0.0
+    phases: tuple[str, ...] = ("all",)
+    mix: bool = False
+    upload: FitInstructions | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,11 @@ class Strategy:
     def evaluated(self, own: np.ndarray, global_block: np.ndarray) -> np.ndarray:
         """The block a client is evaluated (and deployed) with."""
         return own
+
+    def evaluated_state(self, state: ClientState, global_block: np.ndarray) -> np.ndarray:
+        """``evaluated`` given the trainer's whole state (for a strategy whose evaluated block
+        depends on more than its θ, such as APFL's mixing weight)."""
+        return self.evaluated(state.theta, global_block)
 
     @classmethod
     def from_config(cls, federation: FederationConfig) -> Strategy:
@@ -162,6 +177,72 @@ class PQFL(Strategy):
 
 
 @dataclass(frozen=True)
+class FedAvgFT(FedAvg):
+    """FedAvg with local fine-tuning: training runs as FedAvg's (from the global block,
+    uploaded and averaged), and each client is evaluated with the block its local epochs
+    made of the round's global block — the global model fine-tuned on its own rows."""
+
+    name: ClassVar[str] = "fedavg_ft"
+
+    def evaluated(self, own, global_block):
+        return own
+
+
+@dataclass(frozen=True)
+class Ditto(Strategy):
+    """Ditto (Li et al. 2021): a global model trained by FedAvg, and a personal model v_n
+    trained under F_n(v_n) + (λ/2)‖v_n − w_k‖². Each round a client runs two fits: the
+    global block w_k's local epochs (uploaded; their head is dropped, heads stay personal)
+    and its personal block's (kept and evaluated). PQFL differs in uploading v_n itself."""
+
+    name: ClassVar[str] = "ditto"
+    uploads: ClassVar[bool] = True
+    lam: float = 0.1
+
+    def configure_fit(self, own, global_block):
+        return FitInstructions(start=own, anchor=global_block, prox=self.lam, upload=FitInstructions(global_block))
+
+    @classmethod
+    def from_config(cls, federation):
+        return cls(lam=federation.lam)
+
+
+@dataclass(frozen=True)
+class FedRep(Strategy):
+    """FedRep (Collins et al. 2021) on circuits: the circuit block is the shared
+    representation and the classical head the personal part. Each round a client fits its
+    head on the global block (circuit frozen), then the block (head frozen), and uploads the
+    block; it is evaluated with the new global block and its own head."""
+
+    name: ClassVar[str] = "fedrep"
+    uploads: ClassVar[bool] = True
+
+    def configure_fit(self, own, global_block):
+        return FitInstructions(start=global_block, phases=("head", "circuit"))
+
+    def evaluated(self, own, global_block):
+        return global_block
+
+
+@dataclass(frozen=True)
+class APFL(Strategy):
+    """APFL (Deng et al. 2020) in parameter space: a client's model runs α_n·v_n +
+    (1 − α_n)·w on its circuit, α_n learned with v_n and the head on the client's rows
+    (kept in [0, 1]). Each round a client also trains the global block w_k as FedAvg does
+    and uploads that; it is evaluated with α_n·v_n + (1 − α_n)·w_{k+1}."""
+
+    name: ClassVar[str] = "apfl"
+    uploads: ClassVar[bool] = True
+
+    def configure_fit(self, own, global_block):
+        return FitInstructions(start=own, anchor=global_block, mix=True, upload=FitInstructions(global_block))
+
+    def evaluated_state(self, state, global_block):
+        alpha = 0.5 if state.alpha is None else state.alpha
+        return alpha * state.theta + (1.0 - alpha) * global_block
+
+
+@dataclass(frozen=True)
 class Centralized(Local):
     """One model trained on every client's training rows pooled (an upper reference with no
     privacy), scored at each client. Its circuit is noiseless, as large as the fleet's
@@ -198,7 +279,9 @@ class Centralized(Local):
         return views, [trainer]
 
 
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Local, FedAvg, FedProx, PQFL, Centralized)}
+STRATEGIES: dict[str, type[Strategy]] = {
+    s.name: s for s in (Local, FedAvg, FedProx, PQFL, Centralized, FedAvgFT, Ditto, FedRep, APFL)
+}
 
 
 def strategy_for(method: str | Strategy, federation: FederationConfig) -> Strategy:
