@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pqfl.config import ClientProfile
-from pqfl.federated.aggregation import block_of, grouped_average, masked_average, share_groups
+from pqfl.federated.aggregation import block_of, masked_average, share_groups
+from pqfl.federated.robust import grouped_robust_average
 
 
 def _blocks():
@@ -149,7 +150,7 @@ def test_sharing_by_hardware_averages_only_within_a_group():
         [ClientProfile(name="a", qubits=6), ClientProfile(name="b", qubits=6),
          ClientProfile(name="c", qubits=4, layers=3, encoding="angle")], "hardware"
     )  # fmt: skip
-    out = grouped_average(np.zeros((2, 3, 6, 3)), [a, b, c], [1.0, 2.0, 1.0], groups)
+    out = grouped_robust_average(np.zeros((2, 3, 6, 3)), [a, b, c], [1.0, 2.0, 1.0], groups)
     np.testing.assert_allclose(out[0, :2], 3.0)  # (1·1 + 2·4) / 3
     np.testing.assert_allclose(out[0, 2], 0.0)  # no client of group 0 holds layer 3: kept
     np.testing.assert_allclose(out[1, :3, :4], -2.0)
@@ -161,7 +162,7 @@ def test_grouped_average_keeps_groups_apart():
     previous = rng.normal(size=(3, 2, 3, 3))
     blocks = [rng.normal(size=shape) for shape in [(2, 3, 3), (1, 2, 3), (2, 2, 3), (1, 3, 3)]]
     weights, groups = [2.0, 1.0, 5.0, 3.0], [0, 1, 0, 1]
-    out = grouped_average(previous, blocks, weights, groups)
+    out = grouped_robust_average(previous, blocks, weights, groups)
     for g in range(2):  # each group is the plain masked average of its own members
         idx = [n for n, gn in enumerate(groups) if gn == g]
         assert np.array_equal(out[g], masked_average(previous[g], [blocks[n] for n in idx], [weights[n] for n in idx]))
@@ -169,10 +170,10 @@ def test_grouped_average_keeps_groups_apart():
     assert not np.allclose(out[0], masked_average(previous[0], blocks, weights))  # mixing groups would differ
     # One group is exactly the fleet-wide average.
     assert np.array_equal(
-        grouped_average(previous[:1], blocks, weights, [0] * 4)[0], masked_average(previous[0], blocks, weights)
+        grouped_robust_average(previous[:1], blocks, weights, [0] * 4)[0], masked_average(previous[0], blocks, weights)
     )
     with pytest.raises(ValueError, match="one weight and one group per block"):
-        grouped_average(previous, blocks, weights, groups[:3])
+        grouped_robust_average(previous, blocks, weights, groups[:3])
 
 
 def test_init_shared_gives_every_group_the_same_start():

@@ -13,8 +13,8 @@ import pytest
 from pqfl.config import FederationConfig, parse_config
 from pqfl.errors import PQFLRunError
 from pqfl.federated import jobs
-from pqfl.federated.aggregation import grouped_average
 from pqfl.federated.client import ClientState
+from pqfl.federated.robust import grouped_robust_average
 from pqfl.federated.rounds import BelowQuorum, Federation, run_federation
 from pqfl.federated.strategies import (
     APFL,
@@ -85,7 +85,7 @@ def test_the_server_step_is_the_masked_average_within_groups():
     previous = np.zeros((2, 2, 3, 3))
     blocks = [np.ones((1, 2, 3)), 3 * np.ones((2, 3, 3)), 5 * np.ones((1, 1, 3))]
     out = FedAvg().aggregate(previous, blocks, [1.0, 1.0, 2.0], [0, 0, 1])
-    np.testing.assert_array_equal(out, grouped_average(previous, blocks, [1.0, 1.0, 2.0], [0, 0, 1]))
+    np.testing.assert_array_equal(out, grouped_robust_average(previous, blocks, [1.0, 1.0, 2.0], [0, 0, 1]))
     assert out[0, 0, 0, 0] == 2.0 and out[0, 1, 2, 0] == 3.0 and out[1, 0, 0, 0] == 5.0 and out[1, 1, 0, 0] == 0.0
 
 

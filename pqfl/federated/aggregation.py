@@ -51,17 +51,3 @@ def share_groups(profiles: list, share: str) -> list[int]:
     keys = [SHARE_KEYS[share](p) for p in profiles]
     order = list(dict.fromkeys(keys))
     return [order.index(k) for k in keys]
-
-
-def grouped_average(
-    previous: np.ndarray, blocks: list[np.ndarray], weights: list[float], groups: list[int]
-) -> np.ndarray:
-    """``masked_average`` within each group: ``previous`` is (groups, L_max, Q_max, 3) and
-    ``groups[n]`` is block n's group; a group that uploads nothing keeps its tensor."""
-    if not (len(blocks) == len(weights) == len(groups)):
-        raise ValueError("grouped_average needs one weight and one group per block")
-    out = np.array(previous, dtype=np.float64)
-    for g in range(len(out)):
-        idx = [n for n, gn in enumerate(groups) if gn == g]
-        out[g] = masked_average(previous[g], [blocks[n] for n in idx], [weights[n] for n in idx])
-    return out

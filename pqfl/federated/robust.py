@@ -159,7 +159,7 @@ def robust_average(
 def grouped_robust_average(
     previous: np.ndarray, blocks: list[np.ndarray], weights: list[float], groups: list[int], **rule_kwargs
 ) -> np.ndarray:
-    """``robust_average`` within each group, like ``grouped_average``: ``previous`` is
+    """``robust_average`` within each sharing group: ``previous`` is
     (groups, L_max, Q_max, 3) and ``groups[n]`` is block n's group; a group that uploads
     nothing keeps its tensor. A Krum group with too few blocks for ``byzantine`` raises."""
     if not (len(blocks) == len(weights) == len(groups)):

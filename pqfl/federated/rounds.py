@@ -313,7 +313,8 @@ class Federation:
         fed, T = self.federation, len(self.roles.trainers)
         out = []
         for i in survivors:
-            theta, block = states[i].theta if uploads[i] is None else uploads[i], self._block(G, i)
+            theta = states[i].theta if uploads[i] is None else uploads[i]
+            block = self._block(G, i)
             stream = self.trainers[i].stream_id
             if not self.roles.pooled and i % T in self.attackers:
                 uploaders = sum(1 for j in survivors if self.groups[j] == self.groups[i])
