@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,9 @@ class RobustnessSuite(_Strict):
     aggregators: dict[str, dict[str, Any]] = Field(min_length=1)
     privacy: PrivacySweep
     membership: MembershipSettings
+    # Stronger variants of the attacks, at the headline fraction under every rule: whether an
+    # attack that plain averaging does not survive exists, and which rule survives it.
+    strengths: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 def _config(suite: RobustnessSuite, seed: int, **federation):
@@ -95,13 +100,19 @@ def _row(result, **keys) -> dict:
     }
 
 
-def run_suite(suite: RobustnessSuite, seeds: list[int], log=print) -> dict[str, pd.DataFrame]:
-    attack_rows, dp_rows, mia_rows = [], [], []
+SECTIONS = ("attacks", "strength", "privacy", "membership")
+
+
+def run_suite(
+    suite: RobustnessSuite, seeds: list[int], log=print, sections: tuple[str, ...] = SECTIONS
+) -> dict[str, pd.DataFrame]:
+    """The suite's federations, as one frame per section run (``SECTIONS``)."""
+    attack_rows, strength_rows, dp_rows, mia_rows = [], [], [], []
     for seed in seeds:
         base = _config(suite, seed)
         fleet = prepare(base)
         for method in suite.methods:
-            for agg_name, agg in suite.aggregators.items():
+            for agg_name, agg in suite.aggregators.items() if "attacks" in sections else ():
                 t0 = time.perf_counter()
                 cfg = _config(suite, seed, aggregator=agg)
                 result, _ = _run(fleet, method, cfg)
@@ -123,11 +134,19 @@ def run_suite(suite: RobustnessSuite, seeds: list[int], log=print) -> dict[str, 
                             )
                         )
                 log(f"seed {seed} {method} {agg_name}: {time.perf_counter() - t0:.0f} s")
-            for sigma in suite.privacy.noise_multipliers:
+            for label, attack in suite.strengths.items() if "strength" in sections else ():
+                fraction = headline_fraction(suite)
+                for agg_name, agg in suite.aggregators.items():
+                    cfg = _config(suite, seed, aggregator=agg, attack={**attack, "fraction": fraction})
+                    result, _ = _run(fleet, method, cfg)
+                    strength_rows.append(
+                        _row(result, seed=seed, method=method, aggregator=agg_name, attack=label, fraction=fraction)
+                    )
+            for sigma in suite.privacy.noise_multipliers if "privacy" in sections else ():
                 dp = {"noise_multiplier": sigma, "clip": suite.privacy.clip, "delta": suite.privacy.delta}
                 result, _ = _run(fleet, method, _config(suite, seed, privacy=dp))
                 dp_rows.append(_row(result, seed=seed, method=method, noise_multiplier=sigma))
-        for method in suite.membership.methods:
+        for method in suite.membership.methods if "membership" in sections else ():
             # local uploads nothing, so DP of the uploads changes nothing for it: its two rows
             # must agree, which the report shows.
             dp = {"noise_multiplier": suite.membership.noise_multiplier, "clip": suite.privacy.clip}
@@ -141,11 +160,13 @@ def run_suite(suite: RobustnessSuite, seeds: list[int], log=print) -> dict[str, 
                 for row in membership_report(result, cfg.federation, global_model=federation):
                     mia_rows.append({"seed": seed, "dp": label, "epsilon": result.state.last.epsilon, **row})
         log(f"seed {seed} done")
-    return {
+    frames = {
         "attacks": pd.DataFrame(attack_rows),
+        "strength": pd.DataFrame(strength_rows),
         "privacy": pd.DataFrame(dp_rows),
         "membership": pd.DataFrame(mia_rows),
     }
+    return {k: v for k, v in frames.items() if k in sections}
 
 
 def _paired(a: pd.Series, b: pd.Series) -> tuple[float, float, float]:
@@ -253,22 +274,44 @@ def headline_fraction(suite: RobustnessSuite) -> float:
     return 0.25 if any(np.isclose(suite.fractions, 0.25)) else max(suite.fractions)
 
 
-def build_report(suite: RobustnessSuite, seeds, frames, wall_s: float, command: str, images: dict) -> str:
+def build_report(suite: RobustnessSuite, seeds, frames, runs: list[dict], images: dict) -> str:
+    """The markdown report; ``runs`` are the invocations that produced the frames (command,
+    sections, seeds, wall seconds)."""
     attacks, privacy, mia = frames["attacks"], frames["privacy"], frames["membership"]
+    made = [f"`{r['command']}` ({', '.join(r['sections'])}; {r['wall_s'] / 60:.1f} min)" for r in runs]
+    n_fed = sum(len(frames[k]) for k in ("attacks", "strength", "privacy"))
     lines = [
         f"# Robustness suite `{suite.name}`",
         "",
-        f"Command: `{command}`. Seeds {seeds}; {len(attacks) + len(privacy)} federations trained "
-        f"plus {mia.groupby(['seed', 'method', 'dp']).ngroups} for membership inference, {wall_s / 60:.1f} min "
-        "on 2 cores. Metrics are honest clients' test AUROC at the last round (mean over clients, then over seeds); "
-        "the best robust rule per attack is chosen on the honest clients' validation AUROC, one choice per "
-        f"method × attack on seeds {seeds}.",
+        f"Made by {'; then '.join(made)}, on 2 cores. Seeds {seeds}; {n_fed} federations trained plus "
+        f"{mia.groupby(['seed', 'method', 'dp']).ngroups} for membership inference. Metrics are honest clients' "
+        "test AUROC at the last round (mean over clients, then over seeds); the best robust rule per attack is "
+        "chosen on the honest clients' validation AUROC, one choice per method × attack on "
+        f"seeds {seeds}. Intervals are paired by seed (95 %, t).",
         "",
         f"![robustness]({images['robustness']})",
         "",
     ]
     target = headline_fraction(suite)
     lines += [f"## At {target:.0%} attackers", "", markdown_table(verdict(attacks, target)), ""]
+    strength = frames["strength"]
+    if len(strength):
+        both = pd.concat([attacks[attacks.attack == "none"], strength])
+        per_rule = strength.pivot_table(
+            index=["method", "attack"], columns="aggregator", values="honest_auroc", aggfunc="mean", sort=False
+        )[list(suite.aggregators)].reset_index()
+        lines += [
+            f"## Stronger attacks at {target:.0%} attackers",
+            "",
+            ", ".join(f"`{k}`: {v}" for k, v in suite.strengths.items()) + ".",
+            "",
+            markdown_table(verdict(both, target)),
+            "",
+            "Honest mean AUROC per rule:",
+            "",
+            markdown_table(per_rule),
+            "",
+        ]
     for method in attacks.method.unique():
         lines += [f"## {method}: honest mean AUROC per rule", "", markdown_table(grid_table(attacks, method)), ""]
     dp = privacy.groupby(["method", "noise_multiplier"], sort=False)[["epsilon", "honest_auroc"]].mean().reset_index()
@@ -311,6 +354,12 @@ def log_to_mlflow(suite: RobustnessSuite, frames, report: str, out: Path, images
         Metric(f"{m}/{a}/{g}/{int(round(f * 100))}pct/honest_auroc", float(v), ts, 0)
         for (m, a, g, f), v in cells.items()
     ]
+    if len(frames["strength"]):
+        strong = frames["strength"].groupby(["method", "attack", "aggregator"]).honest_auroc.mean()
+        metrics += [
+            Metric(re.sub(r"[^\w\-./ ]", "_", f"{m}/strength/{a}/{g}/honest_auroc"), float(v), ts, 0)
+            for (m, a, g), v in strong.items()
+        ]
     for (m, sigma), part in frames["privacy"].groupby(["method", "noise_multiplier"]):
         metrics += [
             Metric(f"{m}/dp/sigma_{sigma:g}/honest_auroc", float(part.honest_auroc.mean()), ts, 0),
@@ -324,35 +373,62 @@ def log_to_mlflow(suite: RobustnessSuite, frames, report: str, out: Path, images
     return run.info.run_id
 
 
+def _read(path: Path) -> pd.DataFrame:
+    """An earlier run's section (an empty section was written as an empty file)."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default="benchmarks/suites/robustness.yaml")
     ap.add_argument("--seeds", default=None, help="comma-separated; default: the suite's")
     ap.add_argument("--out", default="benchmarks/reports/robustness")
     ap.add_argument("--images", default="docs/images")
+    ap.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)}; the others are read from OUT's CSVs of an earlier run",
+    )
     ap.add_argument("--no-mlflow", action="store_true")
     args = ap.parse_args(argv)
     suite = RobustnessSuite.model_validate(yaml.safe_load(Path(args.suite).read_text()))
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else suite.seeds
+    sections = tuple(s for s in args.sections.split(",") if s)
+    if unknown := [s for s in sections if s not in SECTIONS]:
+        raise SystemExit(f"--sections: unknown {unknown}; choose from {','.join(SECTIONS)}")
+    out = Path(args.out)
+    csv = {key: out.parent / f"{out.name}_{key}.csv" for key in SECTIONS}
+    earlier = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+    reused = [k for k in SECTIONS if k not in sections]
+    if missing := [k for k in reused if not csv[k].exists()]:
+        raise SystemExit(f"--sections: no earlier results for {missing} ({csv[missing[0]]}); run those sections too")
+    if reused and earlier.get("seeds") != seeds:
+        raise SystemExit(f"--sections: the earlier results are for seeds {earlier.get('seeds')}, not {seeds}")
     enable_persistent_cache()
     started = time.perf_counter()
-    frames = run_suite(suite, seeds, log=lambda line: print(f"[robustness] {line}", flush=True))
+    frames = run_suite(suite, seeds, log=lambda line: print(f"[robustness] {line}", flush=True), sections=sections)
     wall_s = time.perf_counter() - started
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for key, frame in frames.items():
-        frame.to_csv(out.parent / f"{out.name}_{key}.csv", index=False)
+        frame.to_csv(csv[key], index=False)
+    frames |= {k: _read(csv[k]) for k in reused}
+    frames = {k: (f.fillna({"attackers": ""}) if "attackers" in f else f) for k, f in frames.items()}
     images_dir = Path(args.images)
     images_dir.mkdir(parents=True, exist_ok=True)
     paths = {"robustness": images_dir / f"{suite.name}.png", "privacy": images_dir / f"{suite.name}-privacy.png"}
     plot_robustness(frames["attacks"], paths["robustness"])
     plot_privacy(frames["privacy"], frames["attacks"], paths["privacy"])
     rel = {k: os.path.relpath(p.resolve(), out.parent.resolve()) for k, p in paths.items()}
-    command = "python -m benchmarks.robustness " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    report = build_report(suite, seeds, frames, wall_s, command.strip(), rel)
+    command = "python -m benchmarks.robustness " + " ".join(argv if argv is not None else sys.argv[1:])
+    runs = [r for r in earlier.get("runs", []) if set(r["sections"]) & set(reused)] if reused else []
+    runs.append({"command": command.strip(), "sections": list(sections), "seeds": seeds, "wall_s": wall_s})
+    report = build_report(suite, seeds, frames, runs, rel)
     out.with_suffix(".md").write_text(report)
     summary = {
-        "wall_s": wall_s,
+        "runs": runs,
         "seeds": seeds,
         "verdict": verdict(frames["attacks"], headline_fraction(suite)).to_dict("records"),
     }

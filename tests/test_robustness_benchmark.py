@@ -75,13 +75,26 @@ def test_a_tiny_suite_runs_end_to_end_and_names_its_attackers(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_the_command_writes_the_report_tables_and_plots(tmp_path):
+def test_the_command_writes_the_report_tables_and_plots_and_adds_a_section_later(tmp_path):
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(_tiny_suite()))
     out = tmp_path / "reports" / "rob"
-    main(["--suite", str(path), "--out", str(out), "--images", str(tmp_path / "img"), "--no-mlflow"])
+    common = ["--suite", str(path), "--out", str(out), "--images", str(tmp_path / "img"), "--no-mlflow"]
+    main(common)
     report = out.with_suffix(".md").read_text()
     assert "## At 34% attackers" in report and "## Membership inference" in report
+    assert "## Stronger attacks" not in report  # the suite has none
     assert (tmp_path / "img" / "tiny-robustness.png").stat().st_size > 10_000
     assert (tmp_path / "img" / "tiny-robustness-privacy.png").exists()
-    assert len(pd.read_csv(tmp_path / "reports" / "rob_attacks.csv")) == 4
+    attacks = pd.read_csv(tmp_path / "reports" / "rob_attacks.csv")
+    assert len(attacks) == 4
+    # a stronger attack added to the suite runs alone; the other sections are the earlier run's
+    path.write_text(yaml.safe_dump({**_tiny_suite(), "strengths": {"flip x12": {"kind": "sign_flip", "scale": 12.0}}}))
+    main([*common, "--sections", "strength"])
+    report = out.with_suffix(".md").read_text()
+    assert "## Stronger attacks at 34% attackers" in report and "flip x12" in report
+    assert "(attacks, strength, privacy, membership;" in report and "(strength;" in report  # both runs named
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "reports" / "rob_attacks.csv"), attacks)
+    assert len(pd.read_csv(tmp_path / "reports" / "rob_strength.csv")) == 2  # one attack × two rules
+    with pytest.raises(SystemExit, match="seeds"):
+        main([*common, "--sections", "strength", "--seeds", "4"])
