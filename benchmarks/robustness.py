@@ -3,7 +3,7 @@ rule, AUROC against the ε of client-level DP, and membership-inference AUROC wi
 without DP. Library only for the training (``pqfl.federated``); the results are written to
 ``benchmarks/reports/`` and logged to MLflow as one run. Usage:
 
-    .venv/bin/python -m benchmarks.robustness [--suite benchmarks/suites/robustness.yaml]
+    .venv/bin/python -m benchmarks.robustness [--suite benchmarks/robustness.yaml]
         [--seeds 0,1,2] [--out benchmarks/reports/robustness] [--images docs/images] [--no-mlflow]
 
 Every case of a seed trains on the same prepared fleet; an attack or a rule changes only the
@@ -58,7 +58,7 @@ class MembershipSettings(_Strict):
 
 
 class RobustnessSuite(_Strict):
-    """``benchmarks/suites/robustness.yaml``: the fleet, the grid and the sweeps."""
+    """``benchmarks/robustness.yaml``: the fleet, the grid and the sweeps."""
 
     name: str
     seeds: list[int] = Field(min_length=1)
@@ -383,7 +383,7 @@ def _read(path: Path) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--suite", default="benchmarks/suites/robustness.yaml")
+    ap.add_argument("--suite", default="benchmarks/robustness.yaml")
     ap.add_argument("--seeds", default=None, help="comma-separated; default: the suite's")
     ap.add_argument("--out", default="benchmarks/reports/robustness")
     ap.add_argument("--images", default="docs/images")

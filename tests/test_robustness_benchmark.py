@@ -98,3 +98,20 @@ def test_the_command_writes_the_report_tables_and_plots_and_adds_a_section_later
     assert len(pd.read_csv(tmp_path / "reports" / "rob_strength.csv")) == 2  # one attack × two rules
     with pytest.raises(SystemExit, match="seeds"):
         main([*common, "--sections", "strength", "--seeds", "4"])
+
+
+def test_the_shipped_grid_loads_every_case_it_will_run():
+    """Every attack × rule × fraction of benchmarks/robustness.yaml passes the config's checks
+    (Krum's 2f + 3 clients, fractions that name attackers), before anyone waits 40 minutes."""
+    from pathlib import Path
+
+    from benchmarks.robustness import _config, headline_fraction
+
+    suite = RobustnessSuite.model_validate(yaml.safe_load(Path("benchmarks/robustness.yaml").read_text()))
+    attacks = [(a, f) for a in suite.attacks for f in suite.fractions]
+    attacks += [(a, headline_fraction(suite)) for a in suite.strengths.values()]
+    for agg in suite.aggregators.values():
+        for attack, fraction in attacks:
+            cfg = _config(suite, 0, aggregator=agg, attack={**attack, "fraction": fraction})
+            assert cfg.federation.attack.attackers(len(cfg.clients)) >= 1
+    assert headline_fraction(suite) == 0.25

@@ -8,6 +8,7 @@ is padded with zero-weight rows instead of triggering a recompile.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from functools import lru_cache
 
@@ -58,13 +59,18 @@ def local_objective(spec, objective, simulator, shots, head_l2: float = 0.0, mix
 
 
 def _locked_cache(fn):
-    """lru_cache whose misses are serialised, so threads share one compiled function."""
+    """lru_cache whose misses are serialised, so threads share one compiled function. The
+    key is the arguments with their defaults filled in, so a call that spells a default and
+    one that leaves it out share an entry."""
     cached = lru_cache(maxsize=None)(fn)
     lock = threading.Lock()
+    signature = inspect.signature(fn)
 
-    def wrapper(*args):
+    def wrapper(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
         with lock:
-            return cached(*args)
+            return cached(*bound.args)
 
     wrapper.cache_clear = cached.cache_clear
     return wrapper
