@@ -173,6 +173,10 @@ class PartitionConfig(_Strict):
     train: Float = Field(default=0.5, gt=0, lt=1)
     val: Float = Field(default=0.2, gt=0, lt=1)
     test: Float = Field(default=0.3, gt=0, lt=1)
+    # At most this many training rows per client (a label-stratified subset of its training
+    # split; validation and test rows stay as they are): sets the data per client for
+    # comparisons across data regimes. Unset = every training row.
+    max_train_rows: Int | None = Field(default=None, ge=2)
 
     @model_validator(mode="after")
     def _splits_sum_to_one(self) -> PartitionConfig:

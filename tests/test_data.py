@@ -83,6 +83,23 @@ def test_every_client_split_has_both_classes_and_rows_are_private(tagged, mode):
     assert np.array_equal(c.X_train, tagged.X[_rows(c, "train")])
 
 
+def test_max_train_rows_caps_only_the_training_rows_keeping_both_labels(tagged):
+    full = partition(tagged, NAMES, PartitionConfig(), [0], seed=2)
+    capped = partition(tagged, NAMES, PartitionConfig(max_train_rows=16), [0], seed=2)
+    assert partition(tagged, NAMES, PartitionConfig(max_train_rows=16), [0], seed=2)[0].y_train.tolist() == (
+        capped[0].y_train.tolist()
+    )
+    for f, c in zip(full, capped):
+        assert len(c.y_train) == min(16, len(f.y_train)) and 0 < c.y_train.sum() < len(c.y_train)
+        assert set(_rows(c, "train")) <= set(_rows(f, "train"))  # a subset of the same split
+        for split in ("val", "test"):  # the other splits are untouched
+            assert np.array_equal(_rows(c, split), _rows(f, split))
+        share, capped_share = f.y_train.mean(), c.y_train.mean()
+        assert abs(capped_share - share) <= 1 / 16 + 1e-12  # stratified: the anomaly share kept
+    with pytest.raises(ValueError):
+        PartitionConfig(max_train_rows=1)
+
+
 def test_context_mode_normal_classes_are_local(tagged):
     cfg = PartitionConfig(normal="context", normal_classes_per_client=2)
     clients = partition(tagged, NAMES, cfg, [0], seed=0)

@@ -86,6 +86,13 @@ def _split(idx: np.ndarray, labels: np.ndarray, cfg: PartitionConfig, seed: int)
     return (train, y_train), (val, y_val), (test, y_test)
 
 
+def _cap(train: np.ndarray, y: np.ndarray, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` of the training rows, stratified by label (scikit-learn's split), so a
+    capped client keeps its share of anomalies and at least one of each label."""
+    kept, _, y_kept, _ = train_test_split(train, y, train_size=rows, stratify=y, random_state=seed % (2**31))
+    return kept, y_kept
+
+
 def shortage(ds: Dataset, n_clients: int, cfg: PartitionConfig, normal_classes: list[int]) -> tuple[str, str]:
     """What makes every draw fail, judged from the data's totals: (what the data has, the
     fix), or ("", "") when the totals suffice. Each client needs ``min_anomalies`` anomalies
@@ -183,6 +190,8 @@ def partition(
                 problem = f"client {client_names[n]!r} got {n_anom} anomalies and {len(labels) - n_anom} normal samples"
                 break
             (tr, ytr), (va, yva), (te, yte) = _split(rows, labels, cfg, derive_seed(seed, "split", attempt, n))
+            if cfg.max_train_rows is not None and len(tr) > cfg.max_train_rows:
+                tr, ytr = _cap(tr, ytr, cfg.max_train_rows, derive_seed(seed, "cap", attempt, n))
             clients.append(
                 ClientData(client_names[n], ds.X[tr], ytr, ds.X[va], yva, ds.X[te], yte, [int(c) for c in normal])
             )
