@@ -314,6 +314,9 @@ def _run(args) -> int:
         "prepare_s": prepare_s,
     }
     print(format_table(result["methods"]))
+    attackers = next((r["attackers"] for r in result["methods"].values() if r.get("attackers")), None)
+    if attackers:  # the same clients attack under every method (drawn from the seed)
+        print(f"\nattacking clients ({cfg.federation.attack.kind}): {', '.join(attackers)}")
     print(f"\ntotal wall time {result['wall_s']:.1f} s; MLflow experiment '{result['experiment']}'")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))
