@@ -107,7 +107,8 @@ def test_the_shipped_grid_loads_every_case_it_will_run():
 
     from benchmarks.robustness import _config, headline_fraction
 
-    suite = RobustnessSuite.model_validate(yaml.safe_load(Path("benchmarks/robustness.yaml").read_text()))
+    shipped = Path(__file__).resolve().parent.parent / "benchmarks" / "robustness.yaml"
+    suite = RobustnessSuite.model_validate(yaml.safe_load(shipped.read_text()))
     attacks = [(a, f) for a in suite.attacks for f in suite.fractions]
     attacks += [(a, headline_fraction(suite)) for a in suite.strengths.values()]
     for agg in suite.aggregators.values():
