@@ -13,7 +13,7 @@ from pqfl.federated.rounds import Federation
 from pqfl.federated.snapshot import from_data, to_data
 from pqfl.fleet import prepare
 from pqfl.results import RoundSummary
-from tests.tiny import TINY
+from tests.tiny import TINY, recording_map
 
 TRAINED, GLOBAL = np.full((1, 2, 3), 0.5), np.full((1, 2, 3), 0.2)
 
@@ -75,23 +75,12 @@ def test_label_flipping_swaps_only_the_attackers_training_labels_and_leaves_the_
     assert int(pooled.y_train.sum()) == expected
 
 
-def _spy():
-    calls = []
-
-    def map_fn(fn, jobs):
-        out = list(map(fn, jobs))
-        calls.append((fn, jobs, out))
-        return out
-
-    return calls, map_fn
-
-
 @pytest.mark.parametrize("kind", ["sign_flip", "free_rider", "model_replacement"])
 def test_the_server_receives_the_attackers_poisoned_block_and_honest_blocks_as_trained(tiny, kind):
     cfg, fleet = tiny
     fed = cfg.federation.model_copy(update={"attack": AttackConfig(kind=kind, fraction=0.34)})
     federation = Federation(fleet, "fedavg", fed)
-    calls, map_fn = _spy()
+    calls, map_fn = recording_map()
     result = federation.run(map_fn=map_fn)
     (attacker,) = federation.attackers
     assert result.attackers == (fleet.clients[attacker].name,)
@@ -100,7 +89,7 @@ def test_the_server_receives_the_attackers_poisoned_block_and_honest_blocks_as_t
         if n != attacker:
             np.testing.assert_array_equal(block, out.state.theta)
             continue
-        w, v = job.start, out.state.theta  # fedavg starts from the global block
+        w, v = job.fit.start, out.state.theta  # fedavg starts from the global block
         want = {"sign_flip": w - (v - w), "free_rider": w, "model_replacement": w + 3 * (v - w)}[kind]
         np.testing.assert_allclose(block, want)
     honest = [ev for ev in result.evaluations if ev.client not in result.attackers]

@@ -18,7 +18,7 @@ from pqfl.fleet import build_fleet, prepare
 from pqfl.privacy.dp import clipped_noisy_mean, epsilon_spent, local_noise
 from pqfl.privacy.statistics import rows_from_sums
 from pqfl.rng import derive_rng
-from tests.tiny import TINY
+from tests.tiny import TINY, recording_map
 
 
 def test_epsilon_matches_the_accountant_librarys_documented_gaussian_example():
@@ -69,17 +69,6 @@ def tiny():
     return cfg, prepare(cfg)
 
 
-def _spy():
-    calls = []
-
-    def map_fn(fn, jobs):
-        out = list(map(fn, jobs))
-        calls.append((fn, jobs, out))
-        return out
-
-    return calls, map_fn
-
-
 def test_a_dp_run_reports_the_accountants_epsilon_every_round(tiny):
     cfg, fleet = tiny
     dp = PrivacyConfig(noise_multiplier=1.3, clip=0.5, delta=1e-5)
@@ -97,7 +86,7 @@ def test_a_dp_run_reports_the_accountants_epsilon_every_round(tiny):
 def test_without_noise_and_a_loose_clip_the_dp_mean_is_the_unweighted_masked_mean(tiny):
     cfg, fleet = tiny
     fed = cfg.federation.model_copy(update={"rounds": 1, "privacy": PrivacyConfig(noise_multiplier=0.0, clip=1e6)})
-    calls, map_fn = _spy()
+    calls, map_fn = recording_map()
     result = Federation(fleet, "fedavg", fed).run(map_fn=map_fn)
     (_, (job,), _) = next(c for c in calls if c[0] is aggregate_uploads)
     want = masked_average(job.previous[0], job.blocks, [1.0] * len(job.blocks))
@@ -110,14 +99,14 @@ def test_local_noise_is_added_by_honest_clients_before_upload(tiny):
     fed = cfg.federation.model_copy(
         update={"rounds": 1, "privacy": PrivacyConfig(noise_multiplier=2.0, clip=0.1, noise="local")}
     )
-    calls, map_fn = _spy()
+    calls, map_fn = recording_map()
     Federation(fleet, "fedavg", fed).run(map_fn=map_fn)
     (_, jobs, trained) = next(c for c in calls if c[0] is train_client)
     (_, (agg,), _) = next(c for c in calls if c[0] is aggregate_uploads)
     for job, out, block in zip(jobs, trained, agg.blocks):
         rng = derive_rng(fed.seed, "dp-local", *job.setup.stream_id, 1)
-        np.testing.assert_array_equal(block, local_noise(out.state.theta, job.start, 0.1, 0.2, rng))
-        update = block - job.start - clip_update(out.state.theta - job.start, 0.1)
+        np.testing.assert_array_equal(block, local_noise(out.state.theta, job.fit.start, 0.1, 0.2, rng))
+        update = block - job.fit.start - clip_update(out.state.theta - job.fit.start, 0.1)
         assert 0.05 < update.std() < 0.5  # the N(0, (2 · 0.1)²) draw, not the trained update
 
 

@@ -44,3 +44,16 @@ def write_config(folder: Path, data: dict | None = None, **sections) -> Path:
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def recording_map():
+    """``(calls, map_fn)``: a ``map_fn`` for the round loop that runs each job in process and
+    records ``(function, jobs, results)`` of every call, so a test can read what the server got."""
+    calls = []
+
+    def map_fn(fn, jobs):
+        out = list(map(fn, jobs))
+        calls.append((fn, jobs, out))
+        return out
+
+    return calls, map_fn

@@ -31,10 +31,6 @@ class TrainJob:
     simulator: str
     round_index: int
 
-    @property
-    def start(self) -> np.ndarray:
-        return self.fit.start
-
 
 @dataclass(frozen=True)
 class Trained:
