@@ -16,7 +16,7 @@ import numpy as np
 from pqfl.config import FederationConfig
 from pqfl.federated.client import ClientSetup, ClientState, evaluate_members, local_round
 from pqfl.federated.server import ServerRule
-from pqfl.federated.strategies import FitInstructions, Strategy
+from pqfl.federated.strategies import FitInstructions, Strategy, pack_head, unpack_head
 from pqfl.results import ClientEvaluation
 
 
@@ -35,15 +35,20 @@ class TrainJob:
 @dataclass(frozen=True)
 class Trained:
     """A trainer's new state, its last epoch's mean loss and, when its strategy trains a
-    separate block to upload (Ditto, APFL), that block."""
+    separate block to upload (Ditto, APFL), that block; when it shares heads, the uploaded
+    fit's head (packed, ``pack_head``)."""
 
     state: ClientState
     loss: float
     retries: int = 0  # retries an orchestrator spent on the job
     upload: np.ndarray | None = None
+    upload_head: np.ndarray | None = None
 
 
 def _fit(job: TrainJob, state: ClientState, fit: FitInstructions, stream: tuple = ()) -> tuple[ClientState, float]:
+    if fit.head is not None:
+        w, b = unpack_head(fit.head, len(state.w))
+        state = replace(state, w=w, b=b)
     return local_round(
         job.setup,
         state,
@@ -62,10 +67,14 @@ def _fit(job: TrainJob, state: ClientState, fit: FitInstructions, stream: tuple 
 def train_client(job: TrainJob) -> Trained:
     state, loss = _fit(job, job.state, job.fit)
     if job.fit.upload is None:
-        return Trained(state, loss)
-    # The upload fit starts from the client's head as the round began; its head is dropped.
-    shared, _ = _fit(job, replace(job.state, alpha=None), job.fit.upload, stream=("upload",))
-    return Trained(state, loss, upload=shared.theta)
+        head = None if job.fit.head is None else pack_head(state.w, state.b)
+        return Trained(state, loss, upload_head=head)
+    # The upload fit starts from the client's head as the round began (or the shared head);
+    # its head is dropped unless heads are shared.
+    upload = job.fit.upload
+    shared, _ = _fit(job, replace(job.state, alpha=None), upload, stream=("upload",))
+    head = None if upload.head is None else pack_head(shared.w, shared.b)
+    return Trained(state, loss, upload=shared.theta, upload_head=head)
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,14 @@ class AggregateJob:
     groups: list[int]
     round_index: int
     rule: ServerRule | None = None  # the aggregation rule; None = the weighted masked mean
+    previous_heads: np.ndarray | None = None  # (sharing groups, 1 + outputs_max), strategies that share heads
+    heads: list[np.ndarray] | None = None  # the uploaded packed heads, one per block
 
 
-def aggregate_uploads(job: AggregateJob) -> np.ndarray:
-    return job.strategy.aggregate(job.previous, job.blocks, job.weights, job.groups, job.rule, job.round_index)
+def aggregate_uploads(job: AggregateJob) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The new global tensors; with ``heads``, (tensors, heads), each combined by the job's rule."""
+    G = job.strategy.aggregate(job.previous, job.blocks, job.weights, job.groups, job.rule, job.round_index)
+    if job.heads is None:
+        return G
+    H = job.strategy.aggregate(job.previous_heads, job.heads, job.weights, job.groups, job.rule, job.round_index)
+    return G, H

@@ -32,7 +32,7 @@ from pqfl.federated.attacks import attacker_indices, poison_fleet, poisoned_uplo
 from pqfl.federated.client import ClientSetup, ClientState, init_state, replicas
 from pqfl.federated.jobs import AggregateJob, EvalJob, TrainJob, aggregate_uploads, evaluate_client, train_client
 from pqfl.federated.server import ServerRule, init_shared, replica_groups, sample_clients
-from pqfl.federated.strategies import Strategy, strategy_for
+from pqfl.federated.strategies import Strategy, pack_head, strategy_for
 from pqfl.fleet import Fleet
 from pqfl.privacy.dp import epsilon_spent, local_noise
 from pqfl.results import ClientEvaluation, ClientRound, DroppedClient, RoundReport, RoundSummary
@@ -72,6 +72,7 @@ class FederationState:
     dropped: list[DroppedClient] = field(default_factory=list)
     last: RoundReport | None = None
     best: list[ClientBest] = field(default_factory=list)  # per client, with select: best_val
+    global_head: np.ndarray | None = None  # (restarts · groups, 1 + outputs_max), strategies sharing heads
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,11 @@ class Federation:
         self.attackers = attacker_indices(len(fleet.clients), federation.attack, federation.seed)
         fleet = poison_fleet(fleet, self.attackers, federation.attack.kind)
         self.rule = ServerRule.from_config(federation, len(self.attackers))
+        if self.strategy.shares_head and self.rule.dp:
+            raise ValueError(
+                f"federation.privacy: {self.strategy.name} uploads heads as well as blocks, and the DP accounting "
+                "covers one release per round; use a method that keeps heads personal (fedavg, pqfl, ...)"
+            )
         self.roles = self.strategy.roles(fleet, federation)
         self.trainers = replicas(self.roles.trainers, federation.restarts)
         self.groups = replica_groups(self.roles.groups, federation.restarts)
@@ -195,7 +201,17 @@ class Federation:
         layers, qubits = max(s.spec.layers for s in base), max(s.spec.qubits for s in base)
         G = init_shared(layers, qubits, fed.seed, fed.init_scale, self.roles.groups, fed.restarts)
         states = [init_state(s, self._block(G, j), fed.seed) for j, s in enumerate(self.trainers)]
-        return FederationState(round=0, global_theta=G, states=states)
+        H = None
+        if self.strategy.shares_head:  # one model per group: every member starts from its group's head
+            width = max(s.spec.n_outputs for s in base)
+            H = np.stack(
+                [
+                    pack_head(derive_rng(fed.seed, "head", "global", g).normal(0.0, 0.1, width), 0.0)
+                    for g in range(len(G))
+                ]
+            )
+            states = [replace(st, w=H[self.groups[j], 1 : 1 + len(st.w)].copy(), b=0.0) for j, st in enumerate(states)]
+        return FederationState(round=0, global_theta=G, states=states, global_head=H)
 
     def run(
         self,
@@ -236,6 +252,10 @@ class Federation:
         want = (groups, max(s.spec.layers for s in base), max(s.spec.qubits for s in base), 3)
         if np.shape(state.global_theta) != want:
             refuse(f"the server tensors have shape {np.shape(state.global_theta)}, this federation's are {want}")
+        if self.strategy.shares_head:
+            want = (groups, 1 + max(s.spec.n_outputs for s in base))
+            if np.shape(state.global_head) != want:
+                refuse(f"the server heads have shape {np.shape(state.global_head)}, this federation's are {want}")
         if not 0 <= state.round <= self.federation.rounds:
             refuse(f"round {state.round} is outside 0..{self.federation.rounds}")
         if state.last is not None and state.last.clients and len(state.last.clients) != len(self.clients):
@@ -249,14 +269,22 @@ class Federation:
 
     def members(self, state: FederationState) -> list[list[Member]]:
         """Per client, the (state, θ) of each restart's model it is evaluated with."""
-        return self._members(state.states, state.global_theta)
+        return self._members(state.states, state.global_theta, state.global_head)
 
-    def _members(self, states: list[ClientState], G: np.ndarray) -> list[list[Member]]:
-        T = len(self.roles.trainers)
+    def _members(self, states: list[ClientState], G: np.ndarray, H: np.ndarray | None = None) -> list[list[Member]]:
+        T, strategy = len(self.roles.trainers), self.strategy
         out = []
         for n in range(len(self.clients)):
             ids = [self.roles.trainer_of(n) + r * T for r in range(self.federation.restarts)]
-            out.append([(states[j], self.strategy.evaluated_state(states[j], self._block(G, j))) for j in ids])
+            out.append(
+                [
+                    (
+                        strategy.evaluated_head(states[j], None if H is None else H[self.groups[j]]),
+                        strategy.evaluated_state(states[j], self._block(G, j)),
+                    )
+                    for j in ids
+                ]
+            )
         return out
 
     def _block(self, G: np.ndarray, j: int) -> np.ndarray:
@@ -270,9 +298,9 @@ class Federation:
             T, self.federation.client_fraction, self.federation.min_clients, self.federation.seed, k
         )
         participants = [t + r * T for r in range(self.federation.restarts) for t in sampled]
-        states, losses, retries, failed, uploads = self._train(state, participants, k, map_fn)
+        states, losses, retries, failed, uploads, heads = self._train(state, participants, k, map_fn)
         survivors = [i for i in participants if i not in failed]
-        G = state.global_theta
+        G, H = state.global_theta, state.global_head
         if self.strategy.uploads:  # join: the server combines what the survivors upload
             job = AggregateJob(
                 self.strategy,
@@ -282,12 +310,15 @@ class Federation:
                 [self.groups[i] for i in survivors],
                 k,
                 self.rule,
+                H,
+                [heads[i] for i in survivors] if self.strategy.shares_head else None,
             )
-            (G,) = _gather(map_fn(aggregate_uploads, [job]), 1)
-            if isinstance(G, _Failed):
-                raise G.error
+            (out,) = _gather(map_fn(aggregate_uploads, [job]), 1)
+            if isinstance(out, _Failed):
+                raise out.error
+            G, H = out if self.strategy.shares_head else (out, H)
         trained = time.perf_counter()
-        members = self._members(states, G) if evaluate else []
+        members = self._members(states, G, H) if evaluate else []
         evaluations = self._evaluate(members, k, map_fn) if evaluate else []
         report = self._report(k, evaluations, losses, retries, failed, survivors, started)
         report = replace(
@@ -300,7 +331,15 @@ class Federation:
         history = [*state.history, report.summary] if evaluate else state.history
         best = self._best(state.best, evaluations, members, k) if evaluate else state.best
         return FederationState(
-            k, G, states, history, state.retries_total + report.retries, [*state.dropped, *report.dropped], report, best
+            k,
+            G,
+            states,
+            history,
+            state.retries_total + report.retries,
+            [*state.dropped, *report.dropped],
+            report,
+            best,
+            H,
         )
 
     def _uploads(
@@ -351,22 +390,24 @@ class Federation:
         ]
 
     def _train(self, state: FederationState, participants: list[int], k: int, map_fn: Callable):
-        """Fan-out: the participants' local training. Returns the new states, losses, retries
-        and upload fits' blocks by trainer, and the failed trainers' errors; fails the run
-        below quorum."""
+        """Fan-out: the participants' local training. Returns the new states, losses, retries,
+        the failed trainers' errors, and the upload fits' blocks and uploaded heads by trainer;
+        fails the run below quorum."""
         fed, T, R = self.federation, len(self.roles.trainers), self.federation.restarts
         jobs = []
         for i in participants:
             fit = self.strategy.configure_fit(state.states[i].theta, self._block(state.global_theta, i))
+            if self.strategy.shares_head:
+                fit = self.strategy.with_head(fit, state.global_head[self.groups[i]])
             jobs.append(TrainJob(self.trainers[i], state.states[i], fit, fed, self.simulator, k))
         states, losses, retries, failed = list(state.states), {}, {}, {}
-        uploads = {}
+        uploads, heads = {}, {}
         for i, out in zip(participants, _gather(map_fn(train_client, jobs), len(jobs))):
             retries[i] = out.retries
             if isinstance(out, _Failed):
                 failed[i] = out.error
             else:
-                states[i], losses[i], uploads[i] = out.state, out.loss, out.upload
+                states[i], losses[i], uploads[i], heads[i] = out.state, out.loss, out.upload, out.upload_head
         survivors = len(participants) - len(failed)
         for i, err in failed.items():
             log.warning(
@@ -390,7 +431,7 @@ class Federation:
                 k,
                 self._dropped(failed, k),
             )
-        return states, losses, retries, failed, uploads
+        return states, losses, retries, failed, uploads, heads
 
     def _evaluate(self, members: list[list[Member]], k: int, map_fn: Callable) -> list[ClientEvaluation]:
         """Every client's model (its members), scored on its own splits."""

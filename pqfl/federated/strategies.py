@@ -14,12 +14,20 @@ global (L_max, Q_max, 3) tensor, its encoding and classical head stay local.
 | :class:`FedProx` | w_k | (μ/2)‖θ − w_k‖² | its trained block | the new global block |
 | :class:`PQFL` | its own v_n (kept across rounds) | (λ/2)‖v_n − w_k‖² | v_n | v_n |
 | :class:`Centralized` | one pooled model on every client's rows (no privacy) | none | nothing | the pooled model |
+| :class:`FedAvgFull` | the global block and the global head | none | its trained block and head | the new global block and head |
+| :class:`FedAvgFullFT` | as :class:`FedAvgFull` | none | as :class:`FedAvgFull` | its own fine-tuned block and head |
+
+Every method above keeps the classical head personal except the ``*_full`` ones, which
+share the whole model: the server also averages the heads (``[b, w]`` vectors, masked
+like the blocks, since a client's head reads its own q_n outputs). On a fleet of identical
+circuits, FedAvg with personal heads trails training alone while the full-model average
+beats it (``benchmarks/reports/head_sharing.md``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -73,6 +81,19 @@ class FitInstructions:
     phases: tuple[str, ...] = ("all",)
     mix: bool = False
     upload: FitInstructions | None = None
+    head: np.ndarray | None = None  # start from this head, packed [b, w] (``pack_head``), not the state's
+
+
+def pack_head(w: np.ndarray, b: float) -> np.ndarray:
+    """A classical head as one vector [b, w_0, …, w_{q-1}]: the bias first, so heads of
+    different lengths average entry by entry like blocks of different shapes."""
+    return np.concatenate([[float(b)], np.asarray(w, dtype=np.float64)])
+
+
+def unpack_head(head: np.ndarray, n_outputs: int) -> tuple[np.ndarray, float]:
+    """(w, b) of a client whose head reads ``n_outputs`` outputs, from a packed head at
+    least that long (the server's holds the fleet's longest)."""
+    return np.array(head[1 : 1 + n_outputs], dtype=np.float64), float(head[0])
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,7 @@ class Strategy:
 
     name: ClassVar[str] = "strategy"
     uploads: ClassVar[bool] = False  # whether trainers' blocks are sent to the server each round
+    shares_head: ClassVar[bool] = False  # whether the heads are uploaded and averaged too
 
     def roles(self, fleet: Fleet, federation: FederationConfig) -> Roles:
         """Every client trains its own model; ``federation.share`` sets who shares θ."""
@@ -114,6 +136,17 @@ class Strategy:
         """``evaluated`` given the trainer's whole state (for a strategy whose evaluated block
         depends on more than its θ, such as APFL's mixing weight)."""
         return self.evaluated(state.theta, global_block)
+
+    def with_head(self, fit: FitInstructions, head: np.ndarray) -> FitInstructions:
+        """``fit`` with the uploaded fit started from the group's global ``head`` (packed);
+        called for strategies that share heads."""
+        if fit.upload is not None:
+            return replace(fit, upload=replace(fit.upload, head=head))
+        return replace(fit, head=head)
+
+    def evaluated_head(self, state: ClientState, global_head: np.ndarray | None) -> ClientState:
+        """The state whose head a client is evaluated with: its own by default."""
+        return state
 
     @classmethod
     def from_config(cls, federation: FederationConfig) -> Strategy:
@@ -243,6 +276,36 @@ class APFL(Strategy):
 
 
 @dataclass(frozen=True)
+class FedAvgFull(FedAvg):
+    """FedAvg of the whole model: each round a client starts from the global block and the
+    global head, trains both, and uploads both; the server averages blocks and heads
+    (masked, weighted by training rows); every client is evaluated with the new global
+    block and head. Plain FedAvg keeps the head personal, so its average θ is read by heads
+    fitted to each client's own pre-average θ."""
+
+    name: ClassVar[str] = "fedavg_full"
+    shares_head: ClassVar[bool] = True
+
+    def evaluated_head(self, state, global_head):
+        w, b = unpack_head(global_head, len(state.w))
+        return replace(state, w=w, b=b)
+
+
+@dataclass(frozen=True)
+class FedAvgFullFT(FedAvgFull):
+    """:class:`FedAvgFull` with local fine-tuning: trained as it, and each client is
+    evaluated with the block and head its local epochs made of the round's global model."""
+
+    name: ClassVar[str] = "fedavg_full_ft"
+
+    def evaluated(self, own, global_block):
+        return own
+
+    def evaluated_head(self, state, global_head):
+        return state
+
+
+@dataclass(frozen=True)
 class Centralized(Local):
     """One model trained on every client's training rows pooled (an upper reference with no
     privacy), scored at each client. Its circuit is noiseless, as large as the fleet's
@@ -280,7 +343,8 @@ class Centralized(Local):
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (Local, FedAvg, FedProx, PQFL, Centralized, FedAvgFT, Ditto, FedRep, APFL)
+    s.name: s
+    for s in (Local, FedAvg, FedProx, PQFL, Centralized, FedAvgFT, Ditto, FedRep, APFL, FedAvgFull, FedAvgFullFT)
 }
 
 

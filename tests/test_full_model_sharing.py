@@ -1,0 +1,137 @@
+"""FedAvg of the whole model (``fedavg_full``, ``fedavg_full_ft``): heads are uploaded and
+averaged like the blocks, on cases with known answers.
+
+Local training is replaced by the exact minimiser of ½‖θ − c_n‖² + ½‖h − d_n‖², with h
+client n's packed head [b, w]; the real round loop and server do the rest. The global
+block is then the size-weighted mean of the c_n and the global head that of the d_n, each
+over the clients holding the entry (heads of different lengths overlap in their first
+entries, as blocks of different shapes do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from pqfl.config import parse_config
+from pqfl.federated.jobs import Trained, train_client
+from pqfl.federated.rounds import Federation
+from pqfl.federated.snapshot import from_data, to_data
+from pqfl.federated.strategies import pack_head, unpack_head
+from pqfl.fleet import prepare
+from tests.tiny import TINY
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = parse_config(TINY)
+    return cfg, prepare(cfg)
+
+
+def _optima(fleet):
+    rng = np.random.default_rng(5)
+    blocks = [rng.normal(size=(c.spec.layers, c.spec.qubits, 3)) for c in fleet.clients]
+    heads = [rng.normal(size=1 + c.spec.n_outputs) for c in fleet.clients]
+    return blocks, heads
+
+
+def _quadratic(blocks, heads, calls):
+    """A map_fn whose local training jumps to the client's optimum (c_n, d_n)."""
+
+    def map_fn(fn, jobs):
+        if fn is not train_client:
+            return list(map(fn, jobs))
+        out = []
+        for job in jobs:
+            calls.append(job)
+            n = job.setup.index
+            w, b = unpack_head(heads[n], job.setup.spec.n_outputs)
+            out.append(Trained(replace(job.state, theta=blocks[n], w=w, b=b), 0.0, upload_head=heads[n]))
+        return out
+
+    return map_fn
+
+
+def _weighted_mean(fleet, values, initial):
+    """Per entry, Σ n_i v_i / Σ n_i over the clients whose value holds it, by hand."""
+    out = np.array(initial)
+    for idx in np.ndindex(*out.shape):
+        held = [(c.n_train, v[idx]) for c, v in zip(fleet.clients, values) if all(i < s for i, s in zip(idx, v.shape))]
+        if held:
+            out[idx] = sum(n * v for n, v in held) / sum(n for n, _ in held)
+    return out
+
+
+def test_pack_head_puts_the_bias_first_and_unpacks_any_prefix():
+    packed = pack_head(np.array([0.5, -1.0, 2.0]), 0.25)
+    np.testing.assert_array_equal(packed, [0.25, 0.5, -1.0, 2.0])
+    w, b = unpack_head(packed, 2)
+    np.testing.assert_array_equal(w, [0.5, -1.0])
+    assert b == 0.25
+
+
+def test_fedavg_full_averages_heads_and_blocks_and_evaluates_the_global_model(tiny):
+    cfg, fleet = tiny
+    fed = cfg.federation.model_copy(update={"rounds": 2})
+    blocks, heads = _optima(fleet)
+    calls = []
+    federation = Federation(fleet, "fedavg_full", fed)
+    start = federation.initial_state()
+    result = federation.run(map_fn=_quadratic(blocks, heads, calls), evaluate=False)
+    w_star = _weighted_mean(fleet, blocks, start.global_theta[0])
+    h_star = _weighted_mean(fleet, heads, start.global_head[0])
+    np.testing.assert_allclose(result.state.global_theta[0], w_star, atol=1e-12)
+    np.testing.assert_allclose(result.state.global_head[0], h_star, atol=1e-12)
+    for client, ((state, theta),) in zip(result.clients, result.members):
+        q = client.spec.n_outputs
+        np.testing.assert_allclose(theta, w_star[: client.spec.layers, : client.spec.qubits], atol=1e-12)
+        np.testing.assert_allclose(pack_head(state.w, state.b), h_star[: 1 + q], atol=1e-12)
+    n = len(fleet.clients)
+    for job in calls[:n]:  # round 1 starts every client from one initial head
+        np.testing.assert_array_equal(job.fit.head, start.global_head[0])
+        np.testing.assert_array_equal(pack_head(job.state.w, job.state.b), start.global_head[0][: len(job.state.w) + 1])
+    for job in calls[n:]:  # round 2 from round 1's average
+        np.testing.assert_allclose(job.fit.head, h_star, atol=1e-12)
+    # plain FedAvg keeps heads personal: its clients are evaluated with their own d_n
+    plain = Federation(fleet, "fedavg", fed).run(map_fn=_quadratic(blocks, heads, []), evaluate=False)
+    assert plain.state.global_head is None
+    for ((state, _),), d in zip(plain.members, heads):
+        np.testing.assert_allclose(pack_head(state.w, state.b), d)
+
+
+def test_fedavg_full_ft_trains_as_fedavg_full_and_evaluates_the_fine_tuned_model(tiny):
+    cfg, fleet = tiny
+    fed = cfg.federation.model_copy(update={"rounds": 1})
+    blocks, heads = _optima(fleet)
+    ft = Federation(fleet, "fedavg_full_ft", fed).run(map_fn=_quadratic(blocks, heads, []), evaluate=False)
+    full = Federation(fleet, "fedavg_full", fed).run(map_fn=_quadratic(blocks, heads, []), evaluate=False)
+    np.testing.assert_array_equal(ft.state.global_theta, full.state.global_theta)
+    np.testing.assert_array_equal(ft.state.global_head, full.state.global_head)
+    for ((state, theta),), c, d in zip(ft.members, blocks, heads):
+        np.testing.assert_array_equal(theta, c)
+        np.testing.assert_array_equal(pack_head(state.w, state.b), d)
+
+
+def test_fedavg_full_trains_for_real_and_resumes_from_a_snapshot(tiny):
+    cfg, fleet = tiny
+    fed = cfg.federation.model_copy(update={"rounds": 2})
+    states = []
+    result = Federation(fleet, "fedavg_full", fed).run(on_round=states.append)
+    H = result.state.global_head
+    assert H.shape == (1, 1 + max(c.spec.n_outputs for c in fleet.clients))
+    assert not np.allclose(H, states[0].global_head)  # round 2 moved the shared head
+    resumed = Federation(fleet, "fedavg_full", fed).run(resume=from_data(*to_data(states[0])))
+    np.testing.assert_array_equal(resumed.state.global_head, H)
+    assert resumed.summary == result.summary
+    broken = replace(states[0], global_head=H[:, :2])
+    with pytest.raises(ValueError, match="server heads have shape"):
+        Federation(fleet, "fedavg_full", fed).run(resume=broken)
+
+
+def test_fedavg_full_refuses_dp_because_heads_are_a_second_release(tiny):
+    cfg, fleet = tiny
+    fed = parse_config({**TINY, "federation": {**TINY["federation"], "privacy": {"noise_multiplier": 1.0}}}).federation
+    with pytest.raises(ValueError, match="fedavg_full uploads heads"):
+        Federation(fleet, "fedavg_full", fed)
