@@ -11,6 +11,11 @@ per client and pooled as the control. Library only (no Prefect or MLflow). Usage
 
     .venv/bin/python -m benchmarks.gap_decomposition [--seeds 0,1,2,3,4] [--rounds 20]
         [--epochs 10] [--rungs identical,encodings,...] [--out benchmarks/reports/gap_decomposition]
+        [--methods local,fedavg,pqfl,centralized,fedavg_full,fedavg_full_ft@encoding] [--no-diagnostics]
+
+A method written ``name@share`` runs with ``federation.share: share`` (fleet, encoding or
+hardware) instead of the run's ``--share``. ``local``, ``fedavg`` and ``centralized`` must
+be among the methods: the table is paired against them.
 
 Writes ``OUT.csv`` (one row per rung × method × seed) and ``OUT.md`` (the table with paired
 95 % intervals against ``local`` and ``fedavg``, and the fraction of the local → centralized
@@ -28,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ttest_rel
 
+from benchmarks.linear_control import SCHEMES, run_linear
 from pqfl.baselines import run_baselines
 from pqfl.compile_cache import enable_persistent_cache
 from pqfl.config import parse_config
@@ -123,16 +129,20 @@ def config(rung: str, seed: int, rounds: int, epochs: int, batch: int, lam: floa
     }
 
 
-def run(rungs, seeds, rounds, epochs, batch, lam, share: str = "fleet") -> pd.DataFrame:
+def run(
+    rungs, seeds, rounds, epochs, batch, lam, share: str = "fleet", methods=METHODS, diagnostics: bool = True
+) -> pd.DataFrame:
     rows = []
     for rung in rungs:
         for seed in seeds:
             cfg = parse_config(config(rung, seed, rounds, epochs, batch, lam, share))
             fleet = prepare(cfg)
             train_rows = [len(c.y_train) for c in fleet.clients]
-            for method in METHODS:
+            for method in methods:
+                name, _, shared = method.partition("@")
+                fed = cfg.federation.model_copy(update={"share": shared}) if shared else cfg.federation
                 started = time.perf_counter()
-                result = run_federation(fleet, method, cfg.federation, simulator=cfg.simulator)
+                result = run_federation(fleet, name, fed, simulator=cfg.simulator)
                 rows.append(
                     {
                         "rung": rung,
@@ -148,11 +158,11 @@ def run(rungs, seeds, rounds, epochs, batch, lam, share: str = "fleet") -> pd.Da
                 )
                 print(f"{rung:10s} {method:12s} seed {seed}: {rows[-1]['mean_auroc']:.3f} "
                       f"(rounds kept {rows[-1]['mean_selected_round']:.1f}, {rows[-1]['seconds']:.1f} s)", flush=True)  # fmt: skip
-                if method in REFIT:
+                if diagnostics and method in REFIT:
                     summary = refitted(result, cfg)
                     rows.append({**rows[-1], "method": f"{method}+refit", "mean_auroc": summary.mean_auroc,
                                  "mean_val_auroc": summary.mean_val_auroc, "last_round_auroc": float("nan")})  # fmt: skip
-            for method in SAME_INIT:
+            for method in SAME_INIT if diagnostics else ():
                 federation = Federation(fleet, method, cfg.federation, simulator=cfg.simulator)
                 start = federation.initial_state()
                 if len({st.w.shape for st in start.states}) > 1:
@@ -167,7 +177,10 @@ def run(rungs, seeds, rounds, epochs, batch, lam, share: str = "fleet") -> pd.Da
                              "mean_selected_round": float(np.mean(kept.selected_rounds)),
                              "seconds": time.perf_counter() - started})  # fmt: skip
             if rung == rungs[0]:  # the classical control: the rows are the same on every rung
-                for r in run_baselines(fleet.datas, fleet.stats, "supervised", seed, ["logreg"]):
+                fed = cfg.federation
+                budget = dict(rounds=fed.rounds, epochs=fed.local_epochs, batch=fed.batch_size, lr=fed.lr, seed=seed)
+                linear = [run_linear(fleet.datas, fleet.stats, s, **budget) for s in SCHEMES]
+                for r in [*run_baselines(fleet.datas, fleet.stats, "supervised", seed, ["logreg"]), *linear]:
                     rows.append({"rung": "classical", "method": r["method"], "seed": seed,
                                  "mean_auroc": r["mean_auroc"], "train_rows": float(np.mean(train_rows))})  # fmt: skip
     return pd.DataFrame(rows)
@@ -216,7 +229,7 @@ def report(frame: pd.DataFrame) -> str:
         wide = part.pivot(index="seed", columns="method", values="mean_auroc")
         gap = wide["centralized"] - wide["local"]
         variants = (*METHODS, *(f"{r}+refit" for r in REFIT), *(f"{m}+same-init" for m in SAME_INIT))
-        for method in [m for m in variants if m in wide]:
+        for method in [*(m for m in variants if m in wide), *(m for m in wide if m not in variants)]:
             x = wide[method]
             closed = "" if method in ("local", "centralized") else _closed(x - wide["local"], gap)
             kept = part[part.method == method]["mean_selected_round"].mean()
@@ -245,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lambda", dest="lam", type=float, default=0.01)
     ap.add_argument("--rungs", default=",".join(RUNGS))
     ap.add_argument("--share", default="fleet", help="federation.share: fleet, encoding or hardware")
+    ap.add_argument("--methods", default=",".join(METHODS), help="methods, name or name@share")
+    ap.add_argument("--no-diagnostics", action="store_true", help="skip the refitted-head and same-init variants")
     ap.add_argument("--out", default="benchmarks/reports/gap_decomposition")
     ap.add_argument("--report-only", action="store_true", help="rewrite OUT.md from OUT.csv without training")
     args = ap.parse_args(argv)
@@ -259,8 +274,14 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [r for r in rungs if r not in RUNGS]
     if unknown:
         raise SystemExit(f"--rungs: unknown {unknown}; choose from {', '.join(RUNGS)}")
+    methods = args.methods.split(",")
+    if missing := [m for m in ("local", "fedavg", "centralized") if m not in methods]:
+        raise SystemExit(
+            f"--methods: add {', '.join(missing)}; the table is paired against local, fedavg and centralized"
+        )
+    seeds = [int(s) for s in args.seeds.split(",")]
     frame = run(
-        rungs, [int(s) for s in args.seeds.split(",")], args.rounds, args.epochs, args.batch, args.lam, args.share
+        rungs, seeds, args.rounds, args.epochs, args.batch, args.lam, args.share, methods, not args.no_diagnostics
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out.with_suffix(".csv"), index=False)

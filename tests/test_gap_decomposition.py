@@ -3,6 +3,7 @@ and its report compares methods paired by seed."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from benchmarks.gap_decomposition import METHODS, RUNGS, config, report, run
@@ -39,10 +40,22 @@ def test_a_small_run_reports_every_method_paired_by_seed():
     quantum = frame[frame.rung == "identical"]
     assert set(quantum.method) == {*METHODS, "local+refit", "fedavg+refit", "fedavg+same-init", "pqfl+same-init"}
     assert quantum.groupby("method").seed.nunique().eq(2).all()
-    assert set(frame[frame.rung == "classical"].method) == {"logreg-client", "logreg-pooled"}
+    linear = {f"linear-{s}" for s in ("local", "fedavg", "fedavg_ft", "pooled")}
+    assert set(frame[frame.rung == "classical"].method) == {"logreg-client", "logreg-pooled", *linear}
     table = report(frame)
     wide = quantum.pivot(index="seed", columns="method", values="mean_auroc")
     assert f"| identical | pqfl | {wide['pqfl'].mean():.3f}" in table
     diff = (wide["pqfl"] - wide["local"]).mean()
     assert f"{diff:+.3f} [" in table.split("| identical | pqfl |")[1].splitlines()[0]
     assert isinstance(frame, pd.DataFrame) and frame.mean_auroc.between(0, 1).all()
+
+
+def test_methods_can_carry_their_own_sharing_groups():
+    methods = ("local", "fedavg", "centralized", "fedavg_full", "fedavg_full@encoding")
+    frame = run(["encodings"], [0, 1], rounds=1, epochs=1, batch=16, lam=0.01, methods=methods, diagnostics=False)
+    quantum = frame[frame.rung == "encodings"]
+    assert set(quantum.method) == set(methods)
+    wide = quantum.pivot(index="seed", columns="method", values="mean_auroc")
+    assert "| encodings | fedavg_full@encoding |" in report(frame)
+    # sharing only within an encoding is a different federation from sharing across the fleet
+    assert not np.allclose(wide["fedavg_full@encoding"], wide["fedavg_full"])
