@@ -213,7 +213,7 @@ def train_run(deployed, tmp_path_factory):
     return run, MlflowClient(tracking_uri=store), load_config(config), log.read_text(errors="replace")
 
 
-def test_deploy_registers_both_deployments_on_the_process_pool(deployed):
+def test_deploy_registers_every_deployment_on_the_process_pool(deployed):
     pool = deployed.get(f"/work_pools/{NIGHTLY['work_pool']['name']}")
     assert pool["type"] == "process"
     for name, spec in DEPLOYMENTS.items():
@@ -226,29 +226,35 @@ def test_deploy_registers_both_deployments_on_the_process_pool(deployed):
     assert deployed.deployment("pqfl-train")["schedules"] == []
 
 
-def test_nightly_benchmark_cron_is_registered_and_scheduled(deployed):
-    wanted = NIGHTLY["schedules"][0]
-    dep = deployed.deployment("pqfl-nightly-benchmark")
+@pytest.mark.parametrize(
+    "name, flow_name, days",
+    [("pqfl-nightly-benchmark", "pqfl-benchmark", 1), ("pqfl-weekly-regime-map", "pqfl-regime-map", 7)],
+)
+def test_scheduled_deployments_cron_is_registered_and_scheduled(deployed, name, flow_name, days):
+    wanted = DEPLOYMENTS[name]["schedules"][0]
+    dep = deployed.deployment(name)
     flow = deployed.get(f"/flows/{dep['flow_id']}")
-    assert flow["name"] == "pqfl-benchmark"
+    assert flow["name"] == flow_name
     [schedule] = dep["schedules"]
     assert schedule["active"] is True
     assert schedule["schedule"]["cron"] == wanted["cron"]
     assert schedule["schedule"]["timezone"] == wanted["timezone"] == "UTC"
 
     # The server's scheduler turns the cron into upcoming runs: every one at the cron's
-    # minute and hour (UTC), one day apart, the first within the next day.
+    # minute and hour (UTC), ``days`` apart, the first within the next ``days``.
     minute, hour = (int(v) for v in wanted["cron"].split()[:2])
     deadline = time.monotonic() + 60
     while not (runs := [r for r in deployed.runs_of(dep["id"]) if r["state_type"] == "SCHEDULED"]):
-        assert time.monotonic() < deadline, "no scheduled runs for the nightly benchmark after 60 s"
+        assert time.monotonic() < deadline, f"no scheduled runs for {name} after 60 s"
         time.sleep(1)
     starts = sorted(datetime.fromisoformat(r["expected_start_time"].replace("Z", "+00:00")) for r in runs)
     now = datetime.now(UTC)
     for start in starts:
         assert (start.hour, start.minute, start.second) == (hour, minute, 0), start
-    assert now < starts[0] <= now + timedelta(days=1)
-    assert all(b - a == timedelta(days=1) for a, b in zip(starts, starts[1:]))
+    assert now < starts[0] <= now + timedelta(days=days)
+    assert all(b - a == timedelta(days=days) for a, b in zip(starts, starts[1:]))
+    if days == 7:  # cron weekday 0 is Sunday
+        assert {s.weekday() for s in starts} == {6}
 
 
 def test_triggered_train_run_completes_and_logs_round_metrics(train_run, deployed):

@@ -1,4 +1,4 @@
-"""prefect.yaml declares pqfl-train and pqfl-nightly-benchmark, and their entrypoints resolve
+"""prefect.yaml declares pqfl-train, pqfl-nightly-benchmark and pqfl-weekly-regime-map, and their entrypoints resolve
 to the flows whose parameters they set (checked without a server; tests/test_deploy_server.py
 deploys them to a real one)."""
 
@@ -16,7 +16,12 @@ DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
 
 
 @pytest.mark.parametrize(
-    "name, flow_name", [("pqfl-train", "pqfl-train"), ("pqfl-nightly-benchmark", "pqfl-benchmark")]
+    "name, flow_name",
+    [
+        ("pqfl-train", "pqfl-train"),
+        ("pqfl-nightly-benchmark", "pqfl-benchmark"),
+        ("pqfl-weekly-regime-map", "pqfl-regime-map"),
+    ],
 )
 def test_deployment_points_at_its_flow(name, flow_name):
     spec = DEPLOYMENTS[name]
@@ -41,7 +46,17 @@ def test_nightly_benchmark_runs_daily_at_a_fixed_utc_time():
     assert schedule["timezone"] == "UTC" and schedule["active"] is True
 
 
-def test_both_deployments_share_the_process_pool_that_deploy_sh_creates():
+def test_regime_map_runs_weekly_at_a_fixed_utc_time_and_never_overlaps():
+    weekly = DEPLOYMENTS["pqfl-weekly-regime-map"]
+    [schedule] = weekly["schedules"]
+    minute, hour, day, month, weekday = schedule["cron"].split()
+    assert 0 <= int(minute) < 60 and 0 <= int(hour) < 24 and 0 <= int(weekday) <= 6
+    assert (day, month) == ("*", "*")
+    assert schedule["timezone"] == "UTC" and schedule["active"] is True
+    assert weekly["concurrency_limit"] == 1
+
+
+def test_every_deployment_shares_the_process_pool_that_deploy_sh_creates():
     pools = {d["work_pool"]["name"] for d in DEPLOYMENTS.values()}
     assert len(pools) == 1
     script = (ROOT / "deployments" / "deploy.sh").read_text()
