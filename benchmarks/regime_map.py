@@ -107,8 +107,13 @@ def config(rows: str, alpha: str, anomalies: str, hardware: str, seed: int, budg
     }
 
 
+COLUMNS = ["rows", "alpha", "anomalies", "hardware", "seed", "train_rows", "method", "mean_auroc", "mean_val_auroc",
+           "kept_round", "seconds"]  # fmt: skip
+
+
 def run_case(case: tuple) -> list[dict]:
-    """Every method and reference on one cell and seed: one row each."""
+    """The given methods on one cell and seed, and (with ``references``) the classical
+    references: one row each. ``case`` is (cell, seed, methods, budget[, references])."""
     from benchmarks.linear_control import run_linear
     from pqfl.baselines import run_baselines
     from pqfl.compile_cache import enable_persistent_cache
@@ -116,7 +121,8 @@ def run_case(case: tuple) -> list[dict]:
     from pqfl.federated.rounds import run_federation
     from pqfl.fleet import prepare
 
-    (rows, alpha, anomalies, hardware), seed, methods, budget = case
+    (rows, alpha, anomalies, hardware), seed, methods, budget, *rest = case
+    references = rest[0] if rest else True
     enable_persistent_cache()
     cfg = parse_config(config(rows, alpha, anomalies, hardware, seed, budget))
     fleet = prepare(cfg)
@@ -134,6 +140,8 @@ def run_case(case: tuple) -> list[dict]:
                     "mean_val_auroc": result.summary.mean_val_auroc,
                     "kept_round": float(np.mean(result.selected_rounds)),
                     "seconds": time.perf_counter() - started})  # fmt: skip
+    if not references:
+        return out
     fed = cfg.federation
     linear_budget = dict(rounds=fed.rounds, epochs=fed.local_epochs, batch=fed.batch_size, lr=fed.lr, seed=seed)
     refs = run_baselines(fleet.datas, fleet.stats, "supervised", seed, ["logreg"])
@@ -313,20 +321,31 @@ def log_to_mlflow(frame: pd.DataFrame, out: Path, image: Path) -> str:
     return run.info.run_id
 
 
-def pending(csv: Path, cells: list[tuple], seeds: list[int]) -> list[tuple]:
-    """The (cell, seed) cases not yet in ``csv``, seed by seed (a map cut short has every
-    cell on its first seeds)."""
-    done = set()
+def pending(csv: Path, cells: list[tuple], seeds: list[int], methods=METHODS) -> list[tuple]:
+    """What ``csv`` lacks, seed by seed (a map cut short has every cell on its first seeds):
+    (cell, seed, the methods missing there, whether its classical references are missing).
+    A method added to the map later trains alone on the cases already there."""
+    have: dict[tuple, set] = {}
     if csv.exists():
         frame = pd.read_csv(csv, dtype={"rows": str, "alpha": str})
-        done = set(frame[["rows", "alpha", "anomalies", "hardware", "seed"]].itertuples(index=False, name=None))
-    return [(c, s) for s in seeds for c in cells if (*c, s) not in done]
+        for key, part in frame.groupby(["rows", "alpha", "anomalies", "hardware", "seed"]):
+            have[key] = set(part.method)
+    out = []
+    for s in seeds:
+        for c in cells:
+            done = have.get((*c, s), set())
+            # a grouped method on identical hardware is not trained (one group), so never missing there
+            missing = [m for m in methods if m not in done and not ("@" in m and c[3] == "identical")]
+            refs = not done & set(CLASSICAL)
+            if missing or refs:
+                out.append((c, s, missing, refs))
+    return out
 
 
 def record(csv: Path, rows: list[dict]) -> str:
     """Append one case's rows to ``csv``; a one-line summary of them."""
     csv.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(csv, mode="a", header=not csv.exists(), index=False)
+    pd.DataFrame(rows).reindex(columns=COLUMNS).to_csv(csv, mode="a", header=not csv.exists(), index=False)
     r = rows[0]
     return (f"rows {r['rows']} α {r['alpha']} {r['anomalies']} {r['hardware']} seed {r['seed']}: "
             + ", ".join(f"{x['method']} {x['mean_auroc']:.3f}" for x in rows))  # fmt: skip
@@ -384,10 +403,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"regime_map: {err}") from None
     started = time.perf_counter()
     if not args.report_only:
-        cases = pending(csv, cells, [int(s) for s in args.seeds.split(",")])
+        cases = pending(csv, cells, [int(s) for s in args.seeds.split(",")], methods)
         print(f"{len(cases)} cases to train", flush=True)
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            jobs = [(c, s, methods, BUDGET) for c, s in cases]
+            jobs = [(c, s, missing, BUDGET, refs) for c, s, missing, refs in cases]
             for i, rows in enumerate(pool.map(run_case, jobs), 1):
                 print(f"[{i}/{len(cases)}] {record(csv, rows)}", flush=True)
     elapsed = None if args.report_only else time.perf_counter() - started

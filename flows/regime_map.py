@@ -3,7 +3,8 @@
 Orchestration of ``benchmarks.regime_map`` only: one task per (cell, seed) case, on a
 process pool of ``workers`` (the training is CPU-bound Python and JAX, so processes, not
 threads), retried once; each finished case is appended to the map's CSV at once, so a run
-that dies resumes where it stopped (cases already in the CSV are skipped). The report,
+that dies resumes where it stopped (what the CSV holds is not trained again; a method added
+to the map trains alone on the cases already there). The report,
 plot and MLflow run are the library script's.
 """
 
@@ -36,9 +37,9 @@ log = logging.getLogger("pqfl.progress")
 
 
 @task(retries=1, cache_policy=NO_CACHE, task_run_name="rows{cell[0]}-alpha{cell[1]}-{cell[2]}-{cell[3]}-seed{seed}")
-def regime_case(cell: list[str], seed: int, methods: list[str], budget: dict) -> list[dict]:
-    """Every method and reference on one cell and seed."""
-    return run_case((tuple(cell), seed, methods, budget))
+def regime_case(cell: list[str], seed: int, methods: list[str], budget: dict, references: bool) -> list[dict]:
+    """The missing methods (and references) on one cell and seed."""
+    return run_case((tuple(cell), seed, methods, budget, references))
 
 
 @flow(name="pqfl-regime-map", task_runner=ProcessPoolTaskRunner(max_workers=2))
@@ -64,9 +65,9 @@ def pqfl_regime_map(
     budget = {**BUDGET, **(budget or {})}
     out_path = Path(out)
     csv = out_path.with_suffix(".csv")
-    cases = pending(csv, cells, list(seeds))
+    cases = pending(csv, cells, list(seeds), list(methods))
     log.info("regime map: %d cases to train, %d cells", len(cases), len(cells))
-    futures = [regime_case.submit(list(c), s, list(methods), budget) for c, s in cases]
+    futures = [regime_case.submit(list(c), s, missing, budget, refs) for c, s, missing, refs in cases]
     for i, future in enumerate(futures, 1):
         log.info("regime map %d/%d  %s", i, len(cases), record(csv, future.result()))
     image, elapsed = Path(images) / "regime_map.png", time.perf_counter() - started

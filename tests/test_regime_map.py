@@ -69,10 +69,19 @@ def test_verdicts_pair_by_seed_and_name_the_winners():
 def test_pending_resumes_from_the_csv_and_plot_draws_every_panel(tmp_path):
     csv = tmp_path / "map.csv"
     cells = grid(rows=["16", "all"], alphas=["1"], anomalies=["shared"], hardware=["identical"])
-    assert pending(csv, cells, [0, 1]) == [(cells[0], 0), (cells[1], 0), (cells[0], 1), (cells[1], 1)]
+    methods = ["local", "fedavg", "good", "fedavg_full_ft@hardware"]
+    everything = ["local", "fedavg", "good"]  # one hardware group: the grouped method is never trained there
+    assert pending(csv, cells, [0, 1], methods) == [(c, s, everything, True) for s in (0, 1) for c in cells]
     frame = _frame()
-    record(csv, frame[(frame.seed == 0) & (frame.rows == "16")].to_dict("records"))
-    assert pending(csv, cells, [0, 1]) == [(cells[1], 0), (cells[0], 1), (cells[1], 1)]
+    case = frame[(frame.seed == 0) & (frame.rows == "16")]
+    record(csv, case[case.method != "good"].to_dict("records"))  # no references, one method missing
+    assert pending(csv, cells, [0, 1], methods)[0] == (cells[0], 0, ["good"], True)
+    refs = case.iloc[:2].assign(method=["logreg-client", "logreg-pooled"])
+    record(csv, [*case[case.method == "good"].to_dict("records"), *refs.to_dict("records")])
+    assert pending(csv, cells, [0, 1], methods) == [(c, s, everything, True) for c, s in
+                                                     ((cells[1], 0), (cells[0], 1), (cells[1], 1))]  # fmt: skip
+    assert list(pd.read_csv(csv).columns)[:8] == ["rows", "alpha", "anomalies", "hardware", "seed", "train_rows",
+                                                  "method", "mean_auroc"]  # fmt: skip
     plot(frame, tmp_path / "map.png")
     assert (tmp_path / "map.png").stat().st_size > 10_000
 
@@ -89,13 +98,15 @@ def test_the_weekly_flow_trains_a_tiny_map_and_logs_it(tmp_path, monkeypatch):
     with prefect_test_harness(server_startup_timeout=60):
         first = pqfl_regime_map(**kwargs)
         again = pqfl_regime_map(**kwargs)  # everything is in the CSV already: nothing trains
-    assert (first["cases"], again["cases"]) == (2, 0)
+        added = pqfl_regime_map(**{**kwargs, "methods": ["local", "fedavg", "pqfl"]})  # pqfl alone, on both seeds
+    assert (first["cases"], again["cases"], added["cases"]) == (2, 0, 2)
     frame = pd.read_csv(out.with_suffix(".csv"), dtype={"rows": str, "alpha": str})
-    assert set(frame.method) == {"local", "fedavg", "logreg-client", "logreg-pooled", "linear-local",
+    assert set(frame.method) == {"local", "fedavg", "pqfl", "logreg-client", "logreg-pooled", "linear-local",
                                  "linear-fedavg_ft", "linear-pooled"}  # fmt: skip
+    assert frame.groupby(["seed", "method"]).size().eq(1).all()  # nothing trained twice
     assert sorted(frame.seed.unique()) == [0, 1] and frame.mean_auroc.between(0, 1).all()
     assert "1 rounds × 1 local epochs" in out.with_suffix(".md").read_text()
-    run = MlflowClient(uri).get_run(again["mlflow_run_id"])
+    run = MlflowClient(uri).get_run(added["mlflow_run_id"])
     cells = frame.groupby([*CELL, "method"]).mean_auroc.mean()
     assert run.data.metrics["alpha_1/shared/identical/rows_16/local/mean_auroc"] == pytest.approx(
         cells[("1", "shared", "identical", "16", "local")]
