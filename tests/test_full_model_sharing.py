@@ -1,5 +1,5 @@
-"""FedAvg of the whole model (``fedavg_full``, ``fedavg_full_ft``): heads are uploaded and
-averaged like the blocks, on cases with known answers.
+"""FedAvg of the whole model (``fedavg_full``, ``fedavg_full_ft``) and FedDBE: heads (and
+FedDBE's mean outputs) are uploaded and averaged like the blocks, on cases with known answers.
 
 Local training is replaced by the exact minimiser of ½‖θ − c_n‖² + ½‖h − d_n‖², with h
 client n's packed head [b, w]; the real round loop and server do the rest. The global
@@ -12,15 +12,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from pqfl.config import parse_config
 from pqfl.federated.jobs import Trained, train_client
+from pqfl.federated.local_update import local_objective
 from pqfl.federated.rounds import Federation
 from pqfl.federated.snapshot import from_data, to_data
 from pqfl.federated.strategies import pack_head, unpack_head
 from pqfl.fleet import prepare
+from pqfl.model import model_outputs
 from tests.tiny import TINY
 
 
@@ -37,8 +41,9 @@ def _optima(fleet):
     return blocks, heads
 
 
-def _quadratic(blocks, heads, calls):
-    """A map_fn whose local training jumps to the client's optimum (c_n, d_n)."""
+def _quadratic(blocks, heads, calls, means=None):
+    """A map_fn whose local training jumps to the client's optimum (c_n, d_n) and, with
+    ``means``, reports m_n as its mean output."""
 
     def map_fn(fn, jobs):
         if fn is not train_client:
@@ -48,7 +53,10 @@ def _quadratic(blocks, heads, calls):
             calls.append(job)
             n = job.setup.index
             w, b = unpack_head(heads[n], job.setup.spec.n_outputs)
-            out.append(Trained(replace(job.state, theta=blocks[n], w=w, b=b), 0.0, upload_head=heads[n]))
+            mean = None if means is None else means[n]
+            out.append(
+                Trained(replace(job.state, theta=blocks[n], w=w, b=b), 0.0, upload_head=heads[n], upload_mean=mean)
+            )
         return out
 
     return map_fn
@@ -135,3 +143,64 @@ def test_fedavg_full_refuses_dp_because_heads_are_a_second_release(tiny):
     fed = parse_config({**TINY, "federation": {**TINY["federation"], "privacy": {"noise_multiplier": 1.0}}}).federation
     with pytest.raises(ValueError, match="fedavg_full uploads heads"):
         Federation(fleet, "fedavg_full", fed)
+
+
+def test_feddbe_averages_means_pulls_towards_them_from_round_two_and_keeps_its_intercept(tiny):
+    cfg, fleet = tiny
+    fed = cfg.federation.model_copy(update={"rounds": 2})
+    blocks, heads = _optima(fleet)
+    means = [np.random.default_rng(9).normal(size=c.spec.n_outputs) for c in fleet.clients]
+    calls = []
+    federation = Federation(fleet, "feddbe", fed)
+    start = federation.initial_state()
+    result = federation.run(map_fn=_quadratic(blocks, heads, calls, means), evaluate=False)
+    m_star = _weighted_mean(fleet, means, np.zeros(start.global_head.shape[1] - 1))
+    np.testing.assert_allclose(result.state.global_mean[0], m_star, atol=1e-12)
+    n = len(fleet.clients)
+    for job in calls[:n]:  # round 1: no server mean yet, so no pull; every client reports its mean
+        assert job.fit.mean_reg == 0.0 and job.fit.mean_target is None and job.fit.report_mean
+    h_star = _weighted_mean(fleet, heads, start.global_head[0])
+    for job, d in zip(calls[n:], heads):  # round 2: pulled towards the fleet's mean, own intercept kept
+        q = job.setup.spec.n_outputs
+        assert job.fit.mean_reg == federation.strategy.kappa == 1.0
+        np.testing.assert_allclose(job.fit.mean_target, m_star[:q], atol=1e-12)
+        assert job.fit.head[0] == d[0]  # its intercept after round 1 is its own d_n's
+        np.testing.assert_allclose(job.fit.head[1:], h_star[1:], atol=1e-12)
+    w_star = _weighted_mean(fleet, blocks, start.global_theta[0])
+    for client, ((state, theta),), d in zip(result.clients, result.members, heads):
+        q = client.spec.n_outputs
+        np.testing.assert_allclose(theta, w_star[: client.spec.layers, : client.spec.qubits], atol=1e-12)
+        np.testing.assert_allclose(state.w, h_star[1 : 1 + q], atol=1e-12)  # the global w ...
+        assert state.b == d[0]  # ... with its own intercept
+
+
+def test_mean_regularisation_adds_kappa_times_the_half_squared_gap_of_the_real_rows_mean(tiny):
+    _, fleet = tiny
+    setup = fleet.clients[0]
+    spec, rng = setup.spec, np.random.default_rng(4)
+    params = {"theta": jnp.asarray(rng.normal(0, 0.5, (spec.layers, spec.qubits, 3))),
+              "w": jnp.asarray(rng.normal(size=spec.n_outputs)), "b": jnp.asarray(0.2)}  # fmt: skip
+    X, y = setup.X_train[:8], setup.y_train[:8].astype(float)
+    weight = np.r_[np.ones(6), 0.0, 0.0]  # the last two rows are padding
+    target, key = rng.normal(size=spec.n_outputs), jax.random.PRNGKey(0)
+    args = (params["theta"], 0.0, X, y, weight, target, key)
+    plain = float(local_objective(spec, "supervised", "fast", None)(params, *args))
+    kappa = 0.7
+    regular = float(local_objective(spec, "supervised", "fast", None, mean_reg=kappa)(params, *args))
+    z = np.asarray(model_outputs(spec, "fast", None, params["theta"], X, key))
+    by_hand = kappa * np.mean(0.5 * (z[:6].mean(axis=0) - target) ** 2)
+    assert regular - plain == pytest.approx(by_hand, rel=1e-10)
+
+
+def test_feddbe_trains_for_real_resumes_and_refuses_one_class(tiny):
+    cfg, fleet = tiny
+    fed = cfg.federation.model_copy(update={"rounds": 2})
+    states = []
+    result = Federation(fleet, "feddbe", fed).run(on_round=states.append)
+    M = result.state.global_mean
+    assert M.shape == (1, max(c.spec.n_outputs for c in fleet.clients)) and np.all(np.abs(M) <= 1)
+    resumed = Federation(fleet, "feddbe", fed).run(resume=from_data(*to_data(states[0])))
+    np.testing.assert_array_equal(resumed.state.global_mean, M)
+    assert resumed.summary == result.summary
+    with pytest.raises(ValueError, match="feddbe regularises the supervised model"):
+        Federation(fleet, "feddbe", fed.model_copy(update={"objective": "one_class"}))

@@ -104,11 +104,14 @@ def local_round(
     phases: tuple[str, ...] = ("all",),
     mix: bool = False,
     stream: tuple = (),
+    mean_target: np.ndarray | None = None,
+    mean_reg: float = 0.0,
 ) -> tuple[ClientState, float]:
     """Train from ``start_theta`` for ``fed.local_epochs`` epochs per phase (each phase moves
     the parameters ``phases[i]`` names, ``local_update.TRAINABLE``; with ``mix`` the APFL
-    objective); returns the new state and the last phase's loss. ``stream`` tells apart
-    two fits of one client in one round (their minibatch orders)."""
+    objective; with ``mean_reg`` κ, FedDBE's pull of the mean output towards ``mean_target``);
+    returns the new state and the last phase's loss. ``stream`` tells apart two fits of one
+    client in one round (their minibatch orders)."""
     if fed.objective == "one_class" and state.center is None:
         state = replace(state, center=_center(setup, simulator, state, fed.one_class_center))
     if mix and state.alpha is None:
@@ -130,12 +133,13 @@ def local_round(
             lr=fed.lr,
             lr_scale=fed.lr_decay ** (round_index - 1) if fed.lr_decay != 1.0 else None,
             optimizer=fed.optimizer,
-            center=state.center,
+            center=mean_target if mean_reg else state.center,
             seed=fed.seed,
             stream=("train", *setup.stream_id, round_index, *stream, *((p,) if p else ())),
             head_l2=fed.head_l2,
             trainable=trainable,
             mix=mix,
+            mean_reg=mean_reg,
         )
         alpha = float(params["alpha"]) if "alpha" in params else state.alpha
         state = replace(state, theta=params["theta"], w=params["w"], b=float(params["b"]), alpha=alpha)

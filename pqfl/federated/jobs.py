@@ -15,6 +15,7 @@ import numpy as np
 
 from pqfl.config import FederationConfig
 from pqfl.federated.client import ClientSetup, ClientState, evaluate_members, local_round
+from pqfl.federated.local_update import predict_outputs
 from pqfl.federated.server import ServerRule
 from pqfl.federated.strategies import FitInstructions, Strategy, pack_head, unpack_head
 from pqfl.results import ClientEvaluation
@@ -43,6 +44,7 @@ class Trained:
     retries: int = 0  # retries an orchestrator spent on the job
     upload: np.ndarray | None = None
     upload_head: np.ndarray | None = None
+    upload_mean: np.ndarray | None = None  # the mean circuit output over the training rows (FedDBE)
 
 
 def _fit(job: TrainJob, state: ClientState, fit: FitInstructions, stream: tuple = ()) -> tuple[ClientState, float]:
@@ -61,14 +63,26 @@ def _fit(job: TrainJob, state: ClientState, fit: FitInstructions, stream: tuple 
         phases=fit.phases,
         mix=fit.mix,
         stream=stream,
+        mean_target=fit.mean_target,
+        mean_reg=fit.mean_reg,
     )
+
+
+def _mean_output(job: TrainJob, theta: np.ndarray) -> np.ndarray:
+    """The mean circuit output over the client's training rows under ``theta``."""
+    setup = job.setup
+    z = predict_outputs(setup.spec, simulator=job.simulator, shots=setup.profile.shots, theta=theta,
+                        X=setup.X_train, seed=job.federation.seed,
+                        stream=("mean", *setup.stream_id, job.round_index))  # fmt: skip
+    return z.mean(axis=0)
 
 
 def train_client(job: TrainJob) -> Trained:
     state, loss = _fit(job, job.state, job.fit)
     if job.fit.upload is None:
         head = None if job.fit.head is None else pack_head(state.w, state.b)
-        return Trained(state, loss, upload_head=head)
+        mean = _mean_output(job, state.theta) if job.fit.report_mean else None
+        return Trained(state, loss, upload_head=head, upload_mean=mean)
     # The upload fit starts from the client's head as the round began (or the shared head);
     # its head is dropped unless heads are shared.
     upload = job.fit.upload
@@ -107,12 +121,17 @@ class AggregateJob:
     rule: ServerRule | None = None  # the aggregation rule; None = the weighted masked mean
     previous_heads: np.ndarray | None = None  # (sharing groups, 1 + outputs_max), strategies that share heads
     heads: list[np.ndarray] | None = None  # the uploaded packed heads, one per block
+    previous_means: np.ndarray | None = None  # (sharing groups, outputs_max), strategies that share means
+    means: list[np.ndarray] | None = None  # the uploaded mean circuit outputs, one per block
 
 
-def aggregate_uploads(job: AggregateJob) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """The new global tensors; with ``heads``, (tensors, heads), each combined by the job's rule."""
-    G = job.strategy.aggregate(job.previous, job.blocks, job.weights, job.groups, job.rule, job.round_index)
-    if job.heads is None:
+def aggregate_uploads(job: AggregateJob) -> np.ndarray | tuple:
+    """The new global tensors; with ``heads`` or ``means``, (tensors, heads, means), each
+    combined by the job's rule (None where nothing of the kind was uploaded)."""
+    strategy, args = job.strategy, (job.weights, job.groups, job.rule, job.round_index)
+    G = strategy.aggregate(job.previous, job.blocks, *args)
+    if job.heads is None and job.means is None:
         return G
-    H = job.strategy.aggregate(job.previous_heads, job.heads, job.weights, job.groups, job.rule, job.round_index)
-    return G, H
+    H = None if job.heads is None else strategy.aggregate(job.previous_heads, job.heads, *args)
+    M = None if job.means is None else strategy.aggregate(job.previous_means, job.means, *args)
+    return G, H, M

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from pqfl.compile_cache import PersistentFunction
-from pqfl.model import model_outputs, model_scores
+from pqfl.model import model_outputs, model_scores, scores_from_expvals
 from pqfl.quantum.spec import CircuitSpec
 from pqfl.rng import derive_rng, derive_seed
 
@@ -29,8 +29,13 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
     return OPTIMIZERS[name](lr)
 
 
-def local_objective(spec, objective, simulator, shots, head_l2: float = 0.0, mix: bool = False):
+def local_objective(spec, objective, simulator, shots, head_l2: float = 0.0, mix: bool = False, mean_reg: float = 0.0):
     """Loss(params, anchor, lam, X, y, weight, center, key) for one (padded) minibatch.
+
+    ``mean_reg`` κ (FedDBE's mean regularisation, supervised only): adds κ · mean_i ½(z̄_i −
+    center_i)², z̄ the minibatch's mean circuit output over its real rows and ``center`` the
+    server's mean of the clients' outputs (a supervised model has no one-class centre, so
+    the argument carries it). A compile-time constant, left out at 0.
 
     ``mix`` (APFL): the circuit runs α·θ + (1 − α)·anchor, the personal block mixed with
     the global one by the trained weight ``params["alpha"]``; there is no proximal term.
@@ -48,11 +53,19 @@ def local_objective(spec, objective, simulator, shots, head_l2: float = 0.0, mix
             alpha = params["alpha"]
             params = {**params, "theta": alpha * params["theta"] + (1.0 - alpha) * anchor}
             lam = 0.0
-        scores = model_scores(spec, objective, simulator, shots, params, center, X, key)
+        if mean_reg:
+            z = model_outputs(spec, simulator, shots, params["theta"], X, key)
+            scores = scores_from_expvals(objective, params, center, z)
+        else:
+            scores = model_scores(spec, objective, simulator, shots, params, center, X, key)
         # one_class: the score is the distance itself; supervised: the score is the logit.
         per_row = scores if objective == "one_class" else optax.sigmoid_binary_cross_entropy(scores, y)
         data_term = jnp.sum(weight * per_row) / jnp.maximum(jnp.sum(weight), 1e-12)
         total = data_term + 0.5 * lam * jnp.sum((params["theta"] - anchor) ** 2)
+        if mean_reg:
+            real = (weight > 0).astype(z.dtype)
+            z_bar = real @ z / jnp.maximum(jnp.sum(real), 1.0)
+            total = total + mean_reg * jnp.mean(0.5 * (z_bar - center) ** 2)
         return total + 0.5 * head_l2 * jnp.sum(params["w"] ** 2) if penalise_head else total
 
     return loss
@@ -88,6 +101,7 @@ def compiled_step(
     scheduled: bool = False,
     trainable: str = "all",
     mix: bool = False,
+    mean_reg: float = 0.0,
 ):
     """A jitted (params, opt_state, ...) → (params, opt_state, loss) step, cached per structure.
 
@@ -108,7 +122,7 @@ def compiled_step(
             {"train": opt, "freeze": optax.set_to_zero()},
             lambda params: {k: "train" if k in moving else "freeze" for k in params},
         )
-    value_and_grad = jax.value_and_grad(local_objective(spec, objective, simulator, shots, head_l2, mix))
+    value_and_grad = jax.value_and_grad(local_objective(spec, objective, simulator, shots, head_l2, mix, mean_reg))
 
     def step(params, opt_state, anchor, lam, X, y, weight, center, key):
         loss, grads = value_and_grad(params, anchor, lam, X, y, weight, center, key)
@@ -121,6 +135,8 @@ def compiled_step(
     static = (spec, objective, simulator, shots, optimizer, lr, head_l2, scheduled)
     if trainable != "all" or mix:  # runs without either keep the cache keys they always had
         static = (*static, trainable, mix)
+    if mean_reg:
+        static = (*static, "mean_reg", mean_reg)
     return opt, PersistentFunction(step, "step", static, out_like=lambda params, opt_state, *_: (params, opt_state, 0))
 
 
@@ -159,13 +175,25 @@ def train_local(
     lr_scale: float | None = None,
     trainable: str = "all",
     mix: bool = False,
+    mean_reg: float = 0.0,
 ) -> tuple[dict, float]:
     """Run ``epochs`` of minibatch steps at ``lr`` (× ``lr_scale`` when a schedule sets one),
     moving only the ``trainable`` parameters (``compiled_step``); with ``mix`` the APFL
-    objective, with ``params["alpha"]`` trained. Returns new params and the last epoch's mean loss."""
+    objective, with ``params["alpha"]`` trained; with ``mean_reg`` FedDBE's mean regularisation
+    towards ``center``. Returns new params and the last epoch's mean loss."""
     scheduled = lr_scale is not None
     opt, step = compiled_step(
-        spec, objective, simulator, shots, optimizer, float(lr), float(head_l2), scheduled, trainable, mix
+        spec,
+        objective,
+        simulator,
+        shots,
+        optimizer,
+        float(lr),
+        float(head_l2),
+        scheduled,
+        trainable,
+        mix,
+        float(mean_reg),
     )
     params = {k: jnp.asarray(v) for k, v in params.items()}
     # Without an anchor there is nothing to be pulled towards: λ is ignored.

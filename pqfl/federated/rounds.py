@@ -73,6 +73,7 @@ class FederationState:
     last: RoundReport | None = None
     best: list[ClientBest] = field(default_factory=list)  # per client, with select: best_val
     global_head: np.ndarray | None = None  # (restarts · groups, 1 + outputs_max), strategies sharing heads
+    global_mean: np.ndarray | None = None  # (restarts · groups, outputs_max), strategies sharing mean outputs
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,11 @@ class Federation:
                 f"federation.privacy: {self.strategy.name} uploads heads as well as blocks, and the DP accounting "
                 "covers one release per round; use a method that keeps heads personal (fedavg, pqfl, ...)"
             )
+        if self.strategy.shares_mean and federation.objective != "supervised":
+            raise ValueError(
+                f"federation.objective: {self.strategy.name} regularises the supervised model's mean circuit "
+                "output; use objective: supervised, or fedavg_full for one_class"
+            )
         self.roles = self.strategy.roles(fleet, federation)
         self.trainers = replicas(self.roles.trainers, federation.restarts)
         self.groups = replica_groups(self.roles.groups, federation.restarts)
@@ -256,6 +262,12 @@ class Federation:
             want = (groups, 1 + max(s.spec.n_outputs for s in base))
             if np.shape(state.global_head) != want:
                 refuse(f"the server heads have shape {np.shape(state.global_head)}, this federation's are {want}")
+        if state.global_mean is not None:
+            want = (groups, max(s.spec.n_outputs for s in base))
+            if not self.strategy.shares_mean or np.shape(state.global_mean) != want:
+                refuse(
+                    f"the server mean outputs have shape {np.shape(state.global_mean)}, this federation's are {want}"
+                )
         if not 0 <= state.round <= self.federation.rounds:
             refuse(f"round {state.round} is outside 0..{self.federation.rounds}")
         if state.last is not None and state.last.clients and len(state.last.clients) != len(self.clients):
@@ -298,9 +310,9 @@ class Federation:
             T, self.federation.client_fraction, self.federation.min_clients, self.federation.seed, k
         )
         participants = [t + r * T for r in range(self.federation.restarts) for t in sampled]
-        states, losses, retries, failed, uploads, heads = self._train(state, participants, k, map_fn)
+        states, losses, retries, failed, uploads, heads, means = self._train(state, participants, k, map_fn)
         survivors = [i for i in participants if i not in failed]
-        G, H = state.global_theta, state.global_head
+        G, H, M = state.global_theta, state.global_head, state.global_mean
         if self.strategy.uploads:  # join: the server combines what the survivors upload
             job = AggregateJob(
                 self.strategy,
@@ -312,11 +324,13 @@ class Federation:
                 self.rule,
                 H,
                 [heads[i] for i in survivors] if self.strategy.shares_head else None,
+                self._previous_means(M, G),
+                [means[i] for i in survivors] if self.strategy.shares_mean else None,
             )
             (out,) = _gather(map_fn(aggregate_uploads, [job]), 1)
             if isinstance(out, _Failed):
                 raise out.error
-            G, H = out if self.strategy.shares_head else (out, H)
+            G, H, M = out if isinstance(out, tuple) else (out, H, M)
         trained = time.perf_counter()
         members = self._members(states, G, H) if evaluate else []
         evaluations = self._evaluate(members, k, map_fn) if evaluate else []
@@ -340,6 +354,7 @@ class Federation:
             report,
             best,
             H,
+            M,
         )
 
     def _uploads(
@@ -398,16 +413,22 @@ class Federation:
         for i in participants:
             fit = self.strategy.configure_fit(state.states[i].theta, self._block(state.global_theta, i))
             if self.strategy.shares_head:
-                fit = self.strategy.with_head(fit, state.global_head[self.groups[i]])
+                fit = self.strategy.with_head(fit, state.global_head[self.groups[i]], state.states[i])
+            if self.strategy.shares_mean:
+                M = state.global_mean
+                fit = self.strategy.with_mean(
+                    fit, None if M is None else M[self.groups[i], : self.trainers[i].spec.n_outputs]
+                )
             jobs.append(TrainJob(self.trainers[i], state.states[i], fit, fed, self.simulator, k))
         states, losses, retries, failed = list(state.states), {}, {}, {}
-        uploads, heads = {}, {}
+        uploads, heads, means = {}, {}, {}
         for i, out in zip(participants, _gather(map_fn(train_client, jobs), len(jobs))):
             retries[i] = out.retries
             if isinstance(out, _Failed):
                 failed[i] = out.error
             else:
                 states[i], losses[i], uploads[i], heads[i] = out.state, out.loss, out.upload, out.upload_head
+                means[i] = out.upload_mean
         survivors = len(participants) - len(failed)
         for i, err in failed.items():
             log.warning(
@@ -431,7 +452,14 @@ class Federation:
                 k,
                 self._dropped(failed, k),
             )
-        return states, losses, retries, failed, uploads, heads
+        return states, losses, retries, failed, uploads, heads, means
+
+    def _previous_means(self, M: np.ndarray | None, G: np.ndarray) -> np.ndarray | None:
+        """The server's mean outputs before this round's join (zeros before the first)."""
+        if not self.strategy.shares_mean:
+            return None
+        width = max(s.spec.n_outputs for s in self.roles.trainers)
+        return np.zeros((len(G), width)) if M is None else M
 
     def _evaluate(self, members: list[list[Member]], k: int, map_fn: Callable) -> list[ClientEvaluation]:
         """Every client's model (its members), scored on its own splits."""

@@ -27,8 +27,9 @@ _SUMMARY = [f.name for f in fields(RoundSummary)]
 def to_data(state) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(meta, arrays)`` of a federation state."""
     arrays: dict[str, np.ndarray] = {"global_theta": np.asarray(state.global_theta, dtype=np.float64)}
-    if state.global_head is not None:
-        arrays["global_head"] = np.asarray(state.global_head, dtype=np.float64)
+    for name in ("global_head", "global_mean"):  # the servers' extras of full-model sharing and FedDBE
+        if getattr(state, name) is not None:
+            arrays[name] = np.asarray(getattr(state, name), dtype=np.float64)
     trainers = [_put_state(arrays, f"state.{i}", st) for i, st in enumerate(state.states)]
     last = None
     if state.last is not None:
@@ -108,7 +109,8 @@ def from_data(meta: Any, arrays: dict[str, np.ndarray]):
         dropped=[_dropped(d, f"dropped[{k}]") for k, d in enumerate(_list(meta, "dropped", "state"))],
         last=report,
         best=best,
-        global_head=_array(arrays, "global_head", 2) if "global_head" in arrays else None,  # full-model sharing
+        global_head=_array(arrays, "global_head", 2) if "global_head" in arrays else None,
+        global_mean=_array(arrays, "global_mean", 2) if "global_mean" in arrays else None,
     )
 
 

@@ -16,6 +16,7 @@ global (L_max, Q_max, 3) tensor, its encoding and classical head stay local.
 | :class:`Centralized` | one pooled model on every client's rows (no privacy) | none | nothing | the pooled model |
 | :class:`FedAvgFull` | the global block and the global head | none | its trained block and head | the new global block and head |
 | :class:`FedAvgFullFT` | as :class:`FedAvgFull` | none | as :class:`FedAvgFull` | its own fine-tuned block and head |
+| :class:`FedDBE` | the global block and w, its own intercept | κ-pull of its mean output to the fleet's | block, head and mean output | the global block and w, its own intercept |
 
 Every method above keeps the classical head personal except the ``*_full`` ones, which
 share the whole model: the server also averages the heads (``[b, w]`` vectors, masked
@@ -82,6 +83,9 @@ class FitInstructions:
     mix: bool = False
     upload: FitInstructions | None = None
     head: np.ndarray | None = None  # start from this head, packed [b, w] (``pack_head``), not the state's
+    mean_target: np.ndarray | None = None  # FedDBE: the server's mean circuit output the fit is pulled to
+    mean_reg: float = 0.0  # FedDBE's κ (0: no pull)
+    report_mean: bool = False  # upload the mean circuit output over the training rows after the fit
 
 
 def pack_head(w: np.ndarray, b: float) -> np.ndarray:
@@ -103,6 +107,7 @@ class Strategy:
     name: ClassVar[str] = "strategy"
     uploads: ClassVar[bool] = False  # whether trainers' blocks are sent to the server each round
     shares_head: ClassVar[bool] = False  # whether the heads are uploaded and averaged too
+    shares_mean: ClassVar[bool] = False  # whether clients' mean circuit outputs are uploaded and averaged
 
     def roles(self, fleet: Fleet, federation: FederationConfig) -> Roles:
         """Every client trains its own model; ``federation.share`` sets who shares θ."""
@@ -137,12 +142,17 @@ class Strategy:
         depends on more than its θ, such as APFL's mixing weight)."""
         return self.evaluated(state.theta, global_block)
 
-    def with_head(self, fit: FitInstructions, head: np.ndarray) -> FitInstructions:
+    def with_head(self, fit: FitInstructions, head: np.ndarray, state: ClientState) -> FitInstructions:
         """``fit`` with the uploaded fit started from the group's global ``head`` (packed);
-        called for strategies that share heads."""
+        called for strategies that share heads, with the trainer's ``state``."""
         if fit.upload is not None:
             return replace(fit, upload=replace(fit.upload, head=head))
         return replace(fit, head=head)
+
+    def with_mean(self, fit: FitInstructions, mean: np.ndarray | None) -> FitInstructions:
+        """``fit`` given the group's mean circuit output (None before the first aggregation);
+        called for strategies that share means."""
+        return fit
 
     def evaluated_head(self, state: ClientState, global_head: np.ndarray | None) -> ClientState:
         """The state whose head a client is evaluated with: its own by default."""
@@ -306,6 +316,38 @@ class FedAvgFullFT(FedAvgFull):
 
 
 @dataclass(frozen=True)
+class FedDBE(FedAvgFull):
+    """FedDBE (Zhang et al. 2023) on circuits: FedAvg of the whole model, a personal bias
+    β_n on the representation (the circuit's outputs z) and mean regularisation (MR).
+
+    - PRBM: the head reads z + β_n. With the head shared, w·(z + β_n) + b = w·z + (b + w·β_n):
+      the personal bias is a personal intercept, so it is kept as one — each client trains
+      and is evaluated with the global block and global w, and its own b.
+    - MR: from round 2 on, local training adds κ · mean_i ½(z̄_i − z̄ᵍ_i)², z̄ the minibatch's
+      mean output and z̄ᵍ the server's average (weighted by training rows, masked by output
+      count) of the clients' mean outputs over their training rows, each uploaded after its
+      fit. Round 1 trains without it, as FedDBE's initialisation round does. FedDBE keeps a
+      momentum average of z̄ over minibatches; here it is each minibatch's own mean.
+    """
+
+    name: ClassVar[str] = "feddbe"
+    shares_mean: ClassVar[bool] = True
+    kappa: float = 1.0
+
+    def with_head(self, fit, head, state):
+        return replace(fit, head=np.concatenate([[state.b], head[1:]]))
+
+    def with_mean(self, fit, mean):
+        if mean is None:
+            return replace(fit, report_mean=True)
+        return replace(fit, mean_target=mean, mean_reg=self.kappa, report_mean=True)
+
+    def evaluated_head(self, state, global_head):
+        w, _ = unpack_head(global_head, len(state.w))
+        return replace(state, w=w)
+
+
+@dataclass(frozen=True)
 class Centralized(Local):
     """One model trained on every client's training rows pooled (an upper reference with no
     privacy), scored at each client. Its circuit is noiseless, as large as the fleet's
@@ -344,7 +386,20 @@ class Centralized(Local):
 
 STRATEGIES: dict[str, type[Strategy]] = {
     s.name: s
-    for s in (Local, FedAvg, FedProx, PQFL, Centralized, FedAvgFT, Ditto, FedRep, APFL, FedAvgFull, FedAvgFullFT)
+    for s in (
+        Local,
+        FedAvg,
+        FedProx,
+        PQFL,
+        Centralized,
+        FedAvgFT,
+        Ditto,
+        FedRep,
+        APFL,
+        FedAvgFull,
+        FedAvgFullFT,
+        FedDBE,
+    )
 }
 
 
