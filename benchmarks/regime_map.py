@@ -68,6 +68,7 @@ METHODS = (
     "fedavg_full",
     "fedavg_full_ft",
     "fedavg_full_ft@hardware",
+    "feddbe",
 )
 CLASSICAL = ("logreg-client", "logreg-pooled", "linear-local", "linear-fedavg_ft", "linear-pooled")
 BUDGET = {"rounds": 10, "local_epochs": 5, "batch_size": 16, "lr": 0.05, "lambda": 0.01}
