@@ -69,6 +69,7 @@ METHODS = (
     "fedavg_full_ft",
     "fedavg_full_ft@hardware",
     "feddbe",
+    "feddistill",
 )
 CLASSICAL = ("logreg-client", "logreg-pooled", "linear-local", "linear-fedavg_ft", "linear-pooled")
 BUDGET = {"rounds": 10, "local_epochs": 5, "batch_size": 16, "lr": 0.05, "lambda": 0.01}

@@ -106,10 +106,12 @@ def local_round(
     stream: tuple = (),
     mean_target: np.ndarray | None = None,
     mean_reg: float = 0.0,
+    extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[ClientState, float]:
     """Train from ``start_theta`` for ``fed.local_epochs`` epochs per phase (each phase moves
     the parameters ``phases[i]`` names, ``local_update.TRAINABLE``; with ``mix`` the APFL
     objective; with ``mean_reg`` κ, FedDBE's pull of the mean output towards ``mean_target``);
+    with ``extra`` (X, y, weight), rows appended to every minibatch, ``train_local``);
     returns the new state and the last phase's loss. ``stream`` tells apart two fits of one
     client in one round (their minibatch orders)."""
     if fed.objective == "one_class" and state.center is None:
@@ -140,6 +142,7 @@ def local_round(
             trainable=trainable,
             mix=mix,
             mean_reg=mean_reg,
+            extra=extra,
         )
         alpha = float(params["alpha"]) if "alpha" in params else state.alpha
         state = replace(state, theta=params["theta"], w=params["w"], b=float(params["b"]), alpha=alpha)

@@ -15,7 +15,7 @@ import numpy as np
 
 from pqfl.config import FederationConfig
 from pqfl.federated.client import ClientSetup, ClientState, evaluate_members, local_round
-from pqfl.federated.local_update import predict_outputs
+from pqfl.federated.local_update import predict_outputs, predict_scores
 from pqfl.federated.server import ServerRule
 from pqfl.federated.strategies import FitInstructions, Strategy, pack_head, unpack_head
 from pqfl.results import ClientEvaluation
@@ -45,6 +45,16 @@ class Trained:
     upload: np.ndarray | None = None
     upload_head: np.ndarray | None = None
     upload_mean: np.ndarray | None = None  # the mean circuit output over the training rows (FedDBE)
+    upload_scores: np.ndarray | None = None  # logits on the reference rows (distillation)
+
+
+def _distilled(job: TrainJob, fit: FitInstructions) -> tuple | None:
+    """The reference rows with the teacher's soft labels, weighing κ times a minibatch."""
+    if fit.teacher is None or not fit.distill:
+        return None
+    n = len(fit.reference)
+    weight = np.full(n, fit.distill * job.federation.batch_size / n)
+    return fit.reference, 1.0 / (1.0 + np.exp(-np.asarray(fit.teacher, dtype=np.float64))), weight
 
 
 def _fit(job: TrainJob, state: ClientState, fit: FitInstructions, stream: tuple = ()) -> tuple[ClientState, float]:
@@ -65,6 +75,7 @@ def _fit(job: TrainJob, state: ClientState, fit: FitInstructions, stream: tuple 
         stream=stream,
         mean_target=fit.mean_target,
         mean_reg=fit.mean_reg,
+        extra=_distilled(job, fit),
     )
 
 
@@ -77,12 +88,21 @@ def _mean_output(job: TrainJob, theta: np.ndarray) -> np.ndarray:
     return z.mean(axis=0)
 
 
+def _reference_scores(job: TrainJob, state: ClientState) -> np.ndarray:
+    """The client's logits on its reference rows."""
+    setup, fed = job.setup, job.federation
+    return predict_scores(setup.spec, objective=fed.objective, simulator=job.simulator, shots=setup.profile.shots,
+                          params=state.params(), center=state.center, X=job.fit.reference, seed=fed.seed,
+                          stream=("reference", *setup.stream_id, job.round_index))  # fmt: skip
+
+
 def train_client(job: TrainJob) -> Trained:
     state, loss = _fit(job, job.state, job.fit)
     if job.fit.upload is None:
         head = None if job.fit.head is None else pack_head(state.w, state.b)
         mean = _mean_output(job, state.theta) if job.fit.report_mean else None
-        return Trained(state, loss, upload_head=head, upload_mean=mean)
+        scores = None if job.fit.reference is None else _reference_scores(job, state)
+        return Trained(state, loss, upload_head=head, upload_mean=mean, upload_scores=scores)
     # The upload fit starts from the client's head as the round began (or the shared head);
     # its head is dropped unless heads are shared.
     upload = job.fit.upload
@@ -123,15 +143,25 @@ class AggregateJob:
     heads: list[np.ndarray] | None = None  # the uploaded packed heads, one per block
     previous_means: np.ndarray | None = None  # (sharing groups, outputs_max), strategies that share means
     means: list[np.ndarray] | None = None  # the uploaded mean circuit outputs, one per block
+    previous_scores: np.ndarray | None = None  # (sharing groups, reference rows), strategies that share scores
+    scores: list[np.ndarray] | None = None  # the uploaded logits on the reference rows, one per block
 
 
 def aggregate_uploads(job: AggregateJob) -> np.ndarray | tuple:
-    """The new global tensors; with ``heads`` or ``means``, (tensors, heads, means), each
-    combined by the job's rule (None where nothing of the kind was uploaded)."""
-    strategy, args = job.strategy, (job.weights, job.groups, job.rule, job.round_index)
-    G = strategy.aggregate(job.previous, job.blocks, *args)
-    if job.heads is None and job.means is None:
+    """The new global tensors; with ``heads``, ``means`` or ``scores``, (tensors, heads,
+    means, scores): the tensors combined by the strategy, the rest by the job's rule
+    (None where nothing of the kind was uploaded)."""
+    G = job.strategy.aggregate(job.previous, job.blocks, job.weights, job.groups, job.rule, job.round_index)
+    if job.heads is None and job.means is None and job.scores is None:
         return G
-    H = None if job.heads is None else strategy.aggregate(job.previous_heads, job.heads, *args)
-    M = None if job.means is None else strategy.aggregate(job.previous_means, job.means, *args)
-    return G, H, M
+    rule = job.rule or ServerRule()
+
+    def combine(previous, uploads):
+        return None if uploads is None else rule.combine(previous, uploads, job.weights, job.groups, job.round_index)
+
+    return (
+        G,
+        combine(job.previous_heads, job.heads),
+        combine(job.previous_means, job.means),
+        combine(job.previous_scores, job.scores),
+    )

@@ -176,11 +176,14 @@ def train_local(
     trainable: str = "all",
     mix: bool = False,
     mean_reg: float = 0.0,
+    extra: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[dict, float]:
     """Run ``epochs`` of minibatch steps at ``lr`` (× ``lr_scale`` when a schedule sets one),
     moving only the ``trainable`` parameters (``compiled_step``); with ``mix`` the APFL
     objective, with ``params["alpha"]`` trained; with ``mean_reg`` FedDBE's mean regularisation
-    towards ``center``. Returns new params and the last epoch's mean loss."""
+    towards ``center``. ``extra`` (X, y, weight): rows appended to every minibatch, such as
+    distillation's reference rows with soft labels (supervised: the binary cross-entropy
+    takes labels in [0, 1]). Returns new params and the last epoch's mean loss."""
     scheduled = lr_scale is not None
     opt, step = compiled_step(
         spec,
@@ -217,6 +220,8 @@ def train_local(
             Xb = np.concatenate([X[rows], np.repeat(X[rows[:1]], pad, axis=0)]) if pad else X[rows]
             yb = np.concatenate([y[rows], np.zeros(pad)]) if pad else y[rows]
             wb = np.concatenate([weights[rows], np.zeros(pad)]) if pad else weights[rows]
+            if extra is not None:
+                Xb, yb, wb = (np.concatenate([a, e]) for a, e in zip((Xb, yb, wb), extra))
             key, sub = jax.random.split(key)
             params, opt_state, loss = step(params, opt_state, anchor, lam, Xb, yb.astype(np.float64), wb, center, sub)
             epoch_losses.append(float(loss))

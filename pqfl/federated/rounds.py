@@ -32,7 +32,7 @@ from pqfl.federated.attacks import attacker_indices, poison_fleet, poisoned_uplo
 from pqfl.federated.client import ClientSetup, ClientState, init_state, replicas
 from pqfl.federated.jobs import AggregateJob, EvalJob, TrainJob, aggregate_uploads, evaluate_client, train_client
 from pqfl.federated.server import ServerRule, init_shared, replica_groups, sample_clients
-from pqfl.federated.strategies import Strategy, pack_head, strategy_for
+from pqfl.federated.strategies import Strategy, pack_head, reference_rows, strategy_for
 from pqfl.fleet import Fleet
 from pqfl.privacy.dp import epsilon_spent, local_noise
 from pqfl.results import ClientEvaluation, ClientRound, DroppedClient, RoundReport, RoundSummary
@@ -74,6 +74,7 @@ class FederationState:
     best: list[ClientBest] = field(default_factory=list)  # per client, with select: best_val
     global_head: np.ndarray | None = None  # (restarts · groups, 1 + outputs_max), strategies sharing heads
     global_mean: np.ndarray | None = None  # (restarts · groups, outputs_max), strategies sharing mean outputs
+    global_scores: np.ndarray | None = None  # (restarts · groups, reference rows), strategies sharing scores
 
 
 @dataclass(frozen=True)
@@ -176,19 +177,25 @@ class Federation:
         self.attackers = attacker_indices(len(fleet.clients), federation.attack, federation.seed)
         fleet = poison_fleet(fleet, self.attackers, federation.attack.kind)
         self.rule = ServerRule.from_config(federation, len(self.attackers))
-        if self.strategy.shares_head and self.rule.dp:
+        extras = self.strategy.shares_head or self.strategy.shares_mean or self.strategy.shares_scores
+        if extras and self.rule.dp:
             raise ValueError(
-                f"federation.privacy: {self.strategy.name} uploads heads as well as blocks, and the DP accounting "
-                "covers one release per round; use a method that keeps heads personal (fedavg, pqfl, ...)"
+                f"federation.privacy: {self.strategy.name} uploads more than one block per round (heads, mean "
+                "outputs or scores), and the DP accounting covers the blocks only; use a method that uploads "
+                "blocks alone (fedavg, pqfl, ditto, ...)"
             )
-        if self.strategy.shares_mean and federation.objective != "supervised":
+        if (self.strategy.shares_mean or self.strategy.shares_scores) and federation.objective != "supervised":
             raise ValueError(
-                f"federation.objective: {self.strategy.name} regularises the supervised model's mean circuit "
-                "output; use objective: supervised, or fedavg_full for one_class"
+                f"federation.objective: {self.strategy.name} works on the supervised model's logits and outputs; "
+                "use objective: supervised, or fedavg_full for one_class"
             )
         self.roles = self.strategy.roles(fleet, federation)
         self.trainers = replicas(self.roles.trainers, federation.restarts)
         self.groups = replica_groups(self.roles.groups, federation.restarts)
+        self.reference: list[np.ndarray] = []
+        if self.strategy.shares_scores:  # one reference set for the fleet, in each trainer's own input space
+            raw = reference_rows(fleet.stats, self.strategy.n_reference, federation.seed)
+            self.reference = [s.feature_map.transform(raw) for s in self.trainers]
 
     @property
     def clients(self) -> list[ClientSetup]:
@@ -262,6 +269,10 @@ class Federation:
             want = (groups, 1 + max(s.spec.n_outputs for s in base))
             if np.shape(state.global_head) != want:
                 refuse(f"the server heads have shape {np.shape(state.global_head)}, this federation's are {want}")
+        if state.global_scores is not None:
+            want = (groups, len(self.reference[0]) if self.reference else 0)
+            if not self.strategy.shares_scores or np.shape(state.global_scores) != want:
+                refuse(f"the server scores have shape {np.shape(state.global_scores)}, this federation's are {want}")
         if state.global_mean is not None:
             want = (groups, max(s.spec.n_outputs for s in base))
             if not self.strategy.shares_mean or np.shape(state.global_mean) != want:
@@ -310,9 +321,10 @@ class Federation:
             T, self.federation.client_fraction, self.federation.min_clients, self.federation.seed, k
         )
         participants = [t + r * T for r in range(self.federation.restarts) for t in sampled]
-        states, losses, retries, failed, uploads, heads, means = self._train(state, participants, k, map_fn)
+        states, losses, retries, failed, uploads, extras = self._train(state, participants, k, map_fn)
+        heads, means, scores = extras
         survivors = [i for i in participants if i not in failed]
-        G, H, M = state.global_theta, state.global_head, state.global_mean
+        G, H, M, S = state.global_theta, state.global_head, state.global_mean, state.global_scores
         if self.strategy.uploads:  # join: the server combines what the survivors upload
             job = AggregateJob(
                 self.strategy,
@@ -324,13 +336,15 @@ class Federation:
                 self.rule,
                 H,
                 [heads[i] for i in survivors] if self.strategy.shares_head else None,
-                self._previous_means(M, G),
+                self._previous(M, G, self.strategy.shares_mean, max(s.spec.n_outputs for s in self.roles.trainers)),
                 [means[i] for i in survivors] if self.strategy.shares_mean else None,
+                self._previous(S, G, self.strategy.shares_scores, self._reference_width),
+                [scores[i] for i in survivors] if self.strategy.shares_scores else None,
             )
             (out,) = _gather(map_fn(aggregate_uploads, [job]), 1)
             if isinstance(out, _Failed):
                 raise out.error
-            G, H, M = out if isinstance(out, tuple) else (out, H, M)
+            G, H, M, S = out if isinstance(out, tuple) else (out, H, M, S)
         trained = time.perf_counter()
         members = self._members(states, G, H) if evaluate else []
         evaluations = self._evaluate(members, k, map_fn) if evaluate else []
@@ -355,6 +369,7 @@ class Federation:
             best,
             H,
             M,
+            S,
         )
 
     def _uploads(
@@ -419,16 +434,19 @@ class Federation:
                 fit = self.strategy.with_mean(
                     fit, None if M is None else M[self.groups[i], : self.trainers[i].spec.n_outputs]
                 )
+            if self.strategy.shares_scores:
+                S = state.global_scores
+                fit = self.strategy.with_teacher(fit, self.reference[i], None if S is None else S[self.groups[i]])
             jobs.append(TrainJob(self.trainers[i], state.states[i], fit, fed, self.simulator, k))
         states, losses, retries, failed = list(state.states), {}, {}, {}
-        uploads, heads, means = {}, {}, {}
+        uploads, heads, means, scores = {}, {}, {}, {}
         for i, out in zip(participants, _gather(map_fn(train_client, jobs), len(jobs))):
             retries[i] = out.retries
             if isinstance(out, _Failed):
                 failed[i] = out.error
             else:
                 states[i], losses[i], uploads[i], heads[i] = out.state, out.loss, out.upload, out.upload_head
-                means[i] = out.upload_mean
+                means[i], scores[i] = out.upload_mean, out.upload_scores
         survivors = len(participants) - len(failed)
         for i, err in failed.items():
             log.warning(
@@ -452,14 +470,18 @@ class Federation:
                 k,
                 self._dropped(failed, k),
             )
-        return states, losses, retries, failed, uploads, heads, means
+        return states, losses, retries, failed, uploads, (heads, means, scores)
 
-    def _previous_means(self, M: np.ndarray | None, G: np.ndarray) -> np.ndarray | None:
-        """The server's mean outputs before this round's join (zeros before the first)."""
-        if not self.strategy.shares_mean:
+    @property
+    def _reference_width(self) -> int:
+        return len(self.reference[0]) if self.reference else 0
+
+    @staticmethod
+    def _previous(current: np.ndarray | None, G: np.ndarray, shared: bool, width: int) -> np.ndarray | None:
+        """A server extra (mean outputs, scores) before this round's join: zeros before the first."""
+        if not shared:
             return None
-        width = max(s.spec.n_outputs for s in self.roles.trainers)
-        return np.zeros((len(G), width)) if M is None else M
+        return np.zeros((len(G), width)) if current is None else current
 
     def _evaluate(self, members: list[list[Member]], k: int, map_fn: Callable) -> list[ClientEvaluation]:
         """Every client's model (its members), scored on its own splits."""

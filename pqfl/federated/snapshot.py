@@ -27,7 +27,7 @@ _SUMMARY = [f.name for f in fields(RoundSummary)]
 def to_data(state) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(meta, arrays)`` of a federation state."""
     arrays: dict[str, np.ndarray] = {"global_theta": np.asarray(state.global_theta, dtype=np.float64)}
-    for name in ("global_head", "global_mean"):  # the servers' extras of full-model sharing and FedDBE
+    for name in ("global_head", "global_mean", "global_scores"):  # whole-model sharing, FedDBE, distillation
         if getattr(state, name) is not None:
             arrays[name] = np.asarray(getattr(state, name), dtype=np.float64)
     trainers = [_put_state(arrays, f"state.{i}", st) for i, st in enumerate(state.states)]
@@ -111,6 +111,7 @@ def from_data(meta: Any, arrays: dict[str, np.ndarray]):
         best=best,
         global_head=_array(arrays, "global_head", 2) if "global_head" in arrays else None,
         global_mean=_array(arrays, "global_mean", 2) if "global_mean" in arrays else None,
+        global_scores=_array(arrays, "global_scores", 2) if "global_scores" in arrays else None,
     )
 
 

@@ -17,6 +17,7 @@ global (L_max, Q_max, 3) tensor, its encoding and classical head stay local.
 | :class:`FedAvgFull` | the global block and the global head | none | its trained block and head | the new global block and head |
 | :class:`FedAvgFullFT` | as :class:`FedAvgFull` | none | as :class:`FedAvgFull` | its own fine-tuned block and head |
 | :class:`FedDBE` | the global block and w, its own intercept | κ-pull of its mean output to the fleet's | block, head and mean output | the global block and w, its own intercept |
+| :class:`FedDistill` | its own v_n and head | κ-weighted distillation to the fleet's mean logits on reference rows | its logits on the reference rows | v_n and its head |
 
 Every method above keeps the classical head personal except the ``*_full`` ones, which
 share the whole model: the server also averages the heads (``[b, w]`` vectors, masked
@@ -86,6 +87,9 @@ class FitInstructions:
     mean_target: np.ndarray | None = None  # FedDBE: the server's mean circuit output the fit is pulled to
     mean_reg: float = 0.0  # FedDBE's κ (0: no pull)
     report_mean: bool = False  # upload the mean circuit output over the training rows after the fit
+    reference: np.ndarray | None = None  # distillation: circuit-ready reference rows, scored and uploaded after the fit
+    teacher: np.ndarray | None = None  # distillation: the server's mean logit on each reference row
+    distill: float = 0.0  # distillation weight κ: the reference rows weigh κ times the batch's own rows
 
 
 def pack_head(w: np.ndarray, b: float) -> np.ndarray:
@@ -108,6 +112,7 @@ class Strategy:
     uploads: ClassVar[bool] = False  # whether trainers' blocks are sent to the server each round
     shares_head: ClassVar[bool] = False  # whether the heads are uploaded and averaged too
     shares_mean: ClassVar[bool] = False  # whether clients' mean circuit outputs are uploaded and averaged
+    shares_scores: ClassVar[bool] = False  # whether clients' logits on reference rows are uploaded and averaged
 
     def roles(self, fleet: Fleet, federation: FederationConfig) -> Roles:
         """Every client trains its own model; ``federation.share`` sets who shares θ."""
@@ -152,6 +157,11 @@ class Strategy:
     def with_mean(self, fit: FitInstructions, mean: np.ndarray | None) -> FitInstructions:
         """``fit`` given the group's mean circuit output (None before the first aggregation);
         called for strategies that share means."""
+        return fit
+
+    def with_teacher(self, fit: FitInstructions, reference: np.ndarray, teacher: np.ndarray | None) -> FitInstructions:
+        """``fit`` given the trainer's reference rows and the server's logits on them (None
+        before the first aggregation); called for strategies that share scores."""
         return fit
 
     def evaluated_head(self, state: ClientState, global_head: np.ndarray | None) -> ClientState:
@@ -348,6 +358,45 @@ class FedDBE(FedAvgFull):
 
 
 @dataclass(frozen=True)
+class FedDistill(Strategy):
+    """Federated distillation: clients share scores, not parameters. Each client keeps its
+    own circuit and head (trained as :class:`Local` does) and, every round, scores a common
+    reference set and uploads the logits; the server averages them (weighted by training
+    rows). From round 2 a client's local training adds the reference rows to every
+    minibatch with the ensemble's soft labels σ(mean logit), weighing κ times the batch's
+    own rows: the binary cross-entropy to the ensemble's probabilities (knowledge
+    distillation as in FedMD / FedDF). The reference rows are ``n_reference`` draws from
+    the Gaussian with the federated mean and covariance the preprocessing already builds
+    from summed statistics (:func:`reference_rows`), mapped by each client's own feature
+    map: no client's rows leave it, and any circuit can score them, whatever its encoding.
+    """
+
+    name: ClassVar[str] = "feddistill"
+    uploads: ClassVar[bool] = True
+    shares_scores: ClassVar[bool] = True
+    kappa: float = 1.0
+    n_reference: int = 64
+
+    def aggregate(self, previous, blocks, weights, groups, rule=None, round_index=0):
+        return previous  # no parameters are shared: the server keeps only the mean logits
+
+    def with_teacher(self, fit, reference, teacher):
+        if teacher is None:
+            return replace(fit, reference=reference)
+        return replace(fit, reference=reference, teacher=teacher, distill=self.kappa)
+
+
+def reference_rows(stats, n: int, seed: int) -> np.ndarray:
+    """``n`` raw feature rows drawn from N(mean, Σ), the federated mean and covariance
+    (``GlobalStats``: the standardised eigenbasis and the scale), seeded by ``seed``."""
+    from pqfl.rng import derive_rng
+
+    eps = derive_rng(seed, "distill-reference").standard_normal((n, len(stats.eigvals)))
+    z = (eps * np.sqrt(np.clip(stats.eigvals, 0.0, None))) @ stats.eigvecs.T
+    return stats.mean + z * stats.scale
+
+
+@dataclass(frozen=True)
 class Centralized(Local):
     """One model trained on every client's training rows pooled (an upper reference with no
     privacy), scored at each client. Its circuit is noiseless, as large as the fleet's
@@ -399,6 +448,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         FedAvgFull,
         FedAvgFullFT,
         FedDBE,
+        FedDistill,
     )
 }
 
