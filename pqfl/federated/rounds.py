@@ -421,8 +421,8 @@ class Federation:
 
     def _train(self, state: FederationState, participants: list[int], k: int, map_fn: Callable):
         """Fan-out: the participants' local training. Returns the new states, losses, retries,
-        the failed trainers' errors, and the upload fits' blocks and uploaded heads by trainer;
-        fails the run below quorum."""
+        the failed trainers' errors, the upload fits' blocks, and (heads, mean outputs,
+        reference scores) uploaded, each by trainer; fails the run below quorum."""
         fed, T, R = self.federation, len(self.roles.trainers), self.federation.restarts
         jobs = []
         for i in participants:
