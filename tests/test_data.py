@@ -9,7 +9,7 @@ import scipy.io
 from sklearn.decomposition import PCA
 
 from pqfl.config import PartitionConfig, parse_config
-from pqfl.data.partition import partition, shortage
+from pqfl.data.partition import _cap, partition, shortage
 from pqfl.data.preprocessing import GlobalStats, SufficientStats, feature_map
 from pqfl.data.sources import Dataset, load_source
 from pqfl.errors import PQFLInputError
@@ -98,6 +98,15 @@ def test_max_train_rows_caps_only_the_training_rows_keeping_both_labels(tagged):
         assert abs(capped_share - share) <= 1 / 16 + 1e-12  # stratified: the anomaly share kept
     with pytest.raises(ValueError):
         PartitionConfig(max_train_rows=1)
+
+
+def test_a_cap_one_row_below_a_split_drops_that_row_from_the_commonest_label():
+    X = np.arange(34, dtype=float)[:, None]
+    y = np.r_[np.zeros(27), np.ones(7)]
+    kept, y_kept = _cap(X, y, 33, seed=4)  # one row to drop, two labels: scikit-learn cannot stratify it
+    assert len(kept) == 33 and y_kept.sum() == 7  # every anomaly kept
+    assert set(kept[:, 0]) < set(X[:, 0]) and np.array_equal(_cap(X, y, 33, seed=4)[0], kept)
+    assert len(_cap(X, y, 32, seed=4)[0]) == 32  # two rows: the stratified split, as before
 
 
 def test_context_mode_normal_classes_are_local(tagged):

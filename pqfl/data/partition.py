@@ -88,7 +88,16 @@ def _split(idx: np.ndarray, labels: np.ndarray, cfg: PartitionConfig, seed: int)
 
 def _cap(train: np.ndarray, y: np.ndarray, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``rows`` of the training rows, stratified by label (scikit-learn's split), so a
-    capped client keeps its share of anomalies and at least one of each label."""
+    capped client keeps its share of anomalies and at least one of each label. Dropping
+    fewer rows than there are labels cannot be stratified (scikit-learn refuses): those
+    few are dropped at random from the commonest label."""
+    drop = len(y) - rows
+    if drop < len(np.unique(y)):
+        labels, counts = np.unique(y, return_counts=True)
+        commonest = np.flatnonzero(y == labels[np.argmax(counts)])
+        gone = np.random.default_rng(seed % (2**31)).choice(commonest, size=drop, replace=False)
+        keep = np.setdiff1d(np.arange(len(y)), gone)
+        return train[keep], y[keep]
     kept, _, y_kept, _ = train_test_split(train, y, train_size=rows, stratify=y, random_state=seed % (2**31))
     return kept, y_kept
 
