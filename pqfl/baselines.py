@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import IsolationForest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -79,6 +80,8 @@ def detectors_for(objective: str, names: list[str] | None = None) -> list[str]:
 
 def anomaly_scores(model, X: np.ndarray) -> np.ndarray:
     """Higher = more anomalous, for every detector in ``DETECTORS``."""
+    if isinstance(model, DummyClassifier):  # trained on one class: nothing ranks
+        return np.zeros(len(X))
     if isinstance(model, LogisticRegression):
         return model.predict_proba(X)[:, 1]
     return -model.score_samples(X)
@@ -86,6 +89,10 @@ def anomaly_scores(model, X: np.ndarray) -> np.ndarray:
 
 def _fit(name: str, X: np.ndarray, y: np.ndarray, seed: int):
     objective, factory = DETECTORS[name]
+    if objective == "supervised" and len(np.unique(y)) < 2:
+        # A client whose training rows hold one label cannot fit a classifier: its
+        # reference is chance (every row scored alike), as a supervised detector would be.
+        return DummyClassifier(strategy="prior").fit(X, y)
     model = factory(seed, len(X))
     return model.fit(X, y) if objective == "supervised" else model.fit(X)
 

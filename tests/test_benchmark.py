@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +225,16 @@ def test_every_reference_detects_shifted_anomalies(toy_clients):
         for r in results:
             assert r["mean_auroc"] > 0.8, r["method"]  # higher score = more anomalous (reversed would be < 0.2)
             assert r["worst_auroc"] == min(c.auroc for c in r["per_client"])
+
+
+def test_a_client_trained_on_one_label_gets_a_chance_level_reference(toy_clients):
+    datas, stats = toy_clients
+    normal_only = replace(datas[0], X_train=datas[0].X_train[datas[0].y_train == 0],
+                          y_train=datas[0].y_train[datas[0].y_train == 0])  # fmt: skip
+    result = run_baseline("logreg", "client", [normal_only, *datas[1:]], stats, seed=0)
+    first, *rest = result["per_client"]
+    assert first.auroc == 0.5 and np.all(first.test_scores == first.test_scores[0])
+    assert all(r.auroc > 0.8 for r in rest)  # the other clients fit as before
 
 
 def test_threshold_comes_from_validation_and_pooled_shares_one_model(toy_clients):
