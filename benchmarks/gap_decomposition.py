@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import ttest_rel
 
 from benchmarks.linear_control import SCHEMES, run_linear
 from pqfl.baselines import run_baselines
+from pqfl.benchmark.statistics import paired_interval
 from pqfl.compile_cache import enable_persistent_cache
 from pqfl.config import parse_config
 from pqfl.federated.client import evaluate_members, refit_head
@@ -229,13 +229,11 @@ def _closed(gain: pd.Series, gap: pd.Series, resamples: int = 2000) -> str:
 
 
 def _paired(wide: pd.DataFrame, a: str, b: str) -> str:
-    both = wide[[a, b]].dropna()
-    diff = both[a] - both[b]
-    if len(both) < 2 or diff.std(ddof=1) == 0:
-        return f"{diff.mean():+.3f}"
-    ci = ttest_rel(both[a], both[b]).confidence_interval(0.95)
-    mark = " ✓" if ci.low > 0 else (" ✗" if ci.high < 0 else "")
-    return f"{diff.mean():+.3f} [{ci.low:+.3f}, {ci.high:+.3f}]{mark}"
+    diff, low, high, _ = paired_interval(wide[a], wide[b])
+    if not low < high:  # one seed, or a constant difference
+        return f"{diff:+.3f}"
+    mark = " ✓" if low > 0 else (" ✗" if high < 0 else "")
+    return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]{mark}"
 
 
 def report(frame: pd.DataFrame) -> str:

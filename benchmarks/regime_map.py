@@ -47,7 +47,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy.stats import ttest_rel  # noqa: E402
+
+from pqfl.benchmark.statistics import paired_interval  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("16", "32", "64", "128", "all")
@@ -156,16 +157,6 @@ def run_case(case: tuple) -> list[dict]:
 CELL = ["alpha", "anomalies", "hardware", "rows"]
 
 
-def _interval(a: pd.Series, b: pd.Series) -> tuple[float, float, float]:
-    """Mean paired difference a − b over seeds and its 95 % paired-t interval."""
-    both = pd.concat([a, b], axis=1).dropna()
-    diff = both.iloc[:, 0] - both.iloc[:, 1]
-    if len(both) < 2 or diff.std(ddof=1) == 0:
-        return float(diff.mean()), float(diff.mean()), float(diff.mean())
-    ci = ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).confidence_interval(0.95)
-    return float(diff.mean()), float(ci.low), float(ci.high)
-
-
 def verdicts(frame: pd.DataFrame) -> pd.DataFrame:
     """Per cell and method: the mean AUROC, and its paired difference (with interval) to
     ``local`` and to ``fedavg``; ``beats_local`` / ``beats_fedavg`` when the interval lies above 0."""
@@ -176,7 +167,7 @@ def verdicts(frame: pd.DataFrame) -> pd.DataFrame:
             row = dict(zip(CELL, cell), method=method, auroc=wide[method].mean(), seeds=wide[method].notna().sum())
             for ref in ("local", "fedavg"):
                 if method != ref and ref in wide:
-                    d, lo, hi = _interval(wide[method], wide[ref])
+                    d, lo, hi, _ = paired_interval(wide[method], wide[ref])
                     row |= {f"vs_{ref}": d, f"vs_{ref}_low": lo, f"vs_{ref}_high": hi, f"beats_{ref}": lo > 0}
             rows.append(row)
     return pd.DataFrame(rows)

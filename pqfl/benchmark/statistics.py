@@ -75,6 +75,21 @@ def relative_change(table: pd.DataFrame, metric: str = "mean_auroc") -> pd.DataF
     return pd.DataFrame({f"vs {c}": 100.0 * (wide[PROPOSED] - wide[c]) / wide[c] for c in others}, index=wide.index)
 
 
+def paired_interval(a: pd.Series, b: pd.Series, confidence: float = 0.95) -> tuple[float, float, float, int]:
+    """a − b paired by their index (seeds): the mean difference, its paired-t confidence
+    interval (scipy's ``ttest_rel``) and the number of pairs. With one pair the interval is
+    NaN; with a constant difference it is that difference."""
+    both = pd.concat([a, b], axis=1).dropna()
+    diff = both.iloc[:, 0] - both.iloc[:, 1]
+    low = high = float("nan")
+    if len(both) > 1 and diff.std(ddof=1) > 0:
+        ci = ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).confidence_interval(confidence)
+        low, high = float(ci.low), float(ci.high)
+    elif len(both) > 1:
+        low = high = float(diff.mean())
+    return float(diff.mean()), low, high, len(both)
+
+
 def paired_difference(frame: pd.DataFrame, metric: str = "mean_auroc", confidence: float = 0.95) -> pd.DataFrame:
     """PQFL minus every other method, paired by seed (same splits), per dataset × objective.
 
@@ -89,24 +104,18 @@ def paired_difference(frame: pd.DataFrame, metric: str = "mean_auroc", confidenc
         if PROPOSED not in wide:
             continue
         for other in [c for c in wide.columns if c != PROPOSED]:
+            difference, low, high, seeds = paired_interval(wide[PROPOSED], wide[other], confidence)
             both = wide[[PROPOSED, other]].dropna()
-            diff = both[PROPOSED] - both[other]
-            low = high = float("nan")
-            if len(both) > 1 and diff.std(ddof=1) > 0:
-                ci = ttest_rel(both[PROPOSED], both[other]).confidence_interval(confidence)
-                low, high = float(ci.low), float(ci.high)
-            elif len(both) > 1:
-                low = high = float(diff.mean())
             rows.append(
                 {
                     "dataset": dataset,
                     "objective": objective,
                     "against": other,
-                    "seeds": len(both),
-                    "difference": float(diff.mean()),
+                    "seeds": seeds,
+                    "difference": difference,
                     "ci_low": low,
                     "ci_high": high,
-                    "pqfl >= it": int((diff >= 0).sum()),
+                    "pqfl >= it": int((both[PROPOSED] >= both[other]).sum()),
                 }
             )
     return pd.DataFrame(rows)
