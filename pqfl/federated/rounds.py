@@ -216,7 +216,7 @@ class Federation:
         states = [init_state(s, self._block(G, j), fed.seed) for j, s in enumerate(self.trainers)]
         H = None
         if self.strategy.shares_head:  # one model per group: every member starts from its group's head
-            width = max(s.spec.n_outputs for s in base)
+            width = self._outputs_max
             H = np.stack(
                 [
                     pack_head(derive_rng(fed.seed, "head", "global", g).normal(0.0, 0.1, width), 0.0)
@@ -266,7 +266,7 @@ class Federation:
         if np.shape(state.global_theta) != want:
             refuse(f"the server tensors have shape {np.shape(state.global_theta)}, this federation's are {want}")
         if self.strategy.shares_head:
-            want = (groups, 1 + max(s.spec.n_outputs for s in base))
+            want = (groups, 1 + self._outputs_max)
             if np.shape(state.global_head) != want:
                 refuse(f"the server heads have shape {np.shape(state.global_head)}, this federation's are {want}")
         if state.global_scores is not None:
@@ -274,7 +274,7 @@ class Federation:
             if not self.strategy.shares_scores or np.shape(state.global_scores) != want:
                 refuse(f"the server scores have shape {np.shape(state.global_scores)}, this federation's are {want}")
         if state.global_mean is not None:
-            want = (groups, max(s.spec.n_outputs for s in base))
+            want = (groups, self._outputs_max)
             if not self.strategy.shares_mean or np.shape(state.global_mean) != want:
                 refuse(
                     f"the server mean outputs have shape {np.shape(state.global_mean)}, this federation's are {want}"
@@ -336,7 +336,7 @@ class Federation:
                 self.rule,
                 H,
                 [heads[i] for i in survivors] if self.strategy.shares_head else None,
-                self._previous(M, G, self.strategy.shares_mean, max(s.spec.n_outputs for s in self.roles.trainers)),
+                self._previous(M, G, self.strategy.shares_mean, self._outputs_max),
                 [means[i] for i in survivors] if self.strategy.shares_mean else None,
                 self._previous(S, G, self.strategy.shares_scores, self._reference_width),
                 [scores[i] for i in survivors] if self.strategy.shares_scores else None,
@@ -471,6 +471,11 @@ class Federation:
                 self._dropped(failed, k),
             )
         return states, losses, retries, failed, uploads, (heads, means, scores)
+
+    @property
+    def _outputs_max(self) -> int:
+        """The most outputs any trainer's head reads: the width of the server's heads and means."""
+        return max(s.spec.n_outputs for s in self.roles.trainers)
 
     @property
     def _reference_width(self) -> int:
