@@ -12,9 +12,9 @@ from pqfl.config import parse_config
 from pqfl.data.preprocessing import GlobalStats, SufficientStats
 from pqfl.federated.jobs import Trained, TrainJob, _distilled, _reference_scores, train_client
 from pqfl.federated.rounds import Federation
-from pqfl.federated.snapshot import from_data, to_data
 from pqfl.federated.strategies import FedDistill, reference_rows
 from pqfl.fleet import prepare
+from tests.test_full_model_sharing import run_and_resume
 from tests.tiny import TINY
 
 
@@ -103,13 +103,10 @@ def test_distillation_pulls_the_reference_logits_towards_the_teacher(tiny):
 def test_feddistill_trains_for_real_resumes_and_refuses_one_class_and_dp(tiny):
     cfg, fleet = tiny
     fed = cfg.federation.model_copy(update={"rounds": 2})
-    states = []
-    result = Federation(fleet, "feddistill", fed).run(on_round=states.append)
+    result, resumed, _ = run_and_resume(fleet, fed, "feddistill")
     S = result.state.global_scores
     assert S.shape == (1, FedDistill().n_reference) and np.isfinite(S).all()
-    resumed = Federation(fleet, "feddistill", fed).run(resume=from_data(*to_data(states[0])))
     np.testing.assert_array_equal(resumed.state.global_scores, S)
-    assert resumed.summary == result.summary
     with pytest.raises(ValueError, match="feddistill works on the supervised model"):
         Federation(fleet, "feddistill", fed.model_copy(update={"objective": "one_class"}))
     private = parse_config({**TINY, "federation": {**TINY["federation"], "privacy": {"noise_multiplier": 1.0}}})

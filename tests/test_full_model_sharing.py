@@ -72,6 +72,15 @@ def _weighted_mean(fleet, values, initial):
     return out
 
 
+def run_and_resume(fleet, fed, method: str):
+    """A real 2-round run of ``method`` and the same run resumed from its round-1 snapshot."""
+    states = []
+    result = Federation(fleet, method, fed).run(on_round=states.append)
+    resumed = Federation(fleet, method, fed).run(resume=from_data(*to_data(states[0])))
+    assert resumed.summary == result.summary
+    return result, resumed, states[0]
+
+
 def test_pack_head_puts_the_bias_first_and_unpacks_any_prefix():
     packed = pack_head(np.array([0.5, -1.0, 2.0]), 0.25)
     np.testing.assert_array_equal(packed, [0.25, 0.5, -1.0, 2.0])
@@ -125,15 +134,12 @@ def test_fedavg_full_ft_trains_as_fedavg_full_and_evaluates_the_fine_tuned_model
 def test_fedavg_full_trains_for_real_and_resumes_from_a_snapshot(tiny):
     cfg, fleet = tiny
     fed = cfg.federation.model_copy(update={"rounds": 2})
-    states = []
-    result = Federation(fleet, "fedavg_full", fed).run(on_round=states.append)
+    result, resumed, first = run_and_resume(fleet, fed, "fedavg_full")
     H = result.state.global_head
     assert H.shape == (1, 1 + max(c.spec.n_outputs for c in fleet.clients))
-    assert not np.allclose(H, states[0].global_head)  # round 2 moved the shared head
-    resumed = Federation(fleet, "fedavg_full", fed).run(resume=from_data(*to_data(states[0])))
+    assert not np.allclose(H, first.global_head)  # round 2 moved the shared head
     np.testing.assert_array_equal(resumed.state.global_head, H)
-    assert resumed.summary == result.summary
-    broken = replace(states[0], global_head=H[:, :2])
+    broken = replace(first, global_head=H[:, :2])
     with pytest.raises(ValueError, match="server heads have shape"):
         Federation(fleet, "fedavg_full", fed).run(resume=broken)
 
@@ -195,12 +201,9 @@ def test_mean_regularisation_adds_kappa_times_the_half_squared_gap_of_the_real_r
 def test_feddbe_trains_for_real_resumes_and_refuses_one_class(tiny):
     cfg, fleet = tiny
     fed = cfg.federation.model_copy(update={"rounds": 2})
-    states = []
-    result = Federation(fleet, "feddbe", fed).run(on_round=states.append)
+    result, resumed, _ = run_and_resume(fleet, fed, "feddbe")
     M = result.state.global_mean
     assert M.shape == (1, max(c.spec.n_outputs for c in fleet.clients)) and np.all(np.abs(M) <= 1)
-    resumed = Federation(fleet, "feddbe", fed).run(resume=from_data(*to_data(states[0])))
     np.testing.assert_array_equal(resumed.state.global_mean, M)
-    assert resumed.summary == result.summary
     with pytest.raises(ValueError, match="feddbe works on the supervised model"):
         Federation(fleet, "feddbe", fed.model_copy(update={"objective": "one_class"}))
