@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from mlflow.entities import Metric
 
+from pqfl.federated.client import circuit_inputs
 from pqfl.metrics import choose_threshold, client_metrics
 from pqfl.model import scores_from_expvals
 from pqfl.results import ClientEvaluation
@@ -72,7 +73,7 @@ def evaluate_on_hardware(
         seed = derive_seed(fed.seed, "hardware", setup.index)
         started = time.perf_counter()
         backend, target, layout = backend_for(profile, seed=seed)
-        X = np.concatenate([setup.X_val, setup.X_test])
+        X = circuit_inputs(setup, state, np.concatenate([setup.X_val, setup.X_test]))
         job = prepare_job(setup.spec, X, theta, target, layout, seed=seed)
         z, retries = execute(backend, job, profile.hardware_shots, seed, setup.name, faults)
         n_val = len(setup.y_val)

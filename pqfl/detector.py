@@ -28,12 +28,15 @@ from pqfl.config import ClientProfile, DatasetConfig, FederationConfig, NoiseCon
 
 @dataclass(frozen=True)
 class Member:
-    """One trained model of a detector: the circuit's θ block, the head and the one-class centre."""
+    """One trained model of a detector: the circuit's θ block, the head, the one-class centre
+    and, trained with a shared encoder (``fedenc``), the encoder folded into the feature map
+    (``adjust``, ``FeatureMap.transform``)."""
 
     theta: np.ndarray
     w: np.ndarray
     b: float
     center: np.ndarray | None = None
+    adjust: np.ndarray | None = None
 
     def params(self) -> dict:
         return {"theta": self.theta, "w": self.w, "b": np.asarray(self.b)}
@@ -196,7 +199,7 @@ class QuantumDetector(BaseEstimator):
 
         check_is_fitted(self, "members_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        Z = self.feature_map_.transform(X)
+        plain = self.feature_map_.transform(X) if any(m.adjust is None for m in self.members_) else None
         scores = [
             predict_scores(
                 self.circuit_,
@@ -205,7 +208,7 @@ class QuantumDetector(BaseEstimator):
                 shots=self.shots,
                 params=m.params(),
                 center=m.center,
-                X=Z,
+                X=plain if m.adjust is None else self.feature_map_.transform(X, m.adjust),
                 seed=self.random_state,
                 stream=self.stream_ if r == 0 else (*self.stream_, "replica", r),
             )
@@ -223,7 +226,10 @@ class QuantumDetector(BaseEstimator):
     def _set_fitted(self, setup, members, stream: tuple = serve_stream(0)) -> None:
         self.feature_map_ = setup.feature_map
         self.circuit_ = setup.spec
-        self.members_ = [Member(np.asarray(theta), np.asarray(st.w), float(st.b), st.center) for st, theta in members]
+        self.members_ = [
+            Member(np.asarray(theta), np.asarray(st.w), float(st.b), st.center, _adjust(setup, st))
+            for st, theta in members
+        ]
         self.n_features_in_ = len(setup.feature_map.mean)
         self.stream_ = tuple(stream)
 
@@ -267,6 +273,15 @@ class QuantumDetector(BaseEstimator):
         det._set_fitted(setup, members, stream if stream is not None else serve_stream(setup.index))
         det.threshold_ = float(threshold)
         return det
+
+
+def _adjust(setup, state) -> np.ndarray | None:
+    """A member's shared encoder folded into its client's feature map (None without one)."""
+    if getattr(state, "enc", None) is None:
+        return None
+    from pqfl.data.preprocessing import encoder_adjust
+
+    return np.asarray(encoder_adjust(np.asarray(state.enc), setup.encoder_map))
 
 
 def check_training_data(X, y, objective: str) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pqfl.data.preprocessing import encoder_adjust
 from pqfl.quantum.fast import fast_expvals
 from pqfl.quantum.reference import reference_expvals
 from pqfl.quantum.spec import CircuitSpec
@@ -57,7 +58,26 @@ def model_outputs(spec: CircuitSpec, simulator: str, shots, theta, X, key):
     return shot_estimate(SIMULATORS[simulator](spec, X, theta), shots, key)
 
 
+def encoded_inputs(encoding: str, params: dict, X):
+    """The circuit inputs of a client under a shared encoder (``params["enc"]``, A): X holds,
+    per row, the client's ``FeatureMap.pre_squash`` input followed by its standardised
+    features z, and ``params["enc_map"]`` its map's fixed linear part L. The input is
+    ``squash``(pre + z · encoder_adjust(A, L)), as ``FeatureMap.transform`` computes it with
+    the encoder folded in; L is a constant, not trained."""
+    L = jax.lax.stop_gradient(params["enc_map"])
+    out = L.shape[1]
+    P = X[:, :out] + X[:, out:] @ encoder_adjust(params["enc"], L)
+    if encoding == "amplitude":
+        norm = jnp.linalg.norm(P, axis=1, keepdims=True)
+        safe = jnp.where(norm > 1e-12, norm, 1.0)
+        return jnp.where(norm > 1e-12, P / safe, 1.0 / jnp.sqrt(out))
+    return 2.0 * jnp.arctan(P)
+
+
 def model_scores(spec: CircuitSpec, objective: str, simulator: str, shots, params: dict, center, X, key):
-    """Anomaly scores for a batch X of circuit-ready features."""
+    """Anomaly scores for a batch X of circuit-ready features (with a shared encoder in
+    ``params``, of the rows ``encoded_inputs`` reads)."""
+    if "enc" in params:
+        X = encoded_inputs(spec.encoding, params, X)
     z = model_outputs(spec, simulator, shots, params["theta"], X, key)
     return scores_from_expvals(objective, params, center, z)

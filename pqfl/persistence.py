@@ -3,7 +3,8 @@
 ``detector.json`` holds the detector's parameters, the raw feature names, the threshold
 and the shot-sampling stream; ``detector.npz`` (``allow_pickle=False``) holds the arrays:
 the feature map (``mean``, ``scale``, ``components``, ``whiten``, ``norm_anchor``) and each
-member's ``theta``, ``w``, ``b`` and ``center`` (``@r`` suffixed for restart r ≥ 1). No
+member's ``theta``, ``w``, ``b``, ``center`` and, trained with a shared encoder, ``adjust``
+(``@r`` suffixed for restart r ≥ 1). No
 Python object is pickled, so loading runs no code from the files. The MLflow pyfunc model
 (``flows/detector_model.py``) stores exactly these files.
 
@@ -68,6 +69,8 @@ def save_detector(det: QuantumDetector, folder: str | Path, columns=None, client
         arrays.update({f"theta{at}": m.theta, f"w{at}": m.w, f"b{at}": np.asarray(m.b)})
         if m.center is not None:
             arrays[f"center{at}"] = m.center
+        if m.adjust is not None:
+            arrays[f"adjust{at}"] = m.adjust
     np.savez(folder / "detector.npz", **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
     return folder
 
@@ -104,7 +107,7 @@ def load_detector(folder: str | Path) -> QuantumDetector:
     )
     det.circuit_ = spec
     det.members_ = [
-        Member(arrays[f"theta{at}"], arrays[f"w{at}"], float(arrays[f"b{at}"]), get(f"center{at}"))
+        Member(arrays[f"theta{at}"], arrays[f"w{at}"], float(arrays[f"b{at}"]), get(f"center{at}"), get(f"adjust{at}"))
         for at in ["", *(f"@{r}" for r in range(1, int(meta.get("restarts", 1))))]
     ]
     det.n_features_in_ = len(det.feature_map_.mean)

@@ -73,7 +73,7 @@ def test_strategies_by_name_take_their_weights_from_the_federation_settings():
     assert strategy_for("ditto", fed) == Ditto(lam=0.42)
     assert set(STRATEGIES) == {
         *("local", "fedavg", "fedprox", "pqfl", "centralized", "fedavg_ft", "ditto", "fedrep", "apfl"),
-        *("fedavg_full", "fedavg_full_ft", "feddbe", "feddistill"),
+        *("fedavg_full", "fedavg_full_ft", "feddbe", "feddistill", "fedenc", "local_enc"),
     }
     assert FederationConfig().methods == ["local", "fedavg", "fedprox", "pqfl", "centralized"]
     mine = Local()

@@ -147,8 +147,15 @@ class FeatureMap:
     norm_anchor: float | None = None  # amplitude only: constant |0…0⟩ amplitude that keeps ‖z‖ (keep_norm)
     residual: bool = False  # with PCA: one feature (amplitude or angle) holds the norm of the part PCA drops
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        Z = (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+    def standardised(self, X: np.ndarray) -> np.ndarray:
+        """Rows in the federated standardised coordinates every client shares: (x − mean) / scale."""
+        return (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+
+    def pre_squash(self, X: np.ndarray) -> np.ndarray:
+        """The circuit input before its last, nonlinear step (``squash``): PCA scores (and
+        the residual norm), padded, with the amplitude anchor in front; angle encodings'
+        divided by ``whiten``."""
+        Z = self.standardised(X)
         if self.components is not None:
             full = np.sum(Z**2, axis=1)
             Z = Z @ self.components
@@ -159,11 +166,34 @@ class FeatureMap:
             Z = np.pad(Z, ((0, 0), (0, free - Z.shape[1])))
         if self.norm_anchor is not None:
             Z = np.concatenate([np.full((len(Z), 1), self.norm_anchor), Z], axis=1)
+        return Z if self.encoding == "amplitude" else Z / self.whiten
+
+    def linear_part(self) -> np.ndarray:
+        """(d, out_dim) matrix L: the part of ``pre_squash`` linear in the standardised row z
+        is z @ L (the PCA scores, or the features themselves); the anchor, the residual norm
+        and the padding are columns of zeros."""
+        d = len(self.mean)
+        L = np.zeros((d, self.out_dim))
+        first = int(self.norm_anchor is not None)
+        basis = np.eye(d) if self.components is None else self.components
+        L[:, first : first + basis.shape[1]] = basis
+        return L if self.encoding == "amplitude" else L / self.whiten
+
+    def squash(self, P: np.ndarray) -> np.ndarray:
+        """``pre_squash``'s output → the circuit input: amplitude rows normalised, angles 2·arctan."""
         if self.encoding == "amplitude":
-            norm = np.linalg.norm(Z, axis=1, keepdims=True)
+            norm = np.linalg.norm(P, axis=1, keepdims=True)
             # An all-zero row (the mean itself) has no direction; give it the uniform state.
-            return np.where(norm > 1e-12, Z / np.where(norm > 1e-12, norm, 1.0), 1.0 / np.sqrt(self.out_dim))
-        return 2.0 * np.arctan(Z / self.whiten)
+            return np.where(norm > 1e-12, P / np.where(norm > 1e-12, norm, 1.0), 1.0 / np.sqrt(self.out_dim))
+        return 2.0 * np.arctan(P)
+
+    def transform(self, X: np.ndarray, adjust: np.ndarray | None = None) -> np.ndarray:
+        """Raw rows → circuit input. ``adjust`` (d, out_dim), a trained shared encoder folded
+        in (:func:`pqfl.federated.strategies.encoder_adjust`), adds z @ adjust before ``squash``."""
+        P = self.pre_squash(X)
+        if adjust is not None:
+            P = P + self.standardised(X) @ adjust
+        return self.squash(P)
 
 
 def feature_map(
@@ -226,3 +256,16 @@ def _common(w: np.ndarray, stats: GlobalStats) -> np.ndarray:
     """One divisor for every angle: the largest standard deviation along the basis (the top
     principal component's, unless a leading Fisher direction has more)."""
     return np.full_like(w, np.sqrt(stats.eigvals.max()))
+
+
+def encoder_adjust(enc, linear):
+    """What a shared encoder adds to a client's ``pre_squash`` input, as a (d, out_dim) matrix.
+
+    The encoder (``fedenc``) maps the standardised row z to z + A z / d, A (d, d) averaged
+    across clients and zero at the start (the identity); the client's own linear map L
+    (``FeatureMap.linear_part``) then reads z' as it read z, so its input before ``squash``
+    gains z Aᵀ L / d. The 1/d keeps one Adam step on A (every entry moving by about the
+    learning rate) to about a learning rate's change in each input, as a step on θ moves
+    each angle. Works on NumPy and JAX arrays alike.
+    """
+    return enc.T @ linear / enc.shape[0]

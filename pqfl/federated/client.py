@@ -10,7 +10,7 @@ from scipy.special import logsumexp
 
 from pqfl.baselines import DETECTORS
 from pqfl.config import ClientProfile, FederationConfig
-from pqfl.data.preprocessing import FeatureMap
+from pqfl.data.preprocessing import FeatureMap, encoder_adjust
 from pqfl.federated.local_update import predict_outputs, predict_scores, train_local
 from pqfl.metrics import choose_threshold, client_metrics
 from pqfl.model import SIMULATORS
@@ -35,6 +35,9 @@ class ClientSetup:
     y_test: np.ndarray
     normal_classes: list[int]
     replica: int = 0  # restart r of this client (federation.restarts); 0 = the first
+    # With a shared encoder (fedenc): the feature map's linear part L (``FeatureMap.linear_part``);
+    # the splits then hold each row's pre-squash input followed by its standardised features.
+    encoder_map: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -59,10 +62,30 @@ class ClientState:
     b: float
     center: np.ndarray | None = None
     alpha: float | None = None  # APFL: the weight of the personal block in its mix with the global one
+    enc: np.ndarray | None = None  # fedenc: the shared encoder's A (d, d) as this client last trained it
 
     def params(self, theta: np.ndarray | None = None) -> dict:
         out = {"theta": self.theta if theta is None else theta, "w": self.w, "b": np.asarray(self.b)}
         return out if self.alpha is None else {**out, "alpha": np.asarray(self.alpha)}
+
+
+def model_params(setup: ClientSetup, state: ClientState, theta: np.ndarray | None = None) -> dict:
+    """``state.params(theta)`` plus, with a shared encoder, its A and the client's fixed L."""
+    params = state.params(theta)
+    if state.enc is None:
+        return params
+    return {**params, "enc": state.enc, "enc_map": setup.encoder_map}
+
+
+def circuit_inputs(setup: ClientSetup, state: ClientState, X: np.ndarray) -> np.ndarray:
+    """The circuit-ready rows of a split of ``setup`` (X_train, X_val or X_test) under
+    ``state``: the split itself, or, with a shared encoder, what ``pqfl.model.encoded_inputs``
+    makes of it (for a backend that runs the circuit alone, such as a device)."""
+    if state.enc is None:
+        return X
+    out = setup.encoder_map.shape[1]
+    P = X[:, :out] + X[:, out:] @ encoder_adjust(state.enc, setup.encoder_map)
+    return setup.feature_map.squash(P)
 
 
 def init_state(setup: ClientSetup, theta_block: np.ndarray, seed: int) -> ClientState:
@@ -125,7 +148,7 @@ def local_round(
             objective=fed.objective,
             simulator=simulator,
             shots=setup.profile.shots,
-            params=state.params(),
+            params=model_params(setup, state),
             X=setup.X_train,
             y=setup.y_train,
             anchor=anchor,
@@ -145,7 +168,9 @@ def local_round(
             extra=extra,
         )
         alpha = float(params["alpha"]) if "alpha" in params else state.alpha
-        state = replace(state, theta=params["theta"], w=params["w"], b=float(params["b"]), alpha=alpha)
+        state = replace(
+            state, theta=params["theta"], w=params["w"], b=float(params["b"]), alpha=alpha, enc=params.get("enc")
+        )
     if fed.objective == "supervised" and fed.head_fit == "logreg":
         state = refit_head(setup, state, simulator=simulator, seed=fed.seed, round_index=round_index)
     return state, loss
@@ -219,7 +244,7 @@ def evaluate_members(
             objective=fed.objective,
             simulator=simulator,
             shots=setup.profile.shots,
-            params=state.params(theta=theta),
+            params=model_params(setup, state, theta),
             center=state.center,
             seed=fed.seed,
         )

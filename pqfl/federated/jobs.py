@@ -46,6 +46,7 @@ class Trained:
     upload_head: np.ndarray | None = None
     upload_mean: np.ndarray | None = None  # the mean circuit output over the training rows (FedDBE)
     upload_scores: np.ndarray | None = None  # logits on the reference rows (distillation)
+    upload_encoder: np.ndarray | None = None  # the trained shared encoder's A, flattened (fedenc)
 
 
 def _distilled(job: TrainJob, fit: FitInstructions) -> tuple | None:
@@ -61,6 +62,9 @@ def _fit(job: TrainJob, state: ClientState, fit: FitInstructions, stream: tuple 
     if fit.head is not None:
         w, b = unpack_head(fit.head, len(state.w))
         state = replace(state, w=w, b=b)
+    if fit.encoder is not None:
+        d = int(round(np.sqrt(len(fit.encoder))))
+        state = replace(state, enc=np.asarray(fit.encoder, dtype=np.float64).reshape(d, d))
     return local_round(
         job.setup,
         state,
@@ -102,7 +106,8 @@ def train_client(job: TrainJob) -> Trained:
         head = None if job.fit.head is None else pack_head(state.w, state.b)
         mean = _mean_output(job, state.theta) if job.fit.report_mean else None
         scores = None if job.fit.reference is None else _reference_scores(job, state)
-        return Trained(state, loss, upload_head=head, upload_mean=mean, upload_scores=scores)
+        encoder = None if job.fit.encoder is None else state.enc.ravel()
+        return Trained(state, loss, upload_head=head, upload_mean=mean, upload_scores=scores, upload_encoder=encoder)
     # The upload fit starts from the client's head as the round began (or the shared head);
     # its head is dropped unless heads are shared.
     upload = job.fit.upload
@@ -145,14 +150,16 @@ class AggregateJob:
     means: list[np.ndarray] | None = None  # the uploaded mean circuit outputs, one per block
     previous_scores: np.ndarray | None = None  # (sharing groups, reference rows), strategies that share scores
     scores: list[np.ndarray] | None = None  # the uploaded logits on the reference rows, one per block
+    previous_encoders: np.ndarray | None = None  # (sharing groups, d·d), strategies that share encoders
+    encoders: list[np.ndarray] | None = None  # the uploaded encoders (flattened A), one per block
 
 
 def aggregate_uploads(job: AggregateJob) -> np.ndarray | tuple:
-    """The new global tensors; with ``heads``, ``means`` or ``scores``, (tensors, heads,
-    means, scores): the tensors combined by the strategy, the rest by the job's rule
-    (None where nothing of the kind was uploaded)."""
+    """The new global tensors; with ``heads``, ``means``, ``scores`` or ``encoders``, (tensors,
+    heads, means, scores, encoders): the tensors combined by the strategy, the rest by the
+    job's rule (None where nothing of the kind was uploaded)."""
     G = job.strategy.aggregate(job.previous, job.blocks, job.weights, job.groups, job.rule, job.round_index)
-    if job.heads is None and job.means is None and job.scores is None:
+    if job.heads is None and job.means is None and job.scores is None and job.encoders is None:
         return G
     rule = job.rule or ServerRule()
 
@@ -164,4 +171,5 @@ def aggregate_uploads(job: AggregateJob) -> np.ndarray | tuple:
         combine(job.previous_heads, job.heads),
         combine(job.previous_means, job.means),
         combine(job.previous_scores, job.scores),
+        combine(job.previous_encoders, job.encoders),
     )

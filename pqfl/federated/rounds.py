@@ -75,6 +75,7 @@ class FederationState:
     global_head: np.ndarray | None = None  # (restarts · groups, 1 + outputs_max), strategies sharing heads
     global_mean: np.ndarray | None = None  # (restarts · groups, outputs_max), strategies sharing mean outputs
     global_scores: np.ndarray | None = None  # (restarts · groups, reference rows), strategies sharing scores
+    global_encoder: np.ndarray | None = None  # (restarts · groups, d·d), strategies sharing an encoder
 
 
 @dataclass(frozen=True)
@@ -177,14 +178,20 @@ class Federation:
         self.attackers = attacker_indices(len(fleet.clients), federation.attack, federation.seed)
         fleet = poison_fleet(fleet, self.attackers, federation.attack.kind)
         self.rule = ServerRule.from_config(federation, len(self.attackers))
-        extras = self.strategy.shares_head or self.strategy.shares_mean or self.strategy.shares_scores
+        s = self.strategy
+        extras = s.shares_head or s.shares_mean or s.shares_scores or s.shares_encoder
         if extras and self.rule.dp:
             raise ValueError(
                 f"federation.privacy: {self.strategy.name} uploads more than one block per round (heads, mean "
-                "outputs or scores), and the DP accounting covers the blocks only; use a method that uploads "
-                "blocks alone (fedavg, pqfl, ditto, ...)"
+                "outputs, scores or encoders), and the DP accounting covers the blocks only; use a method that "
+                "uploads blocks alone (fedavg, pqfl, ditto, ...)"
             )
-        if (self.strategy.shares_mean or self.strategy.shares_scores) and federation.objective != "supervised":
+        if s.shares_encoder and federation.head_fit == "logreg":
+            raise ValueError(
+                f"federation.head_fit: {s.name} trains the head with its encoder, and a refitted head would "
+                "read the circuit without it; use head_fit: sgd"
+            )
+        if (s.shares_mean or s.shares_scores or s.shares_encoder) and federation.objective != "supervised":
             raise ValueError(
                 f"federation.objective: {self.strategy.name} works on the supervised model's logits and outputs; "
                 "use objective: supervised, or fedavg_full for one_class"
@@ -224,7 +231,11 @@ class Federation:
                 ]
             )
             states = [replace(st, w=H[self.groups[j], 1 : 1 + len(st.w)].copy(), b=0.0) for j, st in enumerate(states)]
-        return FederationState(round=0, global_theta=G, states=states, global_head=H)
+        E = None
+        if self.strategy.shares_encoder:  # every encoder starts as the identity: A = 0
+            E = np.zeros((len(G), self._encoder_width))
+            states = [replace(st, enc=np.zeros(self._encoder_shape)) for st in states]
+        return FederationState(round=0, global_theta=G, states=states, global_head=H, global_encoder=E)
 
     def run(
         self,
@@ -273,6 +284,13 @@ class Federation:
             want = (groups, len(self.reference[0]) if self.reference else 0)
             if not self.strategy.shares_scores or np.shape(state.global_scores) != want:
                 refuse(f"the server scores have shape {np.shape(state.global_scores)}, this federation's are {want}")
+        if self.strategy.shares_encoder or state.global_encoder is not None:
+            want = (groups, self._encoder_width if self.strategy.shares_encoder else 0)
+            if not self.strategy.shares_encoder or np.shape(state.global_encoder) != want:
+                refuse(f"the server encoders have shape {np.shape(state.global_encoder)}, this federation's are {want}")
+            for s, st in zip(self.trainers, state.states):
+                if np.shape(st.enc) != self._encoder_shape:
+                    refuse(f"trainer {s.name} has an encoder of shape {np.shape(st.enc)}, not {self._encoder_shape}")
         if state.global_mean is not None:
             want = (groups, self._outputs_max)
             if not self.strategy.shares_mean or np.shape(state.global_mean) != want:
@@ -322,9 +340,15 @@ class Federation:
         )
         participants = [t + r * T for r in range(self.federation.restarts) for t in sampled]
         states, losses, retries, failed, uploads, extras = self._train(state, participants, k, map_fn)
-        heads, means, scores = extras
+        heads, means, scores, encoders = extras
         survivors = [i for i in participants if i not in failed]
-        G, H, M, S = state.global_theta, state.global_head, state.global_mean, state.global_scores
+        G, H, M, S, E = (
+            state.global_theta,
+            state.global_head,
+            state.global_mean,
+            state.global_scores,
+            state.global_encoder,
+        )
         if self.strategy.uploads:  # join: the server combines what the survivors upload
             job = AggregateJob(
                 self.strategy,
@@ -340,11 +364,13 @@ class Federation:
                 [means[i] for i in survivors] if self.strategy.shares_mean else None,
                 self._previous(S, G, self.strategy.shares_scores, self._reference_width),
                 [scores[i] for i in survivors] if self.strategy.shares_scores else None,
+                E,
+                [encoders[i] for i in survivors] if self.strategy.shares_encoder else None,
             )
             (out,) = _gather(map_fn(aggregate_uploads, [job]), 1)
             if isinstance(out, _Failed):
                 raise out.error
-            G, H, M, S = out if isinstance(out, tuple) else (out, H, M, S)
+            G, H, M, S, E = out if isinstance(out, tuple) else (out, H, M, S, E)
         trained = time.perf_counter()
         members = self._members(states, G, H) if evaluate else []
         evaluations = self._evaluate(members, k, map_fn) if evaluate else []
@@ -370,6 +396,7 @@ class Federation:
             H,
             M,
             S,
+            E,
         )
 
     def _uploads(
@@ -437,16 +464,18 @@ class Federation:
             if self.strategy.shares_scores:
                 S = state.global_scores
                 fit = self.strategy.with_teacher(fit, self.reference[i], None if S is None else S[self.groups[i]])
+            if self.strategy.shares_encoder:
+                fit = self.strategy.with_encoder(fit, state.global_encoder[self.groups[i]], state.states[i])
             jobs.append(TrainJob(self.trainers[i], state.states[i], fit, fed, self.simulator, k))
         states, losses, retries, failed = list(state.states), {}, {}, {}
-        uploads, heads, means, scores = {}, {}, {}, {}
+        uploads, heads, means, scores, encoders = {}, {}, {}, {}, {}
         for i, out in zip(participants, _gather(map_fn(train_client, jobs), len(jobs))):
             retries[i] = out.retries
             if isinstance(out, _Failed):
                 failed[i] = out.error
             else:
                 states[i], losses[i], uploads[i], heads[i] = out.state, out.loss, out.upload, out.upload_head
-                means[i], scores[i] = out.upload_mean, out.upload_scores
+                means[i], scores[i], encoders[i] = out.upload_mean, out.upload_scores, out.upload_encoder
         survivors = len(participants) - len(failed)
         for i, err in failed.items():
             log.warning(
@@ -470,12 +499,22 @@ class Federation:
                 k,
                 self._dropped(failed, k),
             )
-        return states, losses, retries, failed, uploads, (heads, means, scores)
+        return states, losses, retries, failed, uploads, (heads, means, scores, encoders)
 
     @property
     def _outputs_max(self) -> int:
         """The most outputs any trainer's head reads: the width of the server's heads and means."""
         return max(s.spec.n_outputs for s in self.roles.trainers)
+
+    @property
+    def _encoder_shape(self) -> tuple[int, int]:
+        """The shared encoder's A: (d, d), d the raw feature count every client standardises."""
+        d = len(self.roles.trainers[0].feature_map.mean)
+        return d, d
+
+    @property
+    def _encoder_width(self) -> int:
+        return int(np.prod(self._encoder_shape))
 
     @property
     def _reference_width(self) -> int:

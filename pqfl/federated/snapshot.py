@@ -27,7 +27,7 @@ _SUMMARY = [f.name for f in fields(RoundSummary)]
 def to_data(state) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``(meta, arrays)`` of a federation state."""
     arrays: dict[str, np.ndarray] = {"global_theta": np.asarray(state.global_theta, dtype=np.float64)}
-    for name in ("global_head", "global_mean", "global_scores"):  # whole-model sharing, FedDBE, distillation
+    for name in ("global_head", "global_mean", "global_scores", "global_encoder"):  # the strategies' extras
         if getattr(state, name) is not None:
             arrays[name] = np.asarray(getattr(state, name), dtype=np.float64)
     trainers = [_put_state(arrays, f"state.{i}", st) for i, st in enumerate(state.states)]
@@ -112,6 +112,7 @@ def from_data(meta: Any, arrays: dict[str, np.ndarray]):
         global_head=_array(arrays, "global_head", 2) if "global_head" in arrays else None,
         global_mean=_array(arrays, "global_mean", 2) if "global_mean" in arrays else None,
         global_scores=_array(arrays, "global_scores", 2) if "global_scores" in arrays else None,
+        global_encoder=_array(arrays, "global_encoder", 2) if "global_encoder" in arrays else None,
     )
 
 
@@ -120,7 +121,9 @@ def _put_state(arrays: dict[str, np.ndarray], key: str, st: ClientState) -> dict
     arrays[f"{key}.w"] = np.asarray(st.w, dtype=np.float64)
     if st.center is not None:
         arrays[f"{key}.center"] = np.asarray(st.center, dtype=np.float64)
-    return {"b": float(st.b), "center": st.center is not None, "alpha": st.alpha}
+    if st.enc is not None:
+        arrays[f"{key}.enc"] = np.asarray(st.enc, dtype=np.float64)
+    return {"b": float(st.b), "center": st.center is not None, "alpha": st.alpha, "enc": st.enc is not None}
 
 
 def _get_state(t: Any, arrays: dict[str, np.ndarray], key: str, where: str) -> ClientState:
@@ -132,6 +135,7 @@ def _get_state(t: Any, arrays: dict[str, np.ndarray], key: str, where: str) -> C
         b=_number(t, "b", where),
         center=center,
         alpha=None if t.get("alpha") is None else _number(t, "alpha", where),  # APFL; absent before it
+        enc=_array(arrays, f"{key}.enc", 2) if "enc" in t and _typed(t, "enc", bool, where) else None,  # fedenc
     )
 
 

@@ -18,6 +18,8 @@ global (L_max, Q_max, 3) tensor, its encoding and classical head stay local.
 | :class:`FedAvgFullFT` | as :class:`FedAvgFull` | none | as :class:`FedAvgFull` | its own fine-tuned block and head |
 | :class:`FedDBE` | the global block and w, its own intercept | κ-pull of its mean output to the fleet's | block, head and mean output | the global block and w, its own intercept |
 | :class:`FedDistill` | its own v_n and head | κ-weighted distillation to the fleet's mean logits on reference rows | its logits on the reference rows | v_n and its head |
+| :class:`FedEnc` | its own v_n and head, the global encoder | none | its trained encoder | v_n, its head and its trained encoder |
+| :class:`LocalEnc` | its own v_n, head and encoder | none | nothing | v_n, its head and its encoder |
 
 Every method above keeps the classical head personal except the ``*_full`` ones, which
 share the whole model: the server also averages the heads (``[b, w]`` vectors, masked
@@ -90,6 +92,7 @@ class FitInstructions:
     reference: np.ndarray | None = None  # distillation: circuit-ready reference rows, scored and uploaded after the fit
     teacher: np.ndarray | None = None  # distillation: the server's mean logit on each reference row
     distill: float = 0.0  # distillation weight κ: the reference rows weigh κ times the batch's own rows
+    encoder: np.ndarray | None = None  # fedenc: start the shared encoder's A (d, d) from this, and upload it
 
 
 def pack_head(w: np.ndarray, b: float) -> np.ndarray:
@@ -113,6 +116,7 @@ class Strategy:
     shares_head: ClassVar[bool] = False  # whether the heads are uploaded and averaged too
     shares_mean: ClassVar[bool] = False  # whether clients' mean circuit outputs are uploaded and averaged
     shares_scores: ClassVar[bool] = False  # whether clients' logits on reference rows are uploaded and averaged
+    shares_encoder: ClassVar[bool] = False  # whether clients train a shared classical encoder, uploaded and averaged
 
     def roles(self, fleet: Fleet, federation: FederationConfig) -> Roles:
         """Every client trains its own model; ``federation.share`` sets who shares θ."""
@@ -163,6 +167,11 @@ class Strategy:
         """``fit`` given the trainer's reference rows and the server's logits on them (None
         before the first aggregation); called for strategies that share scores."""
         return fit
+
+    def with_encoder(self, fit: FitInstructions, encoder: np.ndarray, state: ClientState) -> FitInstructions:
+        """``fit`` given the group's encoder (flattened A) and the trainer's ``state``; called
+        for strategies that train encoders: the fit starts from the group's."""
+        return replace(fit, encoder=encoder)
 
     def evaluated_head(self, state: ClientState, global_head: np.ndarray | None) -> ClientState:
         """The state whose head a client is evaluated with: its own by default."""
@@ -386,6 +395,67 @@ class FedDistill(Strategy):
         return replace(fit, reference=reference, teacher=teacher, distill=self.kappa)
 
 
+@dataclass(frozen=True)
+class FedEnc(Strategy):
+    """Personal circuits, shared data representation: the inverse of FedRep's split. What is
+    bound to a client's hardware — its circuit (encoding, qubit count, noise) and the head
+    reading it — stays personal and is trained as :class:`Local` trains it; what is bound to
+    the data is shared: a learnable linear encoder z ↦ z + A z / d on the federated
+    standardised features z (every client standardises with the same summed statistics),
+    upstream of each client's fixed feature map (PCA, whitening, anchor; ``encoder_adjust``).
+
+    Each round a client starts its encoder from the global A (zero, the identity, in round
+    1), trains it with its own θ and head, and uploads it; the server averages the A's
+    (weighted by training rows). A client is evaluated with the encoder it trained with its
+    θ and head: evaluated with the new average instead, its head would read a representation
+    it was not fitted to, which is what breaks FedAvg with personal heads
+    (``benchmarks/reports/head_sharing.md``). A 4-qubit angle client reads 4 directions of
+    z'; through A those can become any mix of the features that the fleet found useful.
+    """
+
+    name: ClassVar[str] = "fedenc"
+    uploads: ClassVar[bool] = True
+    shares_encoder: ClassVar[bool] = True
+
+    def roles(self, fleet, federation):
+        groups = share_groups([s.profile for s in fleet.clients], federation.share)
+        setups = [encoder_setup(s, d) for s, d in zip(fleet.clients, fleet.datas)]
+        return Roles(setups, setups, groups)
+
+    def aggregate(self, previous, blocks, weights, groups, rule=None, round_index=0):
+        return previous  # θ stays personal: the server keeps only the encoders
+
+
+@dataclass(frozen=True)
+class LocalEnc(FedEnc):
+    """The control for :class:`FedEnc`: the same model, encoder included, trained by each
+    client alone (its encoder kept across rounds, nothing uploaded). What ``fedenc`` gains
+    over it is what sharing the encoder gives; what it gains over ``local``, the encoder's."""
+
+    name: ClassVar[str] = "local_enc"
+    uploads: ClassVar[bool] = False
+
+    def with_encoder(self, fit, encoder, state):
+        return replace(fit, encoder=state.enc.ravel())
+
+
+def encoder_setup(setup: ClientSetup, data) -> ClientSetup:
+    """A client's setup for a shared encoder: each split's rows as the feature map's
+    ``pre_squash`` input followed by the standardised features (``pqfl.model.encoded_inputs``)."""
+    fmap = setup.feature_map
+
+    def rows(X):
+        return np.concatenate([fmap.pre_squash(X), fmap.standardised(X)], axis=1)
+
+    return replace(
+        setup,
+        X_train=rows(data.X_train),
+        X_val=rows(data.X_val),
+        X_test=rows(data.X_test),
+        encoder_map=fmap.linear_part(),
+    )
+
+
 def reference_rows(stats, n: int, seed: int) -> np.ndarray:
     """``n`` raw feature rows drawn from N(mean, Σ), the federated mean and covariance
     (``GlobalStats``: the standardised eigenbasis and the scale), seeded by ``seed``."""
@@ -449,6 +519,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
         FedAvgFullFT,
         FedDBE,
         FedDistill,
+        FedEnc,
+        LocalEnc,
     )
 }
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # type hints only; the federated modules load JAX
 
 def _scores(setup, members_, *, objective, simulator, seed, X, stream) -> np.ndarray:
     """The client's detector's scores on X, its members' scores combined as in evaluation."""
-    from pqfl.federated.client import combine_scores
+    from pqfl.federated.client import combine_scores, model_params
     from pqfl.federated.local_update import predict_scores
 
     scores = []
@@ -48,7 +48,7 @@ def _scores(setup, members_, *, objective, simulator, seed, X, stream) -> np.nda
                 objective=objective,
                 simulator=simulator,
                 shots=setup.profile.shots,
-                params=state.params(theta=theta),
+                params=model_params(setup, state, theta),
                 center=state.center,
                 X=X,
                 seed=seed,
