@@ -149,14 +149,22 @@ def run(
     methods=METHODS,
     diagnostics: bool = True,
     odds: str | None = None,
+    done: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    rows = []
+    """One row per rung × method × seed; with ``done`` (an earlier run's rows), only the
+    (rung, method, seed) and classical rows it lacks are trained, and its rows come first."""
+    rows = [] if done is None else done.to_dict("records")
+    have = set() if done is None else set(zip(done.rung, done.method, done.seed))
     for rung in rungs:
         for seed in seeds:
+            todo = [m for m in methods if (rung, m, seed) not in have]
+            classical = rung == rungs[0] and not any(r == "classical" and s == seed for r, _, s in have)
+            if not todo and not classical:
+                continue
             cfg = parse_config(config(rung, seed, rounds, epochs, batch, lam, share, odds))
             fleet = prepare(cfg)
             train_rows = [len(c.y_train) for c in fleet.clients]
-            for method in methods:
+            for method in todo:
                 name, _, shared = method.partition("@")
                 fed = cfg.federation.model_copy(update={"share": shared}) if shared else cfg.federation
                 started = time.perf_counter()
@@ -180,7 +188,7 @@ def run(
                     summary = refitted(result, cfg)
                     rows.append({**rows[-1], "method": f"{method}+refit", "mean_auroc": summary.mean_auroc,
                                  "mean_val_auroc": summary.mean_val_auroc, "last_round_auroc": float("nan")})  # fmt: skip
-            for method in SAME_INIT if diagnostics else ():
+            for method in SAME_INIT if diagnostics and done is None else ():
                 federation = Federation(fleet, method, cfg.federation, simulator=cfg.simulator)
                 start = federation.initial_state()
                 if len({st.w.shape for st in start.states}) > 1:
@@ -194,7 +202,7 @@ def run(
                              "last_round_auroc": kept.history[-1].mean_auroc,
                              "mean_selected_round": float(np.mean(kept.selected_rounds)),
                              "seconds": time.perf_counter() - started})  # fmt: skip
-            if rung == rungs[0]:  # the classical control: the rows are the same on every rung
+            if classical:  # the classical control: the rows are the same on every rung
                 fed = cfg.federation
                 budget = dict(rounds=fed.rounds, epochs=fed.local_epochs, batch=fed.batch_size, lr=fed.lr, seed=seed)
                 linear = [run_linear(fleet.datas, fleet.stats, s, **budget) for s in SCHEMES]
@@ -279,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--odds", help="an ODDS .mat file to use instead of digits (its normal rows normal everywhere)")
     ap.add_argument("--out", default="benchmarks/reports/gap_decomposition")
     ap.add_argument("--report-only", action="store_true", help="rewrite OUT.md from OUT.csv without training")
+    ap.add_argument("--add", action="store_true", help="keep OUT.csv's rows and train only the missing ones")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.report_only:
@@ -292,7 +301,10 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"--rungs: unknown {unknown}; choose from {', '.join(RUNGS)}")
     methods = args.methods.split(",")
-    if missing := [m for m in ("local", "fedavg", "centralized") if m not in methods]:
+    done = pd.read_csv(out.with_suffix(".csv")) if args.add and out.with_suffix(".csv").exists() else None
+    if missing := [
+        m for m in ("local", "fedavg", "centralized") if m not in {*methods, *([] if done is None else done.method)}
+    ]:
         raise SystemExit(
             f"--methods: add {', '.join(missing)}; the table is paired against local, fedavg and centralized"
         )
@@ -308,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
         methods,
         not args.no_diagnostics,
         args.odds,
+        done,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out.with_suffix(".csv"), index=False)

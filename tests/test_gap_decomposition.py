@@ -59,3 +59,23 @@ def test_methods_can_carry_their_own_sharing_groups():
     assert "| encodings | fedavg_full@encoding |" in report(frame)
     # sharing only within an encoding is a different federation from sharing across the fleet
     assert not np.allclose(wide["fedavg_full@encoding"], wide["fedavg_full"])
+
+
+def test_adding_methods_trains_only_the_missing_rows(monkeypatch):
+    import benchmarks.gap_decomposition as gap
+
+    kw = dict(rounds=1, epochs=1, batch=16, lam=0.01, diagnostics=False)
+    first = run(["identical"], [0], methods=("local", "fedavg", "centralized"), **kw)
+    trained, original = [], gap.run_federation
+
+    def recording(fleet, name, fed, **options):
+        trained.append(name)
+        return original(fleet, name, fed, **options)
+
+    monkeypatch.setattr(gap, "run_federation", recording)
+    frame = run(["identical"], [0], methods=("local", "fedavg", "centralized", "fedenc"), done=first, **kw)
+    assert trained == ["fedenc"]
+    assert len(frame) == len(first) + 1  # one new row: the classical control is not refitted either
+    pd.testing.assert_frame_equal(frame.iloc[: len(first)].reset_index(drop=True), first)
+    assert set(frame[frame.rung == "identical"].method) == {"local", "fedavg", "centralized", "fedenc"}
+    assert "| identical | fedenc |" in report(frame)
