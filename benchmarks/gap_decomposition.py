@@ -52,6 +52,9 @@ REFIT = ("local", "fedavg")
 # own seed stream, so in round 1 clients whose heads point opposite ways push the shared θ
 # opposite ways, and the average can cancel.
 SAME_INIT = ("fedavg", "pqfl")
+# A method and its control: the same model trained with nothing shared. The difference,
+# paired by seed, is what the sharing itself gives.
+CONTROLS = {"fedenc": "local_enc"}
 NOISE = {"depolarizing": 0.01, "amplitude_damping": 0.005, "readout": 0.02}
 
 
@@ -263,6 +266,10 @@ def report(frame: pd.DataFrame) -> str:
                 f"{_paired(wide, method, 'fedavg') if method != 'fedavg' else ''} | "
                 f"{closed} | {kept:.1f} |"
             )
+    pairs = []
+    for rung, part in frame[frame.rung != "classical"].groupby("rung", sort=False):
+        wide = part.pivot(index="seed", columns="method", values="mean_auroc")
+        pairs += [f"| {rung} | {m} − {c} | {_paired(wide, m, c)} |" for m, c in CONTROLS.items() if {m, c} <= set(wide)]
     classical = frame[frame.rung == "classical"]
     if len(classical):
         wide = classical.pivot(index="seed", columns="method", values="mean_auroc")
@@ -270,6 +277,8 @@ def report(frame: pd.DataFrame) -> str:
             lines.append(
                 f"| classical | {method} | {wide[method].mean():.3f} ± {wide[method].std(ddof=1):.3f} | | | | |"
             )
+    if pairs:  # what sharing adds over the same model trained alone
+        lines += ["", "| rung | method − its control | paired difference [95 % CI] |", "|---|---|---|", *pairs]
     return "\n".join(lines)
 
 

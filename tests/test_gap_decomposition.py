@@ -79,3 +79,16 @@ def test_adding_methods_trains_only_the_missing_rows(monkeypatch):
     pd.testing.assert_frame_equal(frame.iloc[: len(first)].reset_index(drop=True), first)
     assert set(frame[frame.rung == "identical"].method) == {"local", "fedavg", "centralized", "fedenc"}
     assert "| identical | fedenc |" in report(frame)
+
+
+def test_the_report_pairs_a_method_with_its_control():
+    rows = [
+        {"rung": "today", "method": m, "seed": seed, "mean_auroc": value, "mean_selected_round": 1.0}
+        for seed in range(4)
+        for m, value in (("local", 0.5), ("fedavg", 0.4), ("centralized", 0.9), ("fedenc", 0.6 + 0.01 * seed),
+                         ("local_enc", 0.6 - 0.01 * seed))
+    ]  # fmt: skip
+    table = report(pd.DataFrame(rows))
+    diff = np.mean([0.02 * seed for seed in range(4)])
+    assert f"| today | fedenc − local_enc | {diff:+.3f} [" in table
+    assert "fedenc − local_enc" not in report(pd.DataFrame([r for r in rows if r["method"] != "local_enc"]))
