@@ -28,19 +28,28 @@ from pqfl.federated.rounds import run_federation
 from pqfl.fleet import prepare
 
 
-def run(seeds: list[int]) -> pd.DataFrame:
-    rows = []
+def run(seeds: list[int], done: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per method and seed; with ``done`` (an earlier run's rows, kept first), only
+    the (method, seed) rows it lacks are trained, and the reference only for a new seed."""
+    rows = [] if done is None else done.to_dict("records")
+    have = set() if done is None else set(zip(done.method, done.seed))
     for seed in seeds:
         cfg = load_config().with_overrides({"federation.seed": seed})
+        todo = [m for m in cfg.federation.methods if (m, seed) not in have]
+        reference = not any(s == seed for _, s in have)
+        if not todo and not reference:
+            continue
         fleet = prepare(cfg)
-        for method in cfg.federation.methods:
+        for method in todo:
             started = time.perf_counter()
             result = run_federation(fleet, method, cfg.federation, simulator=cfg.simulator)
             rows.append({"seed": seed, "method": method, "mean_auroc": result.summary.mean_auroc,
                          "worst_auroc": result.summary.worst_auroc,
                          "kept_round": float(np.mean(result.selected_rounds)),
                          "seconds": time.perf_counter() - started})  # fmt: skip
-        for r in run_baselines(fleet.datas, fleet.stats, cfg.federation.objective, seed, ["logreg"]):
+        for r in (
+            run_baselines(fleet.datas, fleet.stats, cfg.federation.objective, seed, ["logreg"]) if reference else []
+        ):
             rows.append({"seed": seed, "method": r["method"], "mean_auroc": r["mean_auroc"],
                          "worst_auroc": r["worst_auroc"]})  # fmt: skip
         print(f"seed {seed}: " + ", ".join(f"{r['method']} {r['mean_auroc']:.3f}" for r in rows if r["seed"] == seed),
@@ -82,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", default=",".join(map(str, range(10))))
     ap.add_argument("--out", default="benchmarks/reports/default_seeds")
     ap.add_argument("--report-only", action="store_true", help="rewrite OUT.md from OUT.csv")
+    ap.add_argument("--add", action="store_true", help="keep OUT.csv's rows and train only the missing ones")
     args = ap.parse_args(argv)
     out = Path(args.out)
     started, seconds = time.perf_counter(), None
@@ -89,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         frame = pd.read_csv(out.with_suffix(".csv"))
     else:
         enable_persistent_cache()
-        frame = run([int(s) for s in args.seeds.split(",")])
+        csv = out.with_suffix(".csv")
+        frame = run([int(s) for s in args.seeds.split(",")], pd.read_csv(csv) if args.add and csv.exists() else None)
         out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out.with_suffix(".csv"), index=False)
         seconds = time.perf_counter() - started
