@@ -56,7 +56,8 @@ ALPHAS = ("0.1", "1", "10")
 ANOMALIES = ("shared", "context")
 HARDWARE = ("identical", "heterogeneous")
 # The personalized schemes of issue 20, the whole-model sharing of issue 19 (across the
-# fleet, and within hardware-compatible groups), and the paper's methods.
+# fleet, and within hardware-compatible groups), its shared encoder with its control, and
+# the paper's methods.
 METHODS = (
     "local",
     "fedavg",
@@ -71,6 +72,8 @@ METHODS = (
     "fedavg_full_ft@hardware",
     "feddbe",
     "feddistill",
+    "fedenc",
+    "local_enc",
 )
 CLASSICAL = ("logreg-client", "logreg-pooled", "linear-local", "linear-fedavg_ft", "linear-pooled")
 BUDGET = {"rounds": 10, "local_epochs": 5, "batch_size": 16, "lr": 0.05, "lambda": 0.01}

@@ -253,6 +253,31 @@ def test_restarts_train_and_serve_an_ensemble_per_client(harness, tmp_path, monk
     assert 0.0 <= result["methods"]["centralized"]["mean_auroc"] <= 1.0
 
 
+def test_a_shared_encoder_trains_in_the_flow_and_its_registered_detectors_serve_it(harness, tmp_path, monkeypatch):
+    """fedenc runs as a method of the flow like any other, and each registered detector
+    carries its client's trained encoder: from raw features it gives the logged AUROC."""
+    fed = {**TINY["federation"], "methods": ["local", "fedenc"]}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    path = write_config(tmp_path, federation=fed)
+    result = pqfl_train(str(path))
+    cfg = load_config(str(path))
+    fedenc = result["methods"]["fedenc"]
+    assert fedenc["per_client"] != result["methods"]["local"]["per_client"]
+    served = 0
+    for setup, data in zip(prepare(cfg).clients, prepare(cfg).datas):
+        if setup.profile.shots:  # a served detector draws its own shots
+            continue
+        model = mlflow.pyfunc.load_model(f"models:/{registered_name('tiny', 'fedenc', setup.name)}/1")
+        frame = pd.DataFrame(data.X_test, columns=list(feature_columns(cfg.dataset.source, data.X_test.shape[1])))
+        logged = next(c["auroc"] for c in fedenc["per_client"] if c["client"] == setup.name)
+        scores = model.predict(frame)["score"].to_numpy()
+        assert roc_auc_score(data.y_test, scores) == pytest.approx(logged, abs=1e-12)
+        (member,) = model.unwrap_python_model().detector.members_
+        assert member.adjust is not None and np.abs(member.adjust).max() > 0
+        served += 1
+    assert served == 2
+
+
 def test_the_data_is_prepared_once_per_config(monkeypatch):
     """The CLI's check and every method of an invocation share one preparation; any change
     of the config prepares again, and only the last two fleets are kept."""
