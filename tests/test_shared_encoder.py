@@ -183,3 +183,15 @@ def test_fedenc_refuses_one_class_refitted_heads_and_dp(tiny):
     private = parse_config({**TINY, "federation": {**TINY["federation"], "privacy": {"noise_multiplier": 1.0}}})
     with pytest.raises(ValueError, match="fedenc uploads more than one block"):
         Federation(fleet, "fedenc", private.federation)
+
+
+def test_encoder_similarity_compares_the_clients_encoders():
+    from benchmarks.encoder_similarity import cosines, report, run
+
+    a = np.array([[1.0, 0.0], [0.0, 0.0]])
+    assert cosines([a, 2 * a, -a, np.array([[0.0, 1.0], [0.0, 0.0]])]) == [1.0, -1.0, 0.0, -1.0, 0.0, 0.0]
+    frame = run(["identical"], [0], rounds=1, epochs=1)
+    assert list(frame.method) == ["local_enc", "fedenc"]
+    assert frame.mean_cosine.between(-1, 1).all() and (frame.min_cosine <= frame.mean_cosine).all()
+    assert (frame.rms_entry > 0).all()  # both trained their encoders
+    assert f"| identical | fedenc | {frame.mean_auroc.iloc[1]:.3f} |" in report(frame)
