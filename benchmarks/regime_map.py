@@ -220,6 +220,7 @@ def report(frame: pd.DataFrame, seconds: float | None = None, command: str = "",
             won = both[(both.method == m) & (both.alpha == a) & (both.anomalies == an) & (both.hardware == h)]
             cells.append(",".join(won.rows) if len(won) else "–")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += controls(frame)
     for (a, an, h), part in v.groupby(["alpha", "anomalies", "hardware"], sort=False):
         lines += ["", f"## α {a}, {an} anomalies, {h} hardware", ""]
         rows = [r for r in ROWS if r in set(part.rows)]
@@ -253,6 +254,28 @@ def report(frame: pd.DataFrame, seconds: float | None = None, command: str = "",
             "fedavg; ✗: beyond noise below local."
         )
     return "\n".join(lines) + "\n"
+
+
+def controls(frame: pd.DataFrame) -> list[str]:
+    """Report lines pairing each method with its control (``gap_decomposition.CONTROLS``,
+    the same model with nothing shared) cell by cell: what the sharing itself adds."""
+    from benchmarks.gap_decomposition import CONTROLS
+
+    lines = []
+    for method, control in CONTROLS.items():
+        diffs, above, below = [], 0, 0
+        for _, part in frame.groupby(CELL, sort=False):
+            wide = part.pivot(index="seed", columns="method", values="mean_auroc")
+            if {method, control} <= set(wide):
+                d, lo, hi, _ = paired_interval(wide[method], wide[control])
+                diffs.append(d)
+                above, below = above + (lo > 0), below + (hi < 0)
+        if diffs:
+            lines.append(
+                f"- `{method}` against its control `{control}` (the same model trained alone): above it beyond "
+                f"noise in {above} of {len(diffs)} cells, below in {below}; mean difference {np.mean(diffs):+.3f}."
+            )
+    return ["", *lines] if lines else []
 
 
 def plot(frame: pd.DataFrame, path: Path) -> None:

@@ -64,6 +64,16 @@ def test_verdicts_pair_by_seed_and_name_the_winners():
     assert "| good | 16 |" in text  # the summary names the cell it won
     assert "0.800 ✓LF" in text and "seeds 0, 1, 2; 2 cells" in text
     assert "--seeds 0,1,2" in text
+    assert "against its control" not in text  # no method here has one
+
+
+def test_a_method_is_paired_with_its_control_cell_by_cell():
+    frame = _frame()
+    shared = frame[frame.method == "good"].assign(method="fedenc")
+    alone = frame[frame.method == "local"].assign(method="local_enc")  # 0.7 + noise: below 'good' in cell 16
+    text = report(pd.concat([frame, shared, alone]), None, "")
+    assert "`fedenc` against its control `local_enc` (the same model trained alone): above it beyond noise in 1 of " \
+           "2 cells, below in 0; mean difference +0.050." in text  # fmt: skip
 
 
 def test_pending_resumes_from_the_csv_and_plot_draws_every_panel(tmp_path):
