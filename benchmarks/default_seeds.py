@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.gap_decomposition import CONTROLS
 from benchmarks.regime_map import verdicts
 from pqfl.baselines import run_baselines
+from pqfl.benchmark.statistics import paired_interval
 from pqfl.compile_cache import enable_persistent_cache
 from pqfl.config import load_config
 from pqfl.federated.rounds import run_federation
@@ -76,13 +78,20 @@ def report(frame: pd.DataFrame, seconds: float | None = None) -> str:
         mark = " ✓" if row[f"vs_{ref}_low"] > 0 else (" ✗" if row[f"vs_{ref}_high"] < 0 else "")
         return f"{row[f'vs_{ref}']:+.3f} [{row[f'vs_{ref}_low']:+.3f}, {row[f'vs_{ref}_high']:+.3f}]{mark}"
 
-    for method in frame.method.unique():
+    methods = list(frame.method.unique())
+    classical = [m for m in methods if m.startswith("logreg")]  # the references after the circuits
+    for method in [*(m for m in methods if m not in classical), *classical]:
         row, x = v.loc[method], wide[method]
         above = "" if method == "local" else f"{int((x > wide['local']).sum())}/{x.notna().sum()}"
         lines.append(
             f"| {method} | {x.mean():.3f} ± {x.std(ddof=1):.3f} | {worst[method]:.3f} | "
             f"{interval(row, 'local')} | {interval(row, 'fedavg')} | {above} |"
         )
+    for method, control in CONTROLS.items():  # what the sharing itself adds
+        if {method, control} <= set(wide):
+            d, lo, hi, _ = paired_interval(wide[method], wide[control])
+            lines += ["", f"`{method}` − its control `{control}` (the same model trained alone): "
+                          f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -103,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         frame = run([int(s) for s in args.seeds.split(",")], pd.read_csv(csv) if args.add and csv.exists() else None)
         out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out.with_suffix(".csv"), index=False)
-        seconds = time.perf_counter() - started
+        seconds = None if args.add else time.perf_counter() - started  # an addition's time is not the table's
     text = report(frame, seconds)
     out.with_suffix(".md").write_text(text)
     print(text)

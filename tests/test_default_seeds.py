@@ -30,3 +30,7 @@ def test_adding_trains_only_the_missing_methods_and_seeds(monkeypatch):
     first, second = (frame[frame.seed == s] for s in (0, 1))
     assert len(first) == len(done) + 1  # seed 0's reference is not refitted
     assert set(methods) | {"logreg-client"} <= set(second.method)  # a new seed gets its reference
+    text = default_seeds.report(frame)
+    assert "`fedenc` − its control `local_enc`" in text  # the default lists both
+    order = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert order[-1] == "logreg-client" and order.index("local_enc") < order.index("logreg-client")
