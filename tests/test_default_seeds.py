@@ -33,4 +33,4 @@ def test_adding_trains_only_the_missing_methods_and_seeds(monkeypatch):
     text = default_seeds.report(frame)
     assert "`fedenc` − its control `local_enc`" in text  # the default lists both
     order = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "---" not in line]
-    assert order[-1] == "logreg-client" and order.index("local_enc") < order.index("logreg-client")
+    assert order[-2:] == ["logreg-client", "logreg-pooled"] and order.index("local_enc") < order.index("logreg-client")
