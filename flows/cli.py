@@ -281,11 +281,12 @@ def _run(args) -> int:
         cfg = with_fault_env(load_run_config(args.config).with_overrides(_overrides(args)))
     with prefect_api() as api:  # a temporary server starts now, while the rest is imported and checked
         _check_outputs(cfg, args.json_out)
-        from tasks.federated import prepared_fleet
+        from tasks.federated import check_methods, prepared_fleet
 
         prepared = time.perf_counter()
         prepared_fleet(cfg)  # fail fast on data problems, before any run starts; the methods reuse it
         prepare_s = time.perf_counter() - prepared
+        check_methods(cfg)
         if args.json_out:
             Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
 

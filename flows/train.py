@@ -25,7 +25,7 @@ from flows.runners import flow_run_url, task_runner_for
 from flows.tracking import Tracker, publish_invocation, tracking_uri
 from pqfl.errors import PQFLRunError
 from pqfl.federated.rounds import Federation
-from tasks.federated import prepare_clients, task_map
+from tasks.federated import check_methods, prepare_clients, task_map
 from tasks.retry import with_fault_env
 from tasks.settings import load_run_config, parse_run_config
 
@@ -90,6 +90,7 @@ def pqfl_train(config_path: str | None = None, overrides: dict | None = None, re
         store, cfg = resume_target(resume, config_path)
     else:
         cfg = with_fault_env(load_run_config(config_path).with_overrides(overrides))
+        check_methods(cfg)  # a deployment's run is refused here, before it writes anything
         store = CheckpointStore(checkpoint_root(tracking_uri(cfg)), str(flow_run.id))
         store.write_manifest(
             cfg.model_dump(mode="json", by_alias=True), list(cfg.federation.methods), cfg.experiment_name

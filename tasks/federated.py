@@ -73,6 +73,22 @@ def prepared_fleet(cfg: RunConfig) -> Fleet:
     return _fleet_of(json.dumps(cfg.model_dump(mode="json", by_alias=True), sort_keys=True))
 
 
+def check_methods(cfg: RunConfig) -> None:
+    """Build every configured method's federation before any method trains, so a method the
+    settings cannot run (DP with shared heads, ``one_class`` with ``fedenc``, a poisoning
+    attack on shared scores, ...) is refused as bad input before an earlier method has
+    spent its time."""
+    from pqfl.errors import PQFLInputError
+    from pqfl.federated.rounds import Federation
+
+    fleet = prepared_fleet(cfg)
+    for method in cfg.federation.methods:
+        try:
+            Federation(fleet, method, cfg.federation, simulator=cfg.simulator)
+        except ValueError as err:
+            raise PQFLInputError(str(err)) from None
+
+
 @lru_cache(maxsize=2)
 def _fleet_of(config_json: str) -> Fleet:
     return prepare(parse_run_config(json.loads(config_json)))

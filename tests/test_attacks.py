@@ -133,3 +133,16 @@ def test_bad_attack_aggregator_and_privacy_settings_fail_at_load_with_field_and_
     with pytest.raises(PQFLInputError) as err:
         parse_config(data)
     assert field in str(err.value) and fix in str(err.value)
+
+
+@pytest.mark.parametrize("method", ["fedavg_full", "feddbe", "feddistill", "fedenc"])
+def test_block_poisoning_is_refused_for_methods_that_share_more_than_blocks(tiny, method):
+    """The poisoning kinds rewrite the uploaded block only; a method that also shares heads,
+    means, scores or an encoder would face a half-attack that looks like robustness."""
+    cfg, fleet = tiny
+    poisoned = cfg.federation.model_copy(update={"attack": AttackConfig(kind="sign_flip", fraction=0.34)})
+    with pytest.raises(ValueError, match=f"sign_flip poisons the uploaded blocks, and {method} also shares"):
+        Federation(fleet, method, poisoned)
+    flipped = cfg.federation.model_copy(update={"attack": AttackConfig(kind="label_flip", fraction=0.34)})
+    assert Federation(fleet, method, flipped).attackers  # label flipping attacks any method's training
+    Federation(fleet, "fedavg", poisoned)  # blocks alone: the attack is whole

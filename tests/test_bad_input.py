@@ -238,6 +238,17 @@ def blank_methods_flag(p: Path):
     return ["run", "--config", str(write_config(p)), "--methods", " , "], ["--methods", "no method", "' , '"]
 
 
+def method_the_settings_cannot_run(p: Path):
+    # local would run; fedenc after it cannot, and nothing may train before that is known
+    fed = {**TINY["federation"], "methods": ["local", "fedenc"], "objective": "one_class"}
+    return _with_config(p, federation=fed), ["federation.objective: fedenc", "use objective: supervised"]
+
+
+def attack_that_leaves_shared_scores_honest(p: Path):
+    fed = {**TINY["federation"], "methods": ["pqfl", "feddistill"], "attack": {"kind": "sign_flip", "fraction": 0.34}}
+    return _with_config(p, federation=fed), ["federation.attack: sign_flip", "feddistill", "label_flip"]
+
+
 CASES = {
     f.__name__: f
     for f in (
@@ -272,6 +283,8 @@ CASES = {
         tiny_max_samples,
         empty_methods_flag,
         blank_methods_flag,
+        method_the_settings_cannot_run,
+        attack_that_leaves_shared_scores_honest,
     )
 }
 

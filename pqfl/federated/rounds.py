@@ -186,6 +186,12 @@ class Federation:
                 "outputs, scores or encoders), and the DP accounting covers the blocks only; use a method that "
                 "uploads blocks alone (fedavg, pqfl, ditto, ...)"
             )
+        if extras and self.attackers and federation.attack.kind != "label_flip":
+            raise ValueError(
+                f"federation.attack: {federation.attack.kind} poisons the uploaded blocks, and {s.name} also "
+                "shares heads, mean outputs, scores or encoders that the attack leaves honest; use kind: "
+                "label_flip, or a method that uploads blocks alone (fedavg, pqfl, ditto, ...)"
+            )
         if s.shares_encoder and federation.head_fit == "logreg":
             raise ValueError(
                 f"federation.head_fit: {s.name} trains the head with its encoder, and a refitted head would "
