@@ -232,17 +232,8 @@ def test_restarts_train_and_serve_an_ensemble_per_client(harness, tmp_path, monk
     pqfl = result["methods"]["pqfl"]
     assert pqfl["mean_val_auroc"] == pytest.approx(np.mean(ensemble), abs=1e-12)
     assert ensemble != validation_aurocs(cfg.with_overrides({"federation.restarts": 1}))[0]
-    fleet = prepare(cfg)
-    setups, datas = fleet.clients, fleet.datas
     served = 0
-    for setup, data in zip(setups, datas):
-        if setup.profile.shots:  # a served detector draws its own shots
-            continue
-        model = mlflow.pyfunc.load_model(f"models:/{registered_name('tiny', 'pqfl', setup.name)}/1")
-        frame = pd.DataFrame(data.X_test, columns=list(feature_columns(cfg.dataset.source, data.X_test.shape[1])))
-        logged = next(c["auroc"] for c in pqfl["per_client"] if c["client"] == setup.name)
-        scores = model.predict(frame)["score"].to_numpy()
-        assert roc_auc_score(data.y_test, scores) == pytest.approx(logged, abs=1e-12)
+    for model, frame, scores in _served(cfg, "pqfl", pqfl):
         detector = model.unwrap_python_model().detector
         assert len(detector.members_) == 2  # the second restart's model travels with the first
         first_only = copy.copy(detector)
@@ -264,18 +255,26 @@ def test_a_shared_encoder_trains_in_the_flow_and_its_registered_detectors_serve_
     fedenc = result["methods"]["fedenc"]
     assert fedenc["per_client"] != result["methods"]["local"]["per_client"]
     served = 0
-    for setup, data in zip(prepare(cfg).clients, prepare(cfg).datas):
-        if setup.profile.shots:  # a served detector draws its own shots
-            continue
-        model = mlflow.pyfunc.load_model(f"models:/{registered_name('tiny', 'fedenc', setup.name)}/1")
-        frame = pd.DataFrame(data.X_test, columns=list(feature_columns(cfg.dataset.source, data.X_test.shape[1])))
-        logged = next(c["auroc"] for c in fedenc["per_client"] if c["client"] == setup.name)
-        scores = model.predict(frame)["score"].to_numpy()
-        assert roc_auc_score(data.y_test, scores) == pytest.approx(logged, abs=1e-12)
+    for model, _, _ in _served(cfg, "fedenc", fedenc):
         (member,) = model.unwrap_python_model().detector.members_
         assert member.adjust is not None and np.abs(member.adjust).max() > 0
         served += 1
     assert served == 2
+
+
+def _served(cfg, method: str, logged: dict):
+    """Per shot-free client: its registered model, its test rows as raw features and the
+    model's scores on them, after checking they give the AUROC the run logged."""
+    fleet = prepare(cfg)
+    for setup, data in zip(fleet.clients, fleet.datas):
+        if setup.profile.shots:  # a served detector draws its own shots
+            continue
+        model = mlflow.pyfunc.load_model(f"models:/{registered_name('tiny', method, setup.name)}/1")
+        frame = pd.DataFrame(data.X_test, columns=list(feature_columns(cfg.dataset.source, data.X_test.shape[1])))
+        auroc = next(c["auroc"] for c in logged["per_client"] if c["client"] == setup.name)
+        scores = model.predict(frame)["score"].to_numpy()
+        assert roc_auc_score(data.y_test, scores) == pytest.approx(auroc, abs=1e-12)
+        yield model, frame, scores
 
 
 def test_the_data_is_prepared_once_per_config(monkeypatch):

@@ -10,10 +10,10 @@ from scipy.special import logsumexp
 
 from pqfl.baselines import DETECTORS
 from pqfl.config import ClientProfile, FederationConfig
-from pqfl.data.preprocessing import FeatureMap, encoder_adjust
+from pqfl.data.preprocessing import FeatureMap
 from pqfl.federated.local_update import predict_outputs, predict_scores, train_local
 from pqfl.metrics import choose_threshold, client_metrics
-from pqfl.model import SIMULATORS
+from pqfl.model import SIMULATORS, encoded_inputs
 from pqfl.quantum.spec import CircuitSpec
 from pqfl.results import ClientEvaluation
 from pqfl.rng import derive_rng
@@ -83,9 +83,7 @@ def circuit_inputs(setup: ClientSetup, state: ClientState, X: np.ndarray) -> np.
     makes of it (for a backend that runs the circuit alone, such as a device)."""
     if state.enc is None:
         return X
-    out = setup.encoder_map.shape[1]
-    P = X[:, :out] + X[:, out:] @ encoder_adjust(state.enc, setup.encoder_map)
-    return setup.feature_map.squash(P)
+    return np.asarray(encoded_inputs(setup.spec.encoding, model_params(setup, state), X))
 
 
 def init_state(setup: ClientSetup, theta_block: np.ndarray, seed: int) -> ClientState:
