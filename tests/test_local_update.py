@@ -396,3 +396,48 @@ def test_correlator_head_reads_every_output_and_trains():
         stream=("val", 0, 0),
     )
     assert roc_auc_score(y, scores0) < 0.8
+
+
+# --------------------------------------------------------------------------- the step loop
+
+
+def _one_call_per_step(spec, params, *, X, y, epochs, batch_size, lr, shots, seed, stream, **_):
+    """The loop train_local runs, written plainly: every step through the PersistentFunction's
+    own call, a fresh key split every step, each loss read as it comes."""
+    from pqfl.rng import derive_rng, derive_seed
+
+    opt, step = compiled_step(spec, "supervised", "fast", shots, "adam", float(lr))
+    params = {k: jnp.asarray(v) for k, v in params.items()}
+    anchor, opt_state = params["theta"], opt.init(params)  # no anchor given: λ = 0, θ₀ stands in
+    rng, key = derive_rng(seed, *stream, "batches"), jax.random.PRNGKey(derive_seed(seed, *stream, "shots"))
+    weights, losses = class_weights(y), []
+    for _ in range(epochs):
+        order, epoch = rng.permutation(len(y)), []
+        for start in range(0, len(y), batch_size):
+            rows = order[start : start + batch_size]
+            pad = batch_size - len(rows)
+            X_b = np.concatenate([X[rows], np.repeat(X[rows[:1]], pad, axis=0)])
+            y_b, w_b = (np.concatenate([v[rows], np.zeros(pad)]) for v in (y, weights))
+            key, sub = jax.random.split(key)
+            args = (anchor, jnp.asarray(0.0), X_b, y_b, w_b, jnp.zeros(spec.n_outputs), sub)
+            params, opt_state, loss = step(params, opt_state, *args)
+            epoch.append(float(loss))
+        losses.append(np.mean(epoch))
+    return {k: np.asarray(v) for k, v in params.items()}, losses[-1]
+
+
+@pytest.mark.parametrize("shots", [None, 50])
+def test_the_step_loop_gives_what_one_call_per_step_gives(shots):
+    """train_local calls the compiled step on flat leaves, skips the key split when the
+    expectations are exact (nothing reads the key) and reads the losses after each epoch;
+    none of it may change a number: parameters and loss equal, bit for bit, those of a loop
+    that calls the step plainly, with and without shot noise (where the keys matter)."""
+    X, y = _toy(n=21, seed=5)
+    params = _params(2)
+    kwargs = _train_kwargs(X, y, epochs=3, batch_size=8, shots=shots)  # 3 batches an epoch, the last padded
+    fast, fast_loss = train_local(SPEC, params=params, **kwargs)
+    plain, plain_loss = _one_call_per_step(SPEC, params, **kwargs)
+    assert fast_loss == plain_loss
+    for k in plain:
+        np.testing.assert_array_equal(fast[k], plain[k])
+    assert not np.array_equal(fast["theta"], params["theta"])  # it trained

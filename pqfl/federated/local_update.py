@@ -210,7 +210,7 @@ def train_local(
     rng = derive_rng(seed, *stream, "batches")
     key = jax.random.PRNGKey(derive_seed(seed, *stream, "shots"))
     n, b = len(y), batch_size
-    losses = []
+    losses, call = [], None
     for _ in range(epochs):
         order = rng.permutation(n)
         epoch_losses = []
@@ -222,10 +222,21 @@ def train_local(
             wb = np.concatenate([weights[rows], np.zeros(pad)]) if pad else weights[rows]
             if extra is not None:
                 Xb, yb, wb = (np.concatenate([a, e]) for a, e in zip((Xb, yb, wb), extra))
-            key, sub = jax.random.split(key)
-            params, opt_state, loss = step(params, opt_state, anchor, lam, Xb, yb.astype(np.float64), wb, center, sub)
-            epoch_losses.append(float(loss))
-        losses.append(float(np.mean(epoch_losses)))
+            yb = yb.astype(np.float64)
+            if shots:  # exact expectations never read the key: no split (a dispatch) per step
+                key, sub = jax.random.split(key)
+            else:
+                sub = key
+            if call is None:  # the first step prepares the compiled step; the rest call it on leaves
+                params, opt_state, loss = step(params, opt_state, anchor, lam, Xb, yb, wb, center, sub)
+                call = step.leaf_call(params, opt_state, anchor, lam, Xb, yb, wb, center, sub)
+                carry, carry_tree = jax.tree.flatten((params, opt_state))
+            else:
+                *carry, loss = call(*carry, anchor, lam, Xb, yb, wb, center, sub)
+            epoch_losses.append(loss)  # read after the epoch, so steps are dispatched without waiting
+        losses.append(float(np.mean([float(loss) for loss in epoch_losses])))
+    if call is not None:
+        params, opt_state = jax.tree.unflatten(carry_tree, carry)
     return {k: np.asarray(v) for k, v in params.items()}, losses[-1]
 
 
