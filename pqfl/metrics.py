@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_curve, roc_auc_score
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 METRIC_NAMES = ("auroc", "aupr", "false_error", "missing_error", "f1")
 
@@ -17,17 +17,32 @@ def choose_threshold(y_val: np.ndarray, scores_val: np.ndarray) -> float:
 
 def client_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
     """AUROC, AUPR, false error = FP/(FP+TN), missing error = FN/(FN+TP) and F1 at ``threshold``."""
-    pred = (scores >= threshold).astype(int)
-    tn, fp, fn, tp = confusion_matrix(y_true, pred, labels=[0, 1]).ravel()
+    anomalous, flagged = np.asarray(y_true) == 1, np.asarray(scores) >= threshold
+    tp, fp = np.count_nonzero(flagged & anomalous), np.count_nonzero(flagged & ~anomalous)
+    fn, tn = np.count_nonzero(~flagged & anomalous), np.count_nonzero(~flagged & ~anomalous)
+    auroc, aupr = ranking_metrics(y_true, scores)
     return {
-        "auroc": float(roc_auc_score(y_true, scores)),
-        "aupr": float(average_precision_score(y_true, scores)),
+        "auroc": auroc,
+        "aupr": aupr,
         "false_error": float(fp / max(fp + tn, 1)),
         "missing_error": float(fn / max(fn + tp, 1)),
-        # F1 from the confusion matrix already at hand (0 when nothing is flagged or anomalous,
-        # as f1_score's zero_division=0); f1_score itself cost 1.2 ms a call in every round.
+        # F1 from the counts already at hand (0 when nothing is flagged or anomalous, as
+        # f1_score's zero_division=0); f1_score itself cost 1.2 ms a call in every round.
         "f1": float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0,
     }
+
+
+def ranking_metrics(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """AUROC and average precision of binary labels, the numbers ``roc_auc_score`` and
+    ``average_precision_score`` return, computed as they compute them: the area under
+    ``roc_curve``, and Σ (R_n − R_{n−1}) P_n over ``precision_recall_curve``. The two wrappers'
+    input checks cost 2–4 ms a call, and every client's evaluation calls them twice a round;
+    labels of one class (where the scores are undefined) still go through them."""
+    if np.unique(y_true).size != 2:
+        return float(roc_auc_score(y_true, scores)), float(average_precision_score(y_true, scores))
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    precision, recall, _ = precision_recall_curve(y_true, scores)
+    return float(auc(fpr, tpr)), float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
 
 
 def summarize(per_client: list[dict[str, float]]) -> dict[str, float]:

@@ -20,25 +20,34 @@ def _scored(seed: int, n: int = 200, ties: bool = False):
     return y, scores
 
 
+@pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_client_metrics_match_sklearn_and_counts(seed):
-    y, s = _scored(seed)
+def test_client_metrics_are_sklearns_bit_for_bit(seed, ties):
+    """AUROC and AUPR come from the curves roc_auc_score and average_precision_score build on
+    (their input checks cost milliseconds a call); the numbers must be theirs exactly, with
+    tied scores and float labels too, and the error rates those of confusion_matrix."""
+    y, s = _scored(seed, ties=ties)
     threshold = float(np.quantile(s, 0.7))
-    m = client_metrics(y, s, threshold)
-    assert set(m) == set(METRIC_NAMES)
+    for labels in (y, y.astype(float)):
+        m = client_metrics(labels, s, threshold)
+        assert set(m) == set(METRIC_NAMES)
+        assert m["auroc"] == roc_auc_score(y, s)
+        assert m["aupr"] == average_precision_score(y, s)
+        tn, fp, fn, tp = confusion_matrix(y, (s >= threshold).astype(int)).ravel()
+        assert m["false_error"] == fp / (fp + tn)
+        assert m["missing_error"] == fn / (fn + tp)
+        assert m["f1"] == f1_score(y, (s >= threshold).astype(int))
 
-    assert m["auroc"] == pytest.approx(roc_auc_score(y, s))
-    assert m["aupr"] == pytest.approx(average_precision_score(y, s))
 
-    pred = s >= threshold
-    tp = np.sum(pred & (y == 1))
-    fp = np.sum(pred & (y == 0))
-    tn = np.sum(~pred & (y == 0))
-    fn = np.sum(~pred & (y == 1))
-    assert (tn, fp, fn, tp) == tuple(confusion_matrix(y, pred.astype(int)).ravel())  # sanity of the counts
-    assert m["false_error"] == pytest.approx(fp / (fp + tn))
-    assert m["missing_error"] == pytest.approx(fn / (fn + tp))
-    assert m["f1"] == pytest.approx(f1_score(y, pred.astype(int)))
+def test_labels_of_one_class_give_what_sklearn_gives():
+    """Where AUROC is undefined (a split without anomalies) the metrics are scikit-learn's own."""
+    y, s = np.zeros(30, dtype=int), np.linspace(0.0, 1.0, 30)
+    with pytest.warns(Warning):
+        m = client_metrics(y, s, 0.5)
+    with pytest.warns(Warning):
+        expected = roc_auc_score(y, s)
+    assert np.isnan(m["auroc"]) and np.isnan(expected)
+    assert m["false_error"] == 15 / 30 and m["missing_error"] == 0.0
 
 
 @pytest.mark.parametrize("seed", range(4))
