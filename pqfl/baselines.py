@@ -31,14 +31,13 @@ import numpy as np
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import IsolationForest
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.svm import OneClassSVM
 
 from pqfl.data.partition import ClientData
 from pqfl.data.preprocessing import GlobalStats
 from pqfl.errors import PQFLInputError
-from pqfl.metrics import choose_threshold, client_metrics, summarize
+from pqfl.metrics import auroc, choose_threshold, client_metrics, summarize
 from pqfl.results import ClientEvaluation
 from pqfl.rng import derive_seed
 
@@ -104,7 +103,7 @@ def _evaluate(model, name: str, X_val, y_val, X_test, y_test) -> ClientEvaluatio
     return ClientEvaluation(
         client=name,
         threshold=threshold,
-        val_auroc=float(roc_auc_score(y_val, val)),
+        val_auroc=auroc(y_val, val),
         **client_metrics(y_test, test, threshold),
         test_scores=test,
     )

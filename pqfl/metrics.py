@@ -32,17 +32,24 @@ def client_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> 
     }
 
 
-def ranking_metrics(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """AUROC and average precision of binary labels, the numbers ``roc_auc_score`` and
-    ``average_precision_score`` return, computed as they compute them: the area under
-    ``roc_curve``, and Σ (R_n − R_{n−1}) P_n over ``precision_recall_curve``. The two wrappers'
-    input checks cost 2–4 ms a call, and every client's evaluation calls them twice a round;
-    labels of one class (where the scores are undefined) still go through them."""
+def auroc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """``roc_auc_score`` of binary labels, computed as it computes it: the area under
+    ``roc_curve``. The wrapper's input checks cost 2–3 ms a call, and every client's
+    evaluation needs it twice a round; labels of one class (AUROC undefined) still go
+    through it."""
     if np.unique(y_true).size != 2:
-        return float(roc_auc_score(y_true, scores)), float(average_precision_score(y_true, scores))
+        return float(roc_auc_score(y_true, scores))
     fpr, tpr, _ = roc_curve(y_true, scores)
+    return float(auc(fpr, tpr))
+
+
+def ranking_metrics(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """:func:`auroc` and ``average_precision_score`` (computed as it computes it for binary
+    labels, Σ (R_n − R_{n−1}) P_n over ``precision_recall_curve``, without its input checks)."""
+    if np.unique(y_true).size != 2:
+        return auroc(y_true, scores), float(average_precision_score(y_true, scores))
     precision, recall, _ = precision_recall_curve(y_true, scores)
-    return float(auc(fpr, tpr)), float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
+    return auroc(y_true, scores), float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
 
 
 def summarize(per_client: list[dict[str, float]]) -> dict[str, float]:

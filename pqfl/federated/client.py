@@ -12,7 +12,7 @@ from pqfl.baselines import DETECTORS
 from pqfl.config import ClientProfile, FederationConfig
 from pqfl.data.preprocessing import FeatureMap
 from pqfl.federated.local_update import predict_outputs, predict_scores, train_local
-from pqfl.metrics import choose_threshold, client_metrics
+from pqfl.metrics import auroc, choose_threshold, client_metrics
 from pqfl.model import SIMULATORS, encoded_inputs
 from pqfl.quantum.spec import CircuitSpec
 from pqfl.results import ClientEvaluation
@@ -251,11 +251,10 @@ def evaluate_members(
         s_test.append(predict_scores(setup.spec, X=setup.X_test, stream=("test", *sid, round_index), **kw))
     s_val, s_test = combine_scores(s_val, fed.objective), combine_scores(s_test, fed.objective)
     threshold = choose_threshold(setup.y_val, s_val)
-    val_metrics = client_metrics(setup.y_val, s_val, threshold)
     return ClientEvaluation(
         client=setup.name,
         threshold=threshold,
-        val_auroc=val_metrics["auroc"],
+        val_auroc=auroc(setup.y_val, s_val),
         **client_metrics(setup.y_test, s_test, threshold),
         test_scores=s_test,
     )
