@@ -176,13 +176,12 @@ def publish_invocation(uri: str, results: dict[str, dict], title: str) -> str:
             figure.savefig(png)
         finally:
             plt.close(figure)
-        for r in results.values():
-            client.log_artifact(r["mlflow_parent_run_id"], str(png), "plots")
-    for method, r in results.items():
-        run_id = r["mlflow_parent_run_id"]
-        lines.append(f"| {method} | {r['mean_auroc']:.3f} | {r['mean_aupr']:.3f} | {r['worst_auroc']:.3f} | "
-                     f"{r['mean_false_error']:.3f} | {r['mean_missing_error']:.3f} | "
-                     f"[{run_id[:8]}]({run_page(client, run_id)}) |")  # fmt: skip
+        for method, r in results.items():
+            run_id = r["mlflow_parent_run_id"]
+            client.log_artifact(run_id, str(png), "plots")
+            lines.append(f"| {method} | {r['mean_auroc']:.3f} | {r['mean_aupr']:.3f} | {r['worst_auroc']:.3f} | "
+                         f"{r['mean_false_error']:.3f} | {r['mean_missing_error']:.3f} | "
+                         f"[{run_id[:8]}]({run_page(client, run_id)}) |")  # fmt: skip
     return "\n".join([f"**{title}**", "", *lines, "", "MLflow links of a SQLite store open with `pqfl ui`."])
 
 
