@@ -179,7 +179,7 @@ class QuantumDetector(BaseEstimator):
         from pqfl.federated.strategies import Local
         from pqfl.fleet import build_fleet
 
-        X = validate_data(self, X, dtype=np.float64)
+        X = validate_data(self, X, dtype=np.float64, order="C")
         X, y = check_training_data(X, y, self.objective)
         if not 0.0 < self.contamination < 0.5:
             raise ValueError(f"contamination: expected a fraction in (0, 0.5), got {self.contamination!r}")
@@ -198,7 +198,7 @@ class QuantumDetector(BaseEstimator):
         from pqfl.federated.local_update import predict_scores
 
         check_is_fitted(self, "members_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        X = validate_data(self, X, dtype=np.float64, order="C", reset=False)
         plain = self.feature_map_.transform(X) if any(m.adjust is None for m in self.members_) else None
         scores = [
             predict_scores(
@@ -293,10 +293,10 @@ def check_training_data(X, y, objective: str) -> tuple[np.ndarray, np.ndarray]:
             "objective='one_class' to train without labels"
         )
     if y is None:
-        X = check_array(X, dtype=np.float64)
+        X = check_array(X, dtype=np.float64, order="C")
         y = np.zeros(len(X))
     else:
-        X, y = check_X_y(X, y, dtype=np.float64, y_numeric=True)
+        X, y = check_X_y(X, y, dtype=np.float64, y_numeric=True, order="C")
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError(
             f"y: labels must be 0 (normal) or 1 (anomaly); got values {sorted(set(np.unique(y)) - {0.0, 1.0})[:5]}"

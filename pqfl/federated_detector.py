@@ -274,7 +274,7 @@ def _labelled(rows, where: str):
     X, y = _rows(rows)
     if y is None:
         raise ValueError(f"{where}: labelled rows (X, y) are needed here, with y = 1 for anomalies")
-    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    X, y = np.ascontiguousarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if X.ndim != 2 or len(X) != len(y):
         raise ValueError(f"{where}: X must be 2-D with one label per row; got X {X.shape} and y {y.shape}")
     if len(np.unique(y)) < 2:

@@ -86,6 +86,18 @@ def test_fit_scores_and_flags_like_a_pyod_detector(fitted):
         det.decision_function(X[:, :4])
 
 
+def test_scores_do_not_depend_on_the_rows_memory_layout():
+    """A DataFrame's values are column-major; the feature map's projection onto three
+    components rounds differently on column-major rows unless the detector copies them to
+    row-major first, and then the same rows would get different scores."""
+    X, y = _digits()
+    det = pqfl.QuantumDetector(qubits=3, epochs=3, random_state=0)
+    scores = clone(det).fit(X, y).decision_function(X)
+    fitted = clone(det).fit(np.asfortranarray(X), y)
+    for rows in (X, np.asfortranarray(X), pd.DataFrame(X)):
+        np.testing.assert_array_equal(fitted.decision_function(rows), scores)
+
+
 def test_fit_refuses_bad_input_with_the_fix():
     X, y = _digits()
     with pytest.raises(ValueError, match="pass y, or use objective='one_class'"):
