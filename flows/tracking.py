@@ -17,6 +17,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from mlflow.entities import Metric, Param
@@ -25,12 +26,12 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
-from pqfl.detector import QuantumDetector
 from pqfl.errors import PQFLInputError
-from pqfl.plots import client_roc_pr_figure, invocation_comparison_figure, method_convergence_figure, plt
-from pqfl.quantum.reference import draw_text, to_openqasm
 from pqfl.results import ClientEvaluation, RoundReport, RoundSummary
 from tasks.settings import RunConfig
+
+if TYPE_CHECKING:
+    from pqfl.detector import QuantumDetector
 
 PARENT_TAG = "pqfl.role"
 
@@ -170,6 +171,8 @@ def publish_invocation(uri: str, results: dict[str, dict], title: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         # Rendered once, the same file in every run: log_figure draws it again for each run,
         # which took 9.7 s of the fifteen-method default's publish against 1.1 s now.
+        from pqfl.plots import invocation_comparison_figure, plt
+
         png = Path(tmp) / "comparison.png"
         figure = invocation_comparison_figure(results, title)
         try:
@@ -279,6 +282,9 @@ class MethodRun:
     ) -> None:
         """The config, the results table and the method's figures in the parent run; each
         client's circuit (drawing and OpenQASM) in its run."""
+        from pqfl.plots import client_roc_pr_figure, method_convergence_figure, plt
+        from pqfl.quantum.reference import draw_text, to_openqasm
+
         client, pid = self.client, self.parent_id
         client.log_dict(pid, cfg.model_dump(mode="json", by_alias=True), "config.yaml")
         table = pd.DataFrame([ev.row() for ev in final])

@@ -186,6 +186,17 @@ def test_version_and_help(tmp_path):
     assert error.startswith("pqfl: error: no command given") and "pqfl: error: pqfl" not in bare.stderr
 
 
+def test_compare_loads_no_simulator_plotting_or_scikit_learn():
+    """`pqfl compare` reads MLflow runs and prints a table: JAX, PennyLane, matplotlib and
+    scikit-learn took 2.4 s of its 4.4 s when it imported them with the tracking module."""
+    code = (
+        "import sys, flows.cli, flows.compare; loaded = {m.split('.')[0] for m in sys.modules}; "
+        "print(sorted({'jax', 'pennylane', 'matplotlib', 'sklearn', 'prefect'} & loaded))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
 def test_compare_without_store_or_experiment(tmp_path):
     proc = _run(["compare", "--experiment", "never-ran"], tmp_path, timeout=120)
     assert proc.returncode == 2
