@@ -4,4 +4,34 @@ Importing ``pqfl.quantum`` turns on JAX float64 before any test touches JAX, so 
 do not depend on which test module happens to run first.
 """
 
+from collections.abc import Iterator
+
+import pytest
+
 import pqfl.quantum  # noqa: F401  (enables jax_enable_x64)
+from tests.servers import VENV_BIN, free_port, reporting_to, running, server_env
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory) -> Iterator[str]:
+    """The API URL of one ``prefect server start`` per test worker, started when a test first
+    asks for it and stopped at the end of the session. Prefect's ``prefect_test_harness``
+    starts a server on a new database each time (9.5 s wall and 9 s CPU here, mostly the
+    database migrations), and seven modules used it; a user who runs many jobs keeps one
+    server up the same way."""
+    folder = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    cmd = [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    env = server_env(PREFECT_HOME=str(folder), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+    env.pop("PREFECT_API_URL", None)
+    with running(cmd, f"http://127.0.0.1:{port}/api/health", folder / "server.log", env):
+        yield f"http://127.0.0.1:{port}/api"
+
+
+@pytest.fixture(scope="module")
+def harness(prefect_server) -> Iterator[str]:
+    """Prefect in this process reports to the worker's server for the module's tests (the
+    settings are the module's; the server is shared), and the logs still queued are sent
+    before the module ends."""
+    with reporting_to(prefect_server):
+        yield prefect_server

@@ -1,6 +1,6 @@
 """One real MLflow store filled by the tiny flow, shared by the registry and browser tests.
 
-Training it takes a Prefect server and a minute, so the first module that asks builds it
+Training it takes a minute, so the first module that asks builds it
 and later ones reuse it (a module-level memo: a fixture imported into two modules would run
 twice). It lives in pytest's temporary directory; nothing leaks into the environment.
 """
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 
-from prefect.testing.utilities import prefect_test_harness
-
+from tests.servers import reporting_to
 from tests.tiny import write_config
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -18,8 +17,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 _STORE: dict | None = None
 
 
-def tiny_store(tmp_path_factory) -> dict:
-    """``{"uri", "folder", "config", "result"}`` of the tiny config trained with all five methods."""
+def tiny_store(tmp_path_factory, prefect_api: str) -> dict:
+    """``{"uri", "folder", "config", "result"}`` of the tiny config trained with all five methods,
+    reporting to the Prefect server at ``prefect_api``."""
     global _STORE
     if _STORE is None:
         from flows.train import pqfl_train
@@ -30,7 +30,7 @@ def tiny_store(tmp_path_factory) -> dict:
         old = os.environ.get("MLFLOW_TRACKING_URI")
         os.environ["MLFLOW_TRACKING_URI"] = uri  # overrides the config's own store
         try:
-            with prefect_test_harness(server_startup_timeout=60):
+            with reporting_to(prefect_api):
                 result = pqfl_train(str(config))
         finally:
             os.environ.pop("MLFLOW_TRACKING_URI") if old is None else os.environ.__setitem__("MLFLOW_TRACKING_URI", old)

@@ -57,6 +57,21 @@ def running(cmd: list[str], ready_url: str, log_path: Path, env: dict[str, str],
             stop(proc)
 
 
+@contextmanager
+def reporting_to(api: str):
+    """Prefect in this process reports to the server at ``api`` inside the block; the logs
+    still queued are sent before it ends. Tasks called outside a flow (the hardware tests
+    call one directly) keep their logs local instead of warning that no flow run holds them."""
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api, PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
+        try:
+            yield api
+        finally:
+            APILogWorker.drain_all(timeout=10)
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         try:

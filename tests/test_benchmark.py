@@ -20,7 +20,6 @@ import pytest
 import scipy.io
 import yaml
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 from scipy import stats
 
 from pqfl.baselines import DETECTORS, anomaly_scores, run_baseline, run_baselines
@@ -34,6 +33,7 @@ from pqfl.data.sources import Dataset
 from pqfl.errors import PQFLInputError
 from pqfl.metrics import choose_threshold, client_metrics
 from tasks.settings import parse_run_config
+from tests.servers import reporting_to
 from tests.test_loaders import write_cifar10, write_svhn
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -375,7 +375,7 @@ def test_pyod_reference_skips_detectors_that_did_not_run(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def benchmark_run(tmp_path_factory):
+def benchmark_run(tmp_path_factory, prefect_server):
     folder = tmp_path_factory.mktemp("bench")
     _odds_like(folder / "toy.mat")
     pd.DataFrame({"Data": ["toy"], "#Samples": [600], "IForest": [0.81], "KNN": [0.86]}).to_csv(
@@ -389,7 +389,7 @@ def benchmark_run(tmp_path_factory):
     from flows.cli import main
 
     try:
-        with prefect_test_harness(server_startup_timeout=60):
+        with reporting_to(prefect_server):
             code = main(
                 [
                     "benchmark",

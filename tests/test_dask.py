@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.runners import task_runner_for
 from flows.train import pqfl_train
 from pqfl.errors import PQFLInputError
 from tasks.settings import RunnerConfig, load_run_config
-from tests.servers import free_port, stop
+from tests.servers import free_port, reporting_to, stop
 from tests.tiny import write_config
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -42,7 +41,7 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, tmp_path_factory):
+def runs(cluster, tmp_path_factory, prefect_server):
     """The tiny config trained once on threads and once on the Dask cluster, with the
     Dask scheduler's task stream recorded during the Dask run."""
     cluster, client = cluster
@@ -51,7 +50,7 @@ def runs(cluster, tmp_path_factory):
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
     try:
-        with prefect_test_harness(server_startup_timeout=60):
+        with reporting_to(prefect_server):
             started = time.perf_counter()
             threads = pqfl_train(str(cfg), {"federation.methods": METHODS, "runner.kind": "threads"})
             threads_s = time.perf_counter() - started

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 from qiskit_aer import AerSimulator
 from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
@@ -161,12 +160,6 @@ def test_device_noise_on_aer_is_closer_to_the_calibrated_training_model_than_to_
 
 
 # --------------------------------------------------------------------------- the execute-circuits task
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -89,8 +89,8 @@ def _show_metric_column(driver, wait: WebDriverWait, metric: str) -> None:
     search.send_keys(Keys.ESCAPE)
 
 
-def test_pqfl_ui_shows_the_method_runs_with_mean_auroc(tmp_path, tmp_path_factory, browser):
-    store = tiny_store(tmp_path_factory)
+def test_pqfl_ui_shows_the_method_runs_with_mean_auroc(tmp_path, tmp_path_factory, browser, prefect_server):
+    store = tiny_store(tmp_path_factory, prefect_server)
     expected = {m: store["result"]["methods"][m]["mean_auroc"] for m in METHODS}
     experiment_id = MlflowClient(store["uri"]).get_experiment_by_name("tiny").experiment_id
     port = free_port()

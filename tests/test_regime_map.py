@@ -11,11 +11,11 @@ import pandas as pd
 import prefect.main  # noqa: F401
 import pytest
 from mlflow.tracking import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 
 from benchmarks.regime_map import CELL, check_methods, config, grid, pending, plot, record, report, verdicts
 from pqfl.config import parse_config
 from pqfl.fleet import load_and_partition
+from tests.servers import reporting_to
 
 
 def test_cells_set_rows_skew_anomalies_and_hardware_and_nothing_else():
@@ -96,7 +96,7 @@ def test_pending_resumes_from_the_csv_and_plot_draws_every_panel(tmp_path):
     assert (tmp_path / "map.png").stat().st_size > 10_000
 
 
-def test_the_weekly_flow_trains_a_tiny_map_and_logs_it(tmp_path, monkeypatch):
+def test_the_weekly_flow_trains_a_tiny_map_and_logs_it(tmp_path, monkeypatch, prefect_server):
     from flows.regime_map import pqfl_regime_map
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -105,7 +105,7 @@ def test_the_weekly_flow_trains_a_tiny_map_and_logs_it(tmp_path, monkeypatch):
     kwargs = dict(seeds=[0, 1], rows=["16"], alphas=["1"], anomalies=["shared"], hardware=["identical"],
                   methods=["local", "fedavg"], budget={"rounds": 1, "local_epochs": 1}, out=str(out),
                   images=str(tmp_path))  # fmt: skip
-    with prefect_test_harness(server_startup_timeout=60):
+    with reporting_to(prefect_server):
         first = pqfl_regime_map(**kwargs)
         added = pqfl_regime_map(**{**kwargs, "methods": ["local", "fedavg", "pqfl"]})  # pqfl alone, on both seeds
     assert (first["cases"], added["cases"]) == (2, 2)

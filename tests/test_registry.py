@@ -36,10 +36,10 @@ CLIENTS = ["amp-3q", "angle-2q-noisy", "iqp-2q-shots"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, prefect_server):
     """The tiny config trained by the real flow into a fresh MLflow store; its prepared data.
     MLFLOW_TRACKING_URI points at that store while this module runs (models:/ URIs resolve there)."""
-    store = tiny_store(tmp_path_factory)
+    store = tiny_store(tmp_path_factory, prefect_server)
     cfg = load_config(str(store["config"]))
     fleet = prepare(cfg)
     setups, datas = fleet.clients, fleet.datas

@@ -11,7 +11,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 from prefect import flow, task
 from prefect.runtime import task_run
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.checkpoint import read_checkpoint
 from flows.train import pqfl_train
@@ -109,12 +108,6 @@ def test_fault_config_validation_and_env(monkeypatch):
         with_fault_env(cfg)
     monkeypatch.delenv(FAULT_RATE_ENV)
     assert with_fault_env(cfg) is cfg
-
-
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 @task
