@@ -1,7 +1,7 @@
 """One failure contract for `pqfl run`: what it cannot write or reach is refused before
 anything starts (one line, exit 2, no run); a failure after the start ends with one
 `pqfl: run failed:` line, exit 1, the traceback in a log file and in MLflow, and the runs
-FAILED; two runs started at once on a new store both finish."""
+FAILED; processes opening a new store at once, and two runs started at once on it, all finish."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.cli import main
-from tests.servers import VENV_BIN, free_port, running, server_env
+from tests.servers import free_port
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,34 +133,45 @@ def test_an_unexpected_failure_after_the_start_is_one_line_exit_1_and_failed_run
     assert "Traceback" in Path(failure).read_text()
 
 
-def test_runs_started_at_once_on_new_stores_all_finish(tmp_path):
-    """Five new stores, two `pqfl run` started at once on each (all ten together): MLflow's
-    schema is created once per store, under a lock, and every run finishes. The runs report
-    to one Prefect server started here (the race under test is MLflow's, and ten temporary
-    servers would cost the suite a minute)."""
+def test_processes_opening_new_stores_at_once_create_each_schema_once(tmp_path):
+    """Five new stores, each opened by two processes at once (all ten together): MLflow's
+    schema is created under a lock, and every process gets a working store. Without the lock
+    (plain ``MlflowClient``) this failed in every one of three trials, in SQLAlchemy or
+    Alembic's migration."""
+    code = "import sys; from flows.tracking import open_store; open_store(sys.argv[1]).search_experiments()"
+    uris = [f"sqlite:///{tmp_path / f'store{k}' / 'mlflow.db'}" for k in range(5)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, uri], stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+        for uri in uris
+        for _ in range(2)
+    ]
+    failed = [err[-1500:] for proc in procs for _, err in [proc.communicate(timeout=300)] if proc.returncode != 0]
+    assert not failed, failed
+    for uri in uris:
+        assert MlflowClient(uri).search_experiments()[0].name == "Default"
+
+
+def test_two_runs_started_at_once_on_a_new_store_both_finish(tmp_path, prefect_server):
+    """Two `pqfl run` at once on one new store, the way a scheduler starts them: both create
+    the store, the experiment and their runs, and both finish."""
     federation = {**TINY["federation"], "methods": ["local"], "rounds": 1}
     cfg = write_config(tmp_path, federation=federation, dataset={"max_samples": 400}, tracking={"log_models": False})
-    port = free_port()
-    server = [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    prefect_env = server_env(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                             PREFECT_UI_ENABLED="false")  # fmt: skip
-    with running(server, f"http://127.0.0.1:{port}/api/health", tmp_path / "prefect.log", prefect_env):
-        procs = []
-        for attempt in range(5):
-            folder = tmp_path / f"store{attempt}"
-            folder.mkdir()
-            env = {**_env(folder), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-            for _ in range(2):
-                procs.append(subprocess.Popen(PQFL + ["run", "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.PIPE, text=True, env=env, cwd=folder))  # fmt: skip
-        failed = []
-        for proc in procs:
-            _, err = proc.communicate(timeout=500)
-            if proc.returncode != 0:
-                failed.append(err[-1500:])
+    env = {**_env(tmp_path), "PREFECT_API_URL": prefect_server}
+    procs = [
+        subprocess.Popen(
+            PQFL + ["run", "--config", str(cfg)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    failed = [err[-1500:] for proc in procs for _, err in [proc.communicate(timeout=500)] if proc.returncode != 0]
     assert not failed, failed
-    for attempt in range(5):
-        client = MlflowClient(_env(tmp_path / f"store{attempt}")["MLFLOW_TRACKING_URI"])
-        runs = client.search_runs([client.get_experiment_by_name(TINY["name"]).experiment_id],
-                                  "tags.`pqfl.role` = 'parent'")  # fmt: skip
-        assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs(
+        [client.get_experiment_by_name(TINY["name"]).experiment_id], "tags.`pqfl.role` = 'parent'"
+    )
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
