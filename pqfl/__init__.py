@@ -33,6 +33,7 @@ _EXPORTS = {
     "load_config": "pqfl.config",
     "save_detector": "pqfl.persistence",
     "load_detector": "pqfl.persistence",
+    "enable_persistent_cache": "pqfl.compile_cache",
 }
 __all__ = sorted(_EXPORTS)
 

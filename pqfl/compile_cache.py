@@ -27,6 +27,11 @@ def default_dir() -> Path:
 
 
 def enable_persistent_cache(path: str | os.PathLike | None = None) -> Path:
+    """Keep compiled circuits in ``path`` (default: ``PQFL_CACHE_DIR``, else ``pqfl/jax`` in
+    the user's cache folder) so that later processes load them instead of tracing and
+    compiling again; returns the folder. ``pqfl run`` turns it on; library users opt in once
+    per process, as with JAX's own cache, before the first fit. The numbers are the same
+    either way (docs/library.md has the three-client example's times)."""
     folder = Path(path or os.environ.get("PQFL_CACHE_DIR") or default_dir())
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))

@@ -13,6 +13,7 @@ from sklearn.model_selection import train_test_split
 
 import pqfl
 
+pqfl.enable_persistent_cache()  # compiled circuits kept in ~/.cache/pqfl: the next run starts in seconds
 X, digit = load_digits(return_X_y=True)
 rng = np.random.default_rng(0)
 normal, anomalous = np.flatnonzero(digit == 0), np.flatnonzero(digit != 0)
