@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 SNIPPET = """
-import json, sys, numpy as np, jax.numpy as jnp, jax
-from pqfl.compile_cache import compile_stats, enable_persistent_cache
-enable_persistent_cache()
+import json, sys, numpy as np, jax.numpy as jnp, jax, pqfl
+from pqfl.compile_cache import compile_stats
+pqfl.enable_persistent_cache()  # the public opt-in (PQFL_CACHE_DIR names the folder)
 from pqfl.federated.local_update import compiled_step
 from pqfl.quantum.spec import CircuitSpec
 spec = CircuitSpec(5, 2, "amplitude", ((0, 1), (1, 2), (2, 3), (3, 4), (4, 0)), 0.01, 0.005)
