@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.tracking import PARENT_TAG
 from pqfl.config import load_config
+from tests.servers import reporting_to
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,9 +323,6 @@ def test_the_nightly_flow_runs_on_a_fresh_clone_with_its_defaults(server, tmp_pa
     """The nightly deployment's flow with the parameters prefect.yaml gives it, in a copy of
     the tracked files (what a fresh clone holds), at a tiny size: it needs nothing that is
     not in the repository or shipped with the dependencies."""
-    from prefect.logging.handlers import APILogWorker
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from flows.benchmark import pqfl_benchmark
 
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
@@ -337,11 +335,8 @@ def test_the_nightly_flow_runs_on_a_fresh_clone_with_its_defaults(server, tmp_pa
     monkeypatch.delenv("PQFL_CHECKPOINT_DIR", raising=False)
     tiny = {"federation.rounds": 1, "federation.local_epochs": 1,
             "federation.methods": ["pqfl"]}  # fmt: skip
-    with temporary_settings({PREFECT_API_URL: server.api}):
-        try:
-            result = pqfl_benchmark(**NIGHTLY["parameters"], overrides=tiny, seeds=[0])
-        finally:
-            APILogWorker.drain_all(timeout=10)  # the logs reach this server, not a stopped one later
+    with reporting_to(server.api):  # the logs reach this server, not a stopped one later
+        result = pqfl_benchmark(**NIGHTLY["parameters"], overrides=tiny, seeds=[0])
     assert {r["dataset"] for r in result["rows"]} == {"digits-0", "breast-cancer"}
     assert {r["method"] for r in result["rows"]} >= {"pqfl", "logreg-client"}
     assert (clone / NIGHTLY["parameters"]["json_out"]).is_file()

@@ -133,6 +133,12 @@ def test_an_unexpected_failure_after_the_start_is_one_line_exit_1_and_failed_run
     assert "Traceback" in Path(failure).read_text()
 
 
+def _failures(procs: list[subprocess.Popen], timeout: float) -> list[str]:
+    """The end of the stderr of each process that exited non-zero, after waiting for all."""
+    errs = [proc.communicate(timeout=timeout)[1] for proc in procs]
+    return [err[-1500:] for proc, err in zip(procs, errs) if proc.returncode != 0]
+
+
 def test_processes_opening_new_stores_at_once_create_each_schema_once(tmp_path):
     """Five new stores, each opened by two processes at once (all ten together): MLflow's
     schema is created under a lock, and every process gets a working store. Without the lock
@@ -145,7 +151,7 @@ def test_processes_opening_new_stores_at_once_create_each_schema_once(tmp_path):
         for uri in uris
         for _ in range(2)
     ]
-    failed = [err[-1500:] for proc in procs for _, err in [proc.communicate(timeout=300)] if proc.returncode != 0]
+    failed = _failures(procs, timeout=300)
     assert not failed, failed
     for uri in uris:
         assert MlflowClient(uri).search_experiments()[0].name == "Default"
@@ -168,7 +174,7 @@ def test_two_runs_started_at_once_on_a_new_store_both_finish(tmp_path, prefect_s
         )  # fmt: skip
         for _ in range(2)
     ]
-    failed = [err[-1500:] for proc in procs for _, err in [proc.communicate(timeout=500)] if proc.returncode != 0]
+    failed = _failures(procs, timeout=500)
     assert not failed, failed
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs(
