@@ -37,6 +37,7 @@ def _after(statement: str) -> dict:
     [
         "import pqfl.benchmark.suite, pqfl.benchmark.statistics, pqfl.benchmark.report, pqfl.plots",
         "import benchmarks.fisher_direction, benchmarks.odds_summary, benchmarks.tune_odds_val",
+        "import benchmarks.vmap_seeds",
     ],
 )
 def test_no_prefect_or_mlflow(statement):
