@@ -44,7 +44,7 @@ FLEET = (
     (
         "amp4-linear-noisy",
         CircuitSpec(4, 5, "amplitude", tuple(entangling_pairs("linear", 4)), 0.01, 0.0, 0.01, correlators=True),
-    ),  # fmt: skip
+    ),
     ("amp3-a2a", CircuitSpec(3, 6, "amplitude", tuple(entangling_pairs("all_to_all", 3)))),
     ("angle4-ring-damped", CircuitSpec(4, 5, "angle", tuple(entangling_pairs("ring", 4)), 0.0, 0.01)),
 )
@@ -88,8 +88,12 @@ def measure(spec: CircuitSpec, restarts: int, steps: int = STEPS) -> tuple[float
     anchors = [p["theta"] for p in inits]
     data = [_batches(spec, 100 + r, steps) for r in range(restarts)]
 
-    singles = [(p, opt.init(p)) for p in inits]
-    batched = (_stack(inits), _stack([opt.init(p) for p in inits]))
+    def fresh():
+        """Both trajectories at the initial parameters: per restart, and stacked."""
+        singles = [(p, opt.init(p)) for p in inits]
+        return singles, (_stack([p for p, _ in singles]), _stack([s for _, s in singles]))
+
+    singles, batched = fresh()
     anchor_stack = jnp.stack(anchors)
     per_step = [tuple(jnp.stack(a) for a in zip(*(data[r][t] for r in range(restarts)))) for t in range(steps)]
 
@@ -108,8 +112,7 @@ def measure(spec: CircuitSpec, restarts: int, steps: int = STEPS) -> tuple[float
 
     run_single(0)  # compile both
     run_batched(0)
-    singles = [(p, opt.init(p)) for p in inits]  # restart both trajectories from the initial parameters
-    batched = (_stack(inits), _stack([opt.init(p) for p in inits]))
+    singles, batched = fresh()  # restart both trajectories from the initial parameters
     for t in range(steps):  # the identity check: the same steps on the same batches
         run_single(t)
         run_batched(t)
