@@ -173,6 +173,10 @@ def serve_ui(cfg: RunConfig, host: str, port: int, start_timeout: float = START_
     page = runs_page(base, experiment.experiment_id if experiment else None)
     print(f"[pqfl] starting the MLflow UI for {uri} on port {port} ...", file=sys.stderr, flush=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # MLflow's job runners (huey consumers for its GenAI jobs, eight processes that each import
+    # MLflow) serve nothing this UI shows: off unless the user turned them on, which starts the
+    # UI on a third of the CPU (docs/mlflow.md, benchmarks/ui_start.py).
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     # Its own session: a terminal's Ctrl-C reaches pqfl ui only, which stops the whole group;
     # PR_SET_PDEATHSIG: SIGTERM to the server should pqfl ui be killed (Linux).
     server = subprocess.Popen(

@@ -238,11 +238,11 @@ def _store_with_experiment(folder: Path) -> tuple[Path, str, str]:
     return write_config(folder), uri, experiment_id
 
 
-def _start_ui(folder: Path, port: int) -> tuple[subprocess.Popen, str]:
+def _start_ui(folder: Path, port: int, **env: str) -> tuple[subprocess.Popen, str]:
     config, uri, experiment_id = _store_with_experiment(folder)
     cmd = [str(VENV_BIN / "pqfl"), "ui", "--config", str(config), "--port", str(port)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env=server_env(MLFLOW_TRACKING_URI=uri), start_new_session=True)  # fmt: skip
+                            env=server_env(MLFLOW_TRACKING_URI=uri, **env), start_new_session=True)  # fmt: skip
     return proc, runs_page(f"http://127.0.0.1:{port}", experiment_id)
 
 
@@ -268,6 +268,18 @@ def _until_url(proc: subprocess.Popen) -> tuple[str, int | None, list[str]]:
 def _server_sessions(pid: int) -> set[int]:
     """The sessions of ``pid``'s descendants that are not ``pid``'s own (the MLflow server's)."""
     return {s for s in map(session_of, children(pid)) if s is not None} - {session_of(pid)}
+
+
+def _job_runners(pids: set[int]) -> set[int]:
+    """The processes among ``pids`` that run MLflow's job consumers (huey)."""
+    found = set()
+    for pid in pids:
+        try:
+            if b"huey_consumer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.add(pid)
+        except OSError:
+            continue
+    return found
 
 
 def _gone_within(seconds: float, pids: set[int], sessions: set[int]) -> set[int]:
@@ -314,11 +326,12 @@ def test_pqfl_ui_prints_the_address_once_it_answers_and_stops_every_process(sig,
         url, status, seen = _until_url(proc)
         assert url == page
         assert status == 200, "the address was printed before the server answered it"
-        time.sleep(3)  # MLflow starts its job runners once the server answers
+        time.sleep(3)  # MLflow would start its job runners once the server answers
         pids = children(proc.pid)
         sessions = _server_sessions(proc.pid)
         assert len(sessions) == 1, "the MLflow server runs in a session of its own"
-        assert len(pids) >= 3, pids  # mlflow server, uvicorn, job runner, …
+        assert len(pids) >= 2, pids  # mlflow server, uvicorn
+        assert not _job_runners(pids), "MLflow's job runners are off unless the user turns them on"
         if sig is signal.SIGINT:
             os.killpg(proc.pid, sig)  # a terminal's Ctrl-C: pqfl ui's process group
         else:
@@ -334,13 +347,16 @@ def test_pqfl_ui_prints_the_address_once_it_answers_and_stops_every_process(sig,
 
 
 def test_the_mlflow_server_does_not_outlive_a_killed_pqfl_ui(tmp_path):
-    proc, _ = _start_ui(tmp_path, free_port())
+    # With MLflow's job runners turned on by the user, which pqfl ui respects: they go too.
+    proc, _ = _start_ui(tmp_path, free_port(), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true")
     sessions: set[int] = set()
     try:
         _until_url(proc)
-        time.sleep(3)
-        pids, sessions = children(proc.pid), _server_sessions(proc.pid)
-        assert sessions and pids
+        deadline = time.monotonic() + 30  # MLflow starts its job runners once the server answers
+        while not _job_runners(pids := children(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        sessions = _server_sessions(proc.pid)
+        assert sessions and _job_runners(pids), pids
         os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
         proc.wait(timeout=15)
         left = _gone_within(30, pids, sessions)
