@@ -1,11 +1,17 @@
 """Shared test setup.
 
 Importing ``pqfl.quantum`` turns on JAX float64 before any test touches JAX, so results
-do not depend on which test module happens to run first.
+do not depend on which test module happens to run first. Prefect's ``prefect.main`` is imported
+here for the same reason: it configures logging (``logging.config.dictConfig``), which
+closes the handlers already there, and absl's handler (absl comes with the JAX stack)
+closes the stream it writes to, which inside a test is pytest's capture. When that
+happened in a test (test_bad_input.py run first in a process: its first test calls
+``pqfl`` in process), that test and every later one in the process failed.
 """
 
 from collections.abc import Iterator
 
+import prefect.main  # noqa: F401  (see the docstring)
 import pytest
 
 import pqfl.quantum  # noqa: F401  (enables jax_enable_x64)
