@@ -41,3 +41,16 @@ def harness(prefect_server) -> Iterator[str]:
     before the module ends."""
     with reporting_to(prefect_server):
         yield prefect_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_temporary_servers_stop_with_the_session() -> Iterator[None]:
+    """A flow run with no API set makes Prefect start a temporary server of its own in the
+    test process, which Prefect stops at interpreter exit, after pytest has closed its output
+    capture; the line it logs then fails with a traceback. Stopped here, at the end of the
+    session, while the capture is still open."""
+    yield
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()
