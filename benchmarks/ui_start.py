@@ -21,11 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil
+
+from flows.mlflow_ui import _answers  # the probe pqfl ui itself waits on
 
 PQFL = Path(sys.executable).with_name("pqfl")
 SETTLE_S = 3.0  # MLflow starts its job runners once the server answers
@@ -46,13 +46,7 @@ def start_once(uri: str, job_runners: bool) -> tuple[float, float, int]:
     proc = subprocess.Popen([str(PQFL), "ui", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+        while not _answers(f"http://127.0.0.1:{port}/health"):
             if proc.poll() is not None:
                 raise RuntimeError(f"pqfl ui exited with {proc.returncode} before it answered")
             time.sleep(0.1)
@@ -85,14 +79,13 @@ def main(argv: list[str]) -> None:
             for job_runners in (True, False):  # alternated, so load drifts hit both alike
                 row = start_once(uri, job_runners)
                 seen[job_runners].append(row)
-                print(f"job runners {'on ' if job_runners else 'off'}: healthy {row[0]:5.1f} s, "
-                      f"cpu {row[1]:5.1f} s, {row[2]} processes", flush=True)  # fmt: skip
+                print(_line(job_runners, *row), flush=True)
     for job_runners, rows in seen.items():
-        print(
-            f"median, job runners {'on ' if job_runners else 'off'}: healthy "
-            f"{statistics.median(r[0] for r in rows):.1f} s, cpu {statistics.median(r[1] for r in rows):.1f} s, "
-            f"{statistics.median(r[2] for r in rows):.0f} processes"
-        )
+        print("median, " + _line(job_runners, *(statistics.median(r[i] for r in rows) for i in range(3))))
+
+
+def _line(job_runners: bool, healthy: float, cpu: float, processes: float) -> str:
+    return f"job runners {'on ' if job_runners else 'off'}: healthy {healthy:5.1f} s, cpu {cpu:5.1f} s, {processes:.0f} processes"
 
 
 if __name__ == "__main__":
