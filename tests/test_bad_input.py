@@ -29,7 +29,7 @@ from tests.tiny import TINY, write_config
 PQFL = [sys.executable, "-m", "flows.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("cli_reports_to_the_worker_server")]
 
 
 def _run(args, tmp_path, extra_env: dict | None = None, timeout=120):

@@ -17,6 +17,8 @@ from tests.tiny import TINY, write_config
 PQFL = [sys.executable, "-m", "flows.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.usefixtures("cli_reports_to_the_worker_server")
+
 
 def _run(args, tmp_path, timeout=300):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"}

@@ -21,7 +21,7 @@ from tests.tiny import TINY, write_config
 ROOT = Path(__file__).resolve().parent.parent
 PQFL = [sys.executable, "-m", "flows.cli"]
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("cli_reports_to_the_worker_server")]
 
 
 def _one_line(code: int, stderr: str, expected_code: int, *needles: str) -> str:
@@ -114,7 +114,8 @@ def _env(folder: Path) -> dict:
 
 def test_an_unexpected_failure_after_the_start_is_one_line_exit_1_and_failed_runs(tmp_path):
     """An IBM Quantum client without a token trains, then its hardware evaluation fails: one
-    line naming the error and the log file, the traceback in that file and in MLflow."""
+    line naming the error and the log file, the traceback in that file and in MLflow. On
+    the temporary Prefect server, as a user without a server of their own runs it."""
     ibm = {"name": "ibm-client", "qubits": 2, "layers": 1, "encoding": "angle", "backend": "ibm_runtime",
            "device": "ibm_nowhere"}  # fmt: skip
     federation = {**TINY["federation"], "methods": ["pqfl"], "rounds": 1}
