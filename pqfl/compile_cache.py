@@ -21,6 +21,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # Windows: processes do not wait for each other
+    fcntl = None
+
 
 def default_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pqfl" / "jax"
@@ -41,6 +46,42 @@ def enable_persistent_cache(path: str | os.PathLike | None = None) -> Path:
 
 
 # --- compiled functions kept across processes -------------------------------------------
+
+#: How long a process waits for another one preparing the same function before it prepares
+#: the function itself (the holder may be stuck; a crashed holder's lock is released at once).
+LOCK_WAIT_S = 600.0
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path | None):
+    """Hold an advisory lock named for ``path`` (the export's file) while a function is traced, stored
+    and compiled, so that processes starting together (Dask workers, a process pool, two
+    runs) prepare each function once: the others wait, then load the stored export and get
+    XLA's compile from JAX's cache. Without ``fcntl`` (Windows), a cache folder that cannot
+    be written, or after :data:`LOCK_WAIT_S`, it does not wait; each process then prepares
+    the function itself, as before, with the same numbers."""
+    if path is None or fcntl is None:
+        yield
+        return
+    lock = path.parent.parent / "locks" / f"{path.stem}.lock"  # beside the exports, not among them
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a")  # noqa: SIM115  (closed below)
+    except OSError:
+        yield
+        return
+    with handle:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        yield  # closing the file releases the lock
+
 
 _STATS_LOCK = threading.Lock()
 _STATS = {"traced": 0, "loaded": 0, "seconds": 0.0}
@@ -108,8 +149,11 @@ class PersistentFunction:
                 prepared = self._calls.get(signature)
                 if prepared is None:
                     started = time.perf_counter()
-                    call, traced = self._prepare(signature, treedef)
-                    out = jax.block_until_ready(call(*leaves))  # compiled here, once
+                    path = self._path(signature)
+                    # another process preparing the same function finishes first; this one then loads it
+                    with _exclusive(path):
+                        call, traced = self._prepare(path, signature, treedef)
+                        out = jax.block_until_ready(call(*leaves))  # compiled here, once
                     # the result's structure follows from the arguments', so it is worked out once too
                     prepared = self._calls[signature] = (call, jax.tree.structure(self.out_like(*args)))
                     with _STATS_LOCK:
@@ -127,14 +171,18 @@ class PersistentFunction:
         leaves, treedef = jax.tree.flatten(args)
         return self._calls[_signature(leaves, treedef)][0]
 
-    def _prepare(self, signature, treedef) -> tuple[Callable, bool]:
+    def _path(self, signature) -> Path | None:
+        """Where the export for ``signature`` is kept; None when the persistent cache is off."""
+        folder = jax.config.jax_compilation_cache_dir
+        if not folder:
+            return None
+        key = hashlib.sha256(repr((self.name, self.static, signature, _code_digest())).encode()).hexdigest()
+        return Path(folder) / "exported" / f"{self.name}-{key[:40]}.jaxexp"
+
+    def _prepare(self, path: Path | None, signature, treedef) -> tuple[Callable, bool]:
         from jax import export
 
-        folder = jax.config.jax_compilation_cache_dir
-        path = None
-        if folder:
-            key = hashlib.sha256(repr((self.name, self.static, signature, _code_digest())).encode()).hexdigest()
-            path = Path(folder) / "exported" / f"{self.name}-{key[:40]}.jaxexp"
+        if path is not None:
             if path.exists():
                 try:
                     return jax.jit(export.deserialize(bytearray(path.read_bytes())).call), False

@@ -7,13 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 SNIPPET = """
-import json, sys, numpy as np, jax.numpy as jnp, jax, pqfl
+import json, os, pathlib, sys, time, numpy as np, jax.numpy as jnp, jax, pqfl
 from pqfl.compile_cache import compile_stats
 pqfl.enable_persistent_cache()  # the public opt-in (PQFL_CACHE_DIR names the folder)
 from pqfl.federated.local_update import compiled_step
@@ -23,6 +24,11 @@ opt, step = compiled_step(spec, "supervised", "fast", None, "adam", float(sys.ar
 params = {"theta": jnp.full((2, 5, 3), 0.3), "w": jnp.ones(5), "b": jnp.asarray(0.0)}
 X = np.random.default_rng(0).random((32, 32))
 y = (np.arange(32) % 4 == 0).astype(float)
+go = os.environ.get("GO_FILE")  # set: say ready, then wait for the word to start with the others
+if go:
+    pathlib.Path(f"{go}.{os.getpid()}").touch()
+    while not os.path.exists(go):
+        time.sleep(0.01)
 new, _, loss = step(params, opt.init(params), params["theta"], 0.1, X, y, np.ones(32), jnp.zeros(5), jax.random.PRNGKey(0))
 print(json.dumps({"loss": float(loss), "theta": np.asarray(new["theta"]).tolist(), "stats": compile_stats()}))
 """
@@ -35,6 +41,27 @@ def _run(cache, lr=0.05):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_processes_starting_together_trace_once_and_get_the_same_numbers(tmp_path):
+    """Two processes that need the same step at the same moment (Dask workers, a process
+    pool, two runs): one traces and compiles it while the other waits, then loads it."""
+    cache, go = tmp_path / "jax-cache", tmp_path / "go"
+    env = {**os.environ, "PQFL_CACHE_DIR": str(cache), "GO_FILE": str(go)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", SNIPPET, "0.05"], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    deadline = time.monotonic() + 240
+    while len(list(tmp_path.glob("go.*"))) < 2:  # both imported and about to call the step
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.05)
+    go.touch()
+    outs = [json.loads(p.communicate(timeout=300)[0].strip().splitlines()[-1]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted((o["stats"]["traced"], o["stats"]["loaded"]) for o in outs) == [(0, 1), (1, 0)]
+    assert outs[0]["theta"] == outs[1]["theta"] and outs[0]["loss"] == outs[1]["loss"]
+    assert len(_exported(cache)) == 1
 
 
 def _exported(cache):
