@@ -174,7 +174,10 @@ class PrefectAPI:
         # No flow-run heartbeats for a server that stops with the command: they detect crashed
         # runs for a server that outlives them, and the end of every flow run waited up to 1 s
         # for the heartbeat thread (measured 4.2 s of the default run's six flow runs).
-        with temporary_settings({PREFECT_API_URL: url, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": None}):
+        with (
+            temporary_settings({PREFECT_API_URL: url, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": None}),
+            _process_wide(),
+        ):
             _TEMPORARY["api"] = url
             try:
                 yield url
@@ -186,6 +189,23 @@ class PrefectAPI:
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+
+@contextmanager
+def _process_wide() -> Iterator[None]:
+    """The settings of the enclosing ``temporary_settings`` made Prefect's process-global
+    ones for the block, as Prefect's own ``prefect_test_harness`` does. Threads that Prefect
+    starts itself run without the block's context and read the global settings: the
+    process runner's message forwarding thread found no API there and started Prefect's
+    temporary server in this process, a second server that got the workers' events."""
+    from prefect import context
+
+    swap = getattr(context, "_temporary_global_settings_context", None)  # private: absent, no swap
+    if swap is None:
+        yield
+        return
+    with swap(context.SettingsContext.get()):
+        yield
 
 
 @contextmanager
