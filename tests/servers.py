@@ -61,15 +61,22 @@ def running(cmd: list[str], ready_url: str, log_path: Path, env: dict[str, str],
 def reporting_to(api: str):
     """Prefect in this process reports to the server at ``api`` inside the block; the logs
     still queued are sent before it ends. Tasks called outside a flow (the hardware tests
-    call one directly) keep their logs local instead of warning that no flow run holds them."""
+    call one directly) keep their logs local instead of warning that no flow run holds them.
+
+    The settings are also made the process-global ones for the block, as Prefect's own
+    ``prefect_test_harness`` does: threads Prefect starts itself do not see the block's
+    context and read those (the process pool's message forwarding thread, which otherwise
+    started Prefect's temporary server in this process to send its workers' events)."""
+    from prefect.context import SettingsContext, _temporary_global_settings_context
     from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: api, PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
-        try:
-            yield api
-        finally:
-            APILogWorker.drain_all(timeout=10)
+        with _temporary_global_settings_context(SettingsContext.get()):
+            try:
+                yield api
+            finally:
+                APILogWorker.drain_all(timeout=10)
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -11,6 +11,7 @@ import pandas as pd
 import prefect.main  # noqa: F401
 import pytest
 from mlflow.tracking import MlflowClient
+from prefect.server.api.server import SubprocessASGIServer
 
 from benchmarks.regime_map import CELL, check_methods, config, grid, pending, plot, record, report, verdicts
 from pqfl.config import parse_config
@@ -109,6 +110,8 @@ def test_the_weekly_flow_trains_a_tiny_map_and_logs_it(tmp_path, monkeypatch, pr
         first = pqfl_regime_map(**kwargs)
         added = pqfl_regime_map(**{**kwargs, "methods": ["local", "fedavg", "pqfl"]})  # pqfl alone, on both seeds
     assert (first["cases"], added["cases"]) == (2, 2)
+    # the pool's workers and its event forwarding reported to that server: no temporary one here
+    assert not SubprocessASGIServer._instances
     frame = pd.read_csv(out.with_suffix(".csv"), dtype={"rows": str, "alpha": str})
     assert set(frame.method) == {"local", "fedavg", "pqfl", "logreg-client", "logreg-pooled", "linear-local",
                                  "linear-fedavg_ft", "linear-pooled"}  # fmt: skip
