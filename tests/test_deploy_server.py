@@ -333,7 +333,9 @@ def test_the_nightly_flow_runs_on_a_fresh_clone_with_its_defaults(server, tmp_pa
     monkeypatch.chdir(clone)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("PQFL_CHECKPOINT_DIR", raising=False)
-    tiny = {"federation.rounds": 1, "federation.local_epochs": 1,
+    # batch 16 as the embedded default's: its four circuits then share compiled steps with the
+    # default's run in test_packaging (about 40 s of compiling on an empty cache, as in CI)
+    tiny = {"federation.rounds": 1, "federation.local_epochs": 1, "federation.batch_size": 16,
             "federation.methods": ["pqfl"]}  # fmt: skip
     with reporting_to(server.api):  # the logs reach this server, not a stopped one later
         result = pqfl_benchmark(**NIGHTLY["parameters"], overrides=tiny, seeds=[0])
