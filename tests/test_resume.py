@@ -185,15 +185,20 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert [m.step for m in client.get_metric_history(run_id, "time/wall_s")] == [ROUNDS]
 
 
-def test_resume_of_an_unknown_run_is_bad_input(tmp_path):
+def test_resume_of_an_unknown_run_is_bad_input(tmp_path, capsys, monkeypatch):
+    """Through the CLI's entry point in this process (the test above crosses the process
+    boundary; a new process costs seconds of imports)."""
+    from flows.cli import main
+
     (tmp_path / "store").mkdir()
-    MlflowClient(tracking_uri=_env(tmp_path)["MLFLOW_TRACKING_URI"]).create_experiment("other")
-    proc = _cli(["run", "--resume", "0123456789abcdef"], tmp_path, timeout=120)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _env(tmp_path)["MLFLOW_TRACKING_URI"])
+    MlflowClient().create_experiment("other")
+    capsys.readouterr()  # MLflow's note that it created the store's tables
+    assert main(["run", "--resume", "0123456789abcdef"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--resume" in lines[0] and "0123456789abcdef" in lines[0]
-    proc = _cli(["run", "--resume", "0123456789abcdef", "--rounds", "3"], tmp_path, timeout=120)
-    assert proc.returncode == 2 and "drop the options" in proc.stderr
+    assert main(["run", "--resume", "0123456789abcdef", "--rounds", "3"]) == 2
+    assert "drop the options" in capsys.readouterr().err
 
 
 def test_runs_orphaned_before_their_first_checkpoint_are_failed(tmp_path):
