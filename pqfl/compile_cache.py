@@ -54,12 +54,13 @@ LOCK_WAIT_S = 600.0
 
 @contextlib.contextmanager
 def _exclusive(path: Path | None):
-    """Hold an advisory lock named for ``path`` (the export's file) while a function is traced, stored
-    and compiled, so that processes starting together (Dask workers, a process pool, two
-    runs) prepare each function once: the others wait, then load the stored export and get
-    XLA's compile from JAX's cache. Without ``fcntl`` (Windows), a cache folder that cannot
-    be written, or after :data:`LOCK_WAIT_S`, it does not wait; each process then prepares
-    the function itself, as before, with the same numbers."""
+    """Hold an advisory lock named for ``path`` (the export's file) while a function is
+    traced, stored and compiled, so that processes starting together (Dask workers, a
+    process pool, two runs) prepare each function once: the others wait, then load the
+    stored export and get XLA's compile from JAX's cache. Without ``fcntl`` (Windows), on a
+    cache folder that cannot be written or locked, or after :data:`LOCK_WAIT_S`, it does
+    not wait; each process then prepares the function itself, as before, with the same
+    numbers."""
     if path is None or fcntl is None:
         yield
         return
@@ -76,10 +77,12 @@ def _exclusive(path: Path | None):
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except OSError:
+            except BlockingIOError:  # another process holds it
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
+            except OSError:  # a file system without locks (some network mounts): do not wait
+                break
         yield  # closing the file releases the lock
 
 

@@ -64,6 +64,37 @@ def test_processes_starting_together_trace_once_and_get_the_same_numbers(tmp_pat
     assert len(_exported(cache)) == 1
 
 
+def test_the_lock_never_holds_a_process_back_for_good(tmp_path, monkeypatch):
+    """A file system without locks is not waited on; a lock held too long is given up after
+    ``LOCK_WAIT_S`` (the holder may be stuck), and the process prepares the function itself."""
+    import errno
+    import fcntl
+
+    from pqfl import compile_cache
+
+    path = tmp_path / "exported" / "step-x.jaxexp"
+
+    def unsupported(handle, how):
+        raise OSError(errno.ENOLCK, "no locks here")
+
+    monkeypatch.setattr(fcntl, "flock", unsupported)
+    started = time.monotonic()
+    with compile_cache._exclusive(path):
+        pass
+    assert time.monotonic() - started < 1.0
+
+    def held(handle, how):
+        raise BlockingIOError(errno.EWOULDBLOCK, "held by another process")
+
+    monkeypatch.setattr(fcntl, "flock", held)
+    monkeypatch.setattr(compile_cache, "LOCK_WAIT_S", 0.3)
+    started = time.monotonic()
+    with compile_cache._exclusive(path):
+        waited = time.monotonic() - started
+    assert 0.3 <= waited < 5.0
+    assert (tmp_path / "locks" / "step-x.lock").exists() and not (tmp_path / "exported").exists()
+
+
 def _exported(cache):
     return sorted(p.name for p in (cache / "exported").iterdir())
 
