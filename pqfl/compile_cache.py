@@ -93,7 +93,8 @@ _STATS = {"traced": 0, "loaded": 0, "seconds": 0.0}
 def compile_stats() -> dict:
     """This process's compiled-function counts so far: ``traced`` (traced, lowered and
     stored), ``loaded`` (read back from the folder, no tracing) and the ``seconds`` spent
-    preparing and compiling them; a run logs the difference over its own training."""
+    preparing and compiling them, waiting for another process's preparation included; a
+    run logs the difference over its own training."""
     with _STATS_LOCK:
         return dict(_STATS)
 
@@ -130,7 +131,8 @@ class PersistentFunction:
 
     Arguments and results are passed as flat lists of arrays (the export holds no pytree
     types); ``out_like(*args)`` gives a pytree with the result's structure. Concurrent
-    first calls (client tasks on threads) wait for one preparation.
+    first calls (client tasks on threads, or other processes on the same cache folder: see
+    :func:`_exclusive`) wait for one preparation.
     """
 
     def __init__(self, fn: Callable, name: str, static: Hashable, out_like: Callable):

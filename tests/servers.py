@@ -63,16 +63,17 @@ def reporting_to(api: str):
     still queued are sent before it ends. Tasks called outside a flow (the hardware tests
     call one directly) keep their logs local instead of warning that no flow run holds them.
 
-    The settings are also made the process-global ones for the block, as Prefect's own
-    ``prefect_test_harness`` does: threads Prefect starts itself do not see the block's
+    The settings are also made the process-global ones for the block, as ``pqfl run`` does
+    (``flows.runners._process_wide``): threads Prefect starts itself do not see the block's
     context and read those (the process pool's message forwarding thread, which otherwise
     started Prefect's temporary server in this process to send its workers' events)."""
-    from prefect.context import SettingsContext, _temporary_global_settings_context
     from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
 
+    from flows.runners import _process_wide
+
     with temporary_settings({PREFECT_API_URL: api, PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
-        with _temporary_global_settings_context(SettingsContext.get()):
+        with _process_wide():
             try:
                 yield api
             finally:
