@@ -333,8 +333,9 @@ def test_the_nightly_flow_runs_on_a_fresh_clone_with_its_defaults(server, tmp_pa
     monkeypatch.chdir(clone)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("PQFL_CHECKPOINT_DIR", raising=False)
-    # batch 16 as the embedded default's: its four circuits then share compiled steps with the
-    # default's run in test_packaging (about 40 s of compiling on an empty cache, as in CI)
+    # batch 16 as the embedded default's: its four circuits then share their compiled steps with
+    # the default's run in test_packaging (at batch 64 three of them were shared with the
+    # three-client example's; one compile fewer on an empty cache, whichever test runs first)
     tiny = {"federation.rounds": 1, "federation.local_epochs": 1, "federation.batch_size": 16,
             "federation.methods": ["pqfl"]}  # fmt: skip
     with reporting_to(server.api):  # the logs reach this server, not a stopped one later
