@@ -66,7 +66,7 @@ def trial(n: int, wait: bool) -> tuple[float, float, int, int]:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,
-            )  # fmt: skip
+            )
             for _ in range(n)
         ]
         while len(list(Path(folder).glob("go.*"))) < n:  # all imported: release them together

@@ -48,8 +48,9 @@ def cli_reports_to_the_worker_server(prefect_server, monkeypatch) -> str:
     """``PREFECT_API_URL`` set to the worker's server for the test, so the ``pqfl`` commands it
     runs (in this process or as subprocesses, which inherit the environment) use that server
     instead of launching a temporary one each: about 8 s of CPU per run measured (a tiny
-    one-method run, 23.0 s against 15.2 s with the shared server's own CPU, medians of 3). For modules whose subject is not the temporary
-    server; test_progress, test_interrupt, test_resume, test_dask and test_packaging keep it."""
+    one-method run, 23.0 s against 15.2 s with the shared server's own CPU, medians of 3).
+    For modules whose subject is not the temporary server; test_progress, test_interrupt,
+    test_resume, test_dask and test_packaging keep it."""
     monkeypatch.setenv("PREFECT_API_URL", prefect_server)
     return prefect_server
 

@@ -85,6 +85,7 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 
 
 def test_run_then_compare(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _store_uri(tmp_path))  # the in-process compares' store
     cfg = write_config(tmp_path)
     out = tmp_path / "res" / "out.json"
     proc = _run(["run", "--config", str(cfg), "--methods", "pqfl,local", "--rounds", "1", "--json", str(out)], tmp_path)
@@ -154,7 +155,6 @@ def test_run_then_compare(tmp_path, capsys, monkeypatch):
         [experiment], f"tags.`mlflow.parentRunId` = '{result['mlflow_parent_run_ids']['pqfl']}'", max_results=1
     )[0]
     assert _compare_json(tmp_path, cfg, "--run", child.info.run_id) == first
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", _store_uri(tmp_path))
     capsys.readouterr()
     for args, needle in (
         (["--invocation", "crashed-one"], "not complete (pqfl RUNNING); finish it with `pqfl run --resume"),
@@ -172,14 +172,12 @@ def _store_uri(tmp_path) -> str:
 
 
 def _compare_json(tmp_path, cfg, *args) -> dict:
-    """`pqfl compare --json` through the CLI's entry point in this process, on the test's
-    store (the test's first compare crosses the process boundary; each new process costs
-    seconds of imports)."""
+    """`pqfl compare --json` through the CLI's entry point in this process, on the store
+    ``MLFLOW_TRACKING_URI`` names (the test's first compare crosses the process boundary;
+    each new process costs seconds of imports)."""
     out = tmp_path / "res" / "compare.json"
     out.unlink(missing_ok=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", _store_uri(tmp_path))
-        assert main(["compare", "--config", str(cfg), *args, "--json", str(out)]) == 0
+    assert main(["compare", "--config", str(cfg), *args, "--json", str(out)]) == 0
     return json.loads(out.read_text())
 
 
