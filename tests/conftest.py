@@ -15,7 +15,14 @@ import prefect.main  # noqa: F401  (see the docstring)
 import pytest
 
 import pqfl.quantum  # noqa: F401  (enables jax_enable_x64)
-from tests.servers import VENV_BIN, free_port, reporting_to, running, server_env
+from tests.servers import SHARED, VENV_BIN, free_port, prefect_home, reporting_to, running, server_env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_tmp(tmp_path_factory, worker_id) -> None:
+    """The session's temporary folder that every test worker shares (``servers.SHARED``)."""
+    base = tmp_path_factory.getbasetemp()
+    SHARED["tmp"] = base if worker_id == "master" else base.parent
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +35,8 @@ def prefect_server(tmp_path_factory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     cmd = [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    env = server_env(PREFECT_HOME=str(folder), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+    home = prefect_home(folder / "home")
+    env = server_env(PREFECT_HOME=home, PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
     env.pop("PREFECT_API_URL", None)
     with running(cmd, f"http://127.0.0.1:{port}/api/health", folder / "server.log", env):
         yield f"http://127.0.0.1:{port}/api"

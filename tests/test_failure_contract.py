@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.cli import main
-from tests.servers import free_port
+from tests.servers import free_port, prefect_home
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +106,7 @@ def test_compare_on_a_corrupt_store_is_one_line(tmp_path, capsys, monkeypatch):
 
 def _env(folder: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PQFL_FAULT_RATE", "PREFECT_API_URL", "QISKIT_IBM_TOKEN")}
-    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'store' / 'mlflow.db'}", PREFECT_HOME=str(folder / "prefect"),
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'store' / 'mlflow.db'}", PREFECT_HOME=prefect_home(folder / "prefect"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT),
                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="240")  # fmt: skip
     return env

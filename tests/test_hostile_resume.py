@@ -14,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.cli import main
+from tests.servers import prefect_home
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,7 @@ def _env(folder: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PQFL_FAULT_RATE", "PQFL_CHECKPOINT_DIR")}
     env.update(
         MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'store' / 'mlflow.db'}",
-        PREFECT_HOME=str(folder / "prefect"),
+        PREFECT_HOME=prefect_home(folder / "prefect"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PYTHONPATH=str(ROOT),
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="240",

@@ -21,6 +21,7 @@ from pqfl.federated.rounds import run_federation
 from pqfl.fleet import prepare
 from tests.servers import alive as _alive
 from tests.servers import children as _children
+from tests.servers import prefect_home
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.timeout(600)
 
 def _env(folder: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PQFL_FAULT_RATE", "PREFECT_API_URL")}
-    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'store' / 'mlflow.db'}", PREFECT_HOME=str(folder / "prefect"),
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'store' / 'mlflow.db'}", PREFECT_HOME=prefect_home(folder / "prefect"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONPATH=str(ROOT),
                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="240")  # fmt: skip
     return env

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from flows.checkpoint import read_checkpoint
 from flows.tracking import ROUND_METRICS, MethodRun
 from pqfl.results import ClientEvaluation, ClientRound, RoundReport, RoundSummary
+from tests.servers import prefect_home
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.timeout(600)
 def _env(tmp_path: Path) -> dict:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"}
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    env["PREFECT_HOME"] = str(tmp_path / "prefect")  # this test's own Prefect database
+    env["PREFECT_HOME"] = prefect_home(tmp_path / "prefect")  # this test's own Prefect database
     env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "240"  # a fresh database on a busy machine
     env["PYTHONPATH"] = str(ROOT)
     env.pop("PQFL_FAULT_RATE", None)
