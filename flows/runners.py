@@ -151,7 +151,8 @@ class PrefectAPI:
     def __init__(self) -> None:
         # The environment is checked first, so the server launches before Prefect is imported;
         # a profile that sets the URL is found in active() and the launched server stopped.
-        self.server = None if os.environ.get("PREFECT_API_URL") else TemporaryServer()
+        self.configured = os.environ.get("PREFECT_API_URL")
+        self.server = None if self.configured else TemporaryServer()
         self.waited_s = 0.0  # how long the command blocked on the temporary server's start
 
     @contextmanager
@@ -163,26 +164,30 @@ class PrefectAPI:
             temporary_settings,
         )
 
-        if PREFECT_API_URL.value():
+        configured = PREFECT_API_URL.value() or self.configured
+        if configured:  # the user's server
             self.close()
-            yield PREFECT_API_URL.value()
-            return
-        # A loaded machine (Dask workers importing JAX) can take longer than Prefect's 20 s default.
-        waiting = time.monotonic()
-        url = self.server.wait(timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120))
-        self.waited_s = time.monotonic() - waiting
-        # No flow-run heartbeats for a server that stops with the command: they detect crashed
-        # runs for a server that outlives them, and the end of every flow run waited up to 1 s
-        # for the heartbeat thread (measured 4.2 s of the default run's six flow runs).
-        with (
-            temporary_settings({PREFECT_API_URL: url, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": None}),
-            _process_wide(),
-        ):
-            _TEMPORARY["api"] = url
+            # Set in the environment after Prefect was imported (a process that calls pqfl's
+            # entry point), the URL is not in Prefect's settings yet: it is put there.
+            url, settings = configured, {PREFECT_API_URL: configured}
+        else:
+            # A loaded machine (Dask workers importing JAX) can take longer than Prefect's 20 s default.
+            waiting = time.monotonic()
+            url = self.server.wait(timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120))
+            self.waited_s = time.monotonic() - waiting
+            # No flow-run heartbeats for a server that stops with the command: they detect crashed
+            # runs for a server that outlives them, and the end of every flow run waited up to 1 s
+            # for the heartbeat thread (measured 4.2 s of the default run's six flow runs).
+            settings = {PREFECT_API_URL: url, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": None}
+        with temporary_settings(settings), _process_wide():
+            _TEMPORARY["api"] = None if configured else url
             try:
                 yield url
             finally:
-                APILogWorker.drain_all(timeout=5)  # send the logs still queued while the server is up
+                # The logs still queued are sent now: the temporary server stops with the command,
+                # and a process that goes on (one that called pqfl's entry point) should not find
+                # them waiting at its exit.
+                APILogWorker.drain_all(timeout=5)
                 _TEMPORARY["api"] = None
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ temporary Prefect server, and to no other."""
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
 
 import pytest
@@ -48,3 +49,25 @@ def test_a_process_pool_run_reports_to_the_temporary_server_alone(tmp_path, monk
     trained = [r for r in runs if r["name"].startswith("local-train-")]
     assert len(trained) == len(TINY["clients"]) and {r["state_type"] for r in trained} == {"COMPLETED"}
     assert all(0.0 <= c["auroc"] <= 1.0 for c in result["methods"]["local"]["per_client"])
+
+
+def test_a_server_named_in_the_environment_after_prefect_was_imported_is_used(prefect_server, monkeypatch):
+    """A process that imports Prefect, then sets ``PREFECT_API_URL`` and calls pqfl's entry
+    point (a notebook, a test): Prefect's settings were read at import and lack the URL. pqfl
+    launched no temporary server, then failed with an AttributeError waiting for one; it now
+    reports to the named server, in the command's settings and in the process-wide ones."""
+    from prefect.settings import PREFECT_API_URL
+
+    def in_a_new_thread() -> str | None:  # a thread Prefect starts reads the global settings
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(PREFECT_API_URL.value()))
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    assert PREFECT_API_URL.value() != prefect_server  # the situation under test
+    with prefect_api() as api, api.active() as url:
+        assert api.server is None and url == prefect_server
+        assert PREFECT_API_URL.value() == in_a_new_thread() == prefect_server
+    assert PREFECT_API_URL.value() == in_a_new_thread() != prefect_server  # restored afterwards
