@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.tracking import PARENT_TAG
 from pqfl.config import load_config
-from tests.servers import reporting_to
+from tests.servers import prefect_home, reporting_to
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,9 +112,9 @@ def server(tmp_path_factory):
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env.update(
-        PREFECT_HOME=str(folder / "home"),
+        PREFECT_HOME=prefect_home(folder / "home"),  # a copy of a served database: no migrations
         PREFECT_API_URL=api,
-        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{folder / 'prefect.db'}",
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{folder / 'home' / 'prefect.db'}",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_UI_ENABLED="false",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",  # schedule the cron runs promptly
