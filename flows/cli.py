@@ -435,11 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as err:
         if isinstance(err, SystemExit):
             raise
-        name = (
-            _signal_name(err)
-            if isinstance(err, KeyboardInterrupt) or type(err).__name__ == "TerminationSignal"
-            else None
-        )
+        from flows.interrupts import interruption
+
+        interrupt = interruption(err)
+        name = _signal_name(interrupt) if interrupt is not None else None
         if name is not None:
             from flows.recorder import MethodRecorder
 

@@ -246,16 +246,22 @@ class MethodRecorder:
         carrying the run id to resume; FAILED otherwise, with the reason in ``pqfl.failure``
         and, for an unexpected error, its traceback as the artifact ``failure.txt``. A run
         error comes back with how to resume."""
-        self._stop_monitor()
         if isinstance(err, (KeyboardInterrupt, TerminationSignal)):
             signal = "SIGTERM" if isinstance(err, TerminationSignal) or type(err).__name__ == "Terminated" else "SIGINT"
-            self.run.finish(
-                "KILLED",
-                reason=f"interrupted by {signal} after round {self.ckpt.round}; resume with "
-                f"`pqfl run --resume {self.run.parent_id}`",
-            )
             MethodRecorder.interrupted.append(self.run.parent_id)
+            try:
+                self._stop_monitor()
+                self.run.finish(
+                    "KILLED",
+                    reason=f"interrupted by {signal} after round {self.ckpt.round}; resume with "
+                    f"`pqfl run --resume {self.run.parent_id}`",
+                )
+            except Exception as store_err:  # noqa: BLE001 — the signal may have landed in the store's own write
+                # The runs stay RUNNING, as after a SIGKILL; the checkpoint resumes them the same way.
+                reason = f"{type(store_err).__name__}: {store_err}".splitlines()[0][:200]
+                log.warning("%s: its MLflow runs stay RUNNING after %s (%s)", self.method, signal, reason)
             return err
+        self._stop_monitor()
         if not isinstance(err, (PQFLRunError, PQFLInputError)):
             try:
                 self.tracker.client.log_text(

@@ -20,6 +20,7 @@ from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 
 from flows.checkpoint import CheckpointStore, checkpoint_root, resume_target
+from flows.interrupts import interruption
 from flows.recorder import MethodRecorder
 from flows.runners import flow_run_url, task_runner_for
 from flows.tracking import Tracker, publish_invocation, tracking_uri
@@ -73,8 +74,12 @@ def _train_method(config: dict, method: str, parent_flow_run_id: str | None, inv
     except PQFLRunError as err:
         raise recorder.fail(err) from err
     except BaseException as err:
-        recorder.fail(err)
-        raise
+        interrupt = interruption(err)
+        if interrupt is None or interrupt is err:
+            recorder.fail(err)
+            raise
+        recorder.fail(interrupt)  # an interruption that came out as another error: the runs are KILLED
+        raise interrupt from None
 
 
 @flow(name="pqfl-train")
