@@ -1,6 +1,8 @@
-"""Telling an interruption (Ctrl-C, SIGTERM) from a failure."""
+"""Telling an interruption (Ctrl-C, SIGTERM) from a failure, and cleaning up after one."""
 
 from __future__ import annotations
+
+import traceback
 
 
 def interruption(err: BaseException | None) -> BaseException | None:
@@ -16,3 +18,17 @@ def interruption(err: BaseException | None) -> BaseException | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def release_frames(err: BaseException) -> None:
+    """Clear the local variables of the frames that ``err``, and the errors behind it, have
+    left. A signal handler runs between two bytecodes, so SIGTERM can raise just after a
+    SQLite query returned, with the query's statement still open in those frames: the
+    database's read lock then lives as long as the error, and MLflow's next write in this
+    process waited its 20 s busy timeout and failed with "database is locked" (reproduced).
+    Frames still running are left as they are (``traceback.clear_frames`` skips them)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        traceback.clear_frames(err.__traceback__)
+        err = err.__cause__ or err.__context__

@@ -20,7 +20,7 @@ from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 
 from flows.checkpoint import CheckpointStore, checkpoint_root, resume_target
-from flows.interrupts import interruption
+from flows.interrupts import interruption, release_frames
 from flows.recorder import MethodRecorder
 from flows.runners import flow_run_url, task_runner_for
 from flows.tracking import Tracker, publish_invocation, tracking_uri
@@ -75,11 +75,14 @@ def _train_method(config: dict, method: str, parent_flow_run_id: str | None, inv
         raise recorder.fail(err) from err
     except BaseException as err:
         interrupt = interruption(err)
-        if interrupt is None or interrupt is err:
+        if interrupt is None:
             recorder.fail(err)
             raise
-        recorder.fail(interrupt)  # an interruption that came out as another error: the runs are KILLED
-        raise interrupt from None
+        release_frames(err)  # what the interrupted code held (an open SQLite query) before the runs are closed
+        recorder.fail(interrupt)
+        if interrupt is err:
+            raise
+        raise interrupt from None  # an interruption that came out as another error
 
 
 @flow(name="pqfl-train")

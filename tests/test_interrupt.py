@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -106,28 +107,40 @@ def test_an_interrupted_run_stops_cleanly_and_resumes_to_the_same_metrics(sig, c
     assert parent.info.status == "FINISHED" and "pqfl.failure" not in parent.data.tags  # the stale reason is cleared
 
 
+def _in_process(folder: Path, capsys, monkeypatch, prefect_server: str) -> tuple[int, str]:
+    """A two-round `pqfl run` through the CLI's entry point in this process, where the tests
+    below inject the signal; on the worker's Prefect server. Returns the exit code and stderr."""
+    from flows.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'store' / 'mlflow.db'}")
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    monkeypatch.delenv("PQFL_FAULT_RATE", raising=False)
+    monkeypatch.chdir(folder)
+    cfg = write_config(folder, federation={**FEDERATION, "rounds": 2, "local_epochs": 1})
+    code = main(["run", "--config", str(cfg)])
+    return code, capsys.readouterr().err
+
+
 def test_sigterm_inside_the_stores_own_write_is_an_interruption_not_a_failure(
     tmp_path, capsys, monkeypatch, prefect_server
 ):
     """SIGTERM that lands inside MLflow's SQLite write comes out of MLflow as its own error,
-    with Prefect's TerminationSignal as the context, and the store may stay locked for the
-    rest of the process (seen once in the suite: exit 1, "run failed: MlflowException:
-    database is locked"). The signal is injected here, in round 2's log: `pqfl run` still
-    says it was interrupted, exits 143 and names the run to resume, and round 2's checkpoint
-    (saved before its log) is there; the runs it could not close stay RUNNING, as after a
-    SIGKILL, and a resume logs round 2 again."""
+    with Prefect's TerminationSignal as the context (seen once in the suite: exit 1, "run
+    failed: MlflowException: database is locked"). Injected here in round 2's log, with a
+    store that cannot be written afterwards: `pqfl run` still says it was interrupted, exits
+    143 and names the run to resume, and round 2's checkpoint (saved before its log) is
+    there; the runs it could not close stay RUNNING, as after a SIGKILL."""
     from mlflow.exceptions import MlflowException
     from prefect.exceptions import TerminationSignal
 
     from flows.checkpoint import read_checkpoint
-    from flows.cli import main
     from flows.tracking import MethodRun
 
-    real_log_round, locked = MethodRun.log_round, []
+    real_log_round, fired = MethodRun.log_round, []
 
     def log_round(self, report, only_missing=False):
         if report.round == 2:
-            locked.append(True)
+            fired.append(True)
             try:
                 raise TerminationSignal(signal=signal.SIGTERM)
             except TerminationSignal:
@@ -139,13 +152,8 @@ def test_sigterm_inside_the_stores_own_write_is_an_interruption_not_a_failure(
 
     monkeypatch.setattr(MethodRun, "log_round", log_round)
     monkeypatch.setattr(MethodRun, "finish", finish)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
-    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
-    monkeypatch.delenv("PQFL_FAULT_RATE", raising=False)
-    monkeypatch.chdir(tmp_path)
-    code = main(["run", "--config", str(write_config(tmp_path, federation=FEDERATION))])
-    err = capsys.readouterr().err
-    assert locked and code == 143, err[-3000:]
+    code, err = _in_process(tmp_path, capsys, monkeypatch, prefect_server)
+    assert fired and code == 143, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("pqfl: interrupted by SIGTERM:") and "run failed" not in err, err[-3000:]
     assert "stay RUNNING after SIGTERM" in err and "Traceback" not in err
@@ -153,3 +161,42 @@ def test_sigterm_inside_the_stores_own_write_is_an_interruption_not_a_failure(
     assert parent.info.status == "RUNNING" and f"--resume {parent.info.run_id}" in last
     ckpt = read_checkpoint(Path(parent.data.tags["pqfl.checkpoint"]))
     assert ckpt.round == 2 and not ckpt.finished
+
+
+def test_sigterm_just_after_an_mlflow_query_leaves_the_store_unlocked_and_the_runs_killed(
+    tmp_path, capsys, monkeypatch, prefect_server
+):
+    """A signal handler runs between two bytecodes, so SIGTERM can raise just after MLflow's
+    SQLite query returned, with its statement still open in the raising frames: the
+    database's read lock then lived as long as the error, and closing the runs waited
+    MLflow's 20 s busy timeout, then failed ("database is locked"; reproduced this way).
+    The finished frames are cleared first, and the runs are KILLED on the real store."""
+    import sqlalchemy.engine.default
+    from prefect.exceptions import TerminationSignal
+
+    from flows.tracking import MethodRun
+
+    dialect = sqlalchemy.engine.default.DefaultDialect
+    real_execute, real_log_round, armed = dialect.do_execute, MethodRun.log_round, []
+
+    def do_execute(self, cursor, statement, parameters, context=None):
+        real_execute(self, cursor, statement, parameters, context)
+        if armed == [threading.get_ident()] and statement.lstrip().upper().startswith("SELECT"):
+            armed.append("fired")
+            raise TerminationSignal(signal=signal.SIGTERM)
+
+    def log_round(self, report, only_missing=False):
+        if report.round == 2 and not armed:
+            armed.append(threading.get_ident())
+        return real_log_round(self, report, only_missing)
+
+    monkeypatch.setattr(dialect, "do_execute", do_execute)
+    monkeypatch.setattr(MethodRun, "log_round", log_round)
+    started = time.monotonic()
+    code, err = _in_process(tmp_path, capsys, monkeypatch, prefect_server)
+    assert "fired" in armed and code == 143, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("pqfl: interrupted by SIGTERM:") and "stay RUNNING" not in err, err[-3000:]
+    runs = _runs(tmp_path)
+    assert {r.info.status for r in runs} == {"KILLED"} and len(runs) == 1 + len(TINY["clients"])
+    assert time.monotonic() - started < 60  # no busy timeout waited out
