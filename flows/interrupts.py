@@ -7,9 +7,9 @@ import traceback
 
 def interruption(err: BaseException | None) -> BaseException | None:
     """The KeyboardInterrupt or Prefect TerminationSignal behind ``err``: ``err`` itself, or
-    one it was raised while handling. A signal that lands inside a library's own error
-    handling comes out as that library's error: SIGTERM inside MLflow's SQLite write made
-    MLflow roll back and retry, find the database locked, and raise MlflowException with the
+    one it was raised while handling (its cause or context chain). An interruption can come
+    out as another error: after a SIGTERM inside MLflow's SQLite write, closing the runs met
+    the locked database (:func:`release_frames`) and raised MlflowException with the
     TerminationSignal as its context. None when ``err`` is a failure."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
