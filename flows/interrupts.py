@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Iterator
+
+
+def _behind(err: BaseException | None) -> Iterator[BaseException]:
+    """``err``, then the errors it was raised from or while handling, each once."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
 
 
 def interruption(err: BaseException | None) -> BaseException | None:
@@ -11,13 +21,10 @@ def interruption(err: BaseException | None) -> BaseException | None:
     out as another error: after a SIGTERM inside MLflow's SQLite write, closing the runs met
     the locked database (:func:`release_frames`) and raised MlflowException with the
     TerminationSignal as its context. None when ``err`` is a failure."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, KeyboardInterrupt) or type(err).__name__ == "TerminationSignal":
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+    return next(
+        (e for e in _behind(err) if isinstance(e, KeyboardInterrupt) or type(e).__name__ == "TerminationSignal"),
+        None,
+    )
 
 
 def release_frames(err: BaseException) -> None:
@@ -27,8 +34,5 @@ def release_frames(err: BaseException) -> None:
     database's read lock then lives as long as the error, and MLflow's next write in this
     process waited its 20 s busy timeout and failed with "database is locked" (reproduced).
     Frames still running are left as they are (``traceback.clear_frames`` skips them)."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        traceback.clear_frames(err.__traceback__)
-        err = err.__cause__ or err.__context__
+    for e in _behind(err):
+        traceback.clear_frames(e.__traceback__)

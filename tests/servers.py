@@ -85,6 +85,22 @@ def reporting_to(api: str):
                 APILogWorker.drain_all(timeout=10)
 
 
+def pqfl_in_process(args: list[str], folder: Path, monkeypatch, api: str) -> int:
+    """`pqfl ARGS` through the CLI's entry point in this process, in ``folder``, on the store
+    ``folder/store/mlflow.db`` and the Prefect server at ``api``: for runs whose subject is
+    not the process boundary (a new process costs seconds of imports and a temporary
+    server). The environment is restored afterwards, so commands the test starts later do
+    not inherit it."""
+    from flows.cli import main
+
+    with monkeypatch.context() as m:
+        m.chdir(folder)
+        m.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'store' / 'mlflow.db'}")
+        m.setenv("PREFECT_API_URL", api)
+        m.delenv("PQFL_FAULT_RATE", raising=False)
+        return main(args)
+
+
 #: A folder every test process of the session shares (conftest sets it), where the first
 #: call of :func:`prefect_home` leaves the Prefect database the others copy.
 SHARED: dict[str, Path] = {}

@@ -22,7 +22,7 @@ from pqfl.federated.rounds import run_federation
 from pqfl.fleet import prepare
 from tests.servers import alive as _alive
 from tests.servers import children as _children
-from tests.servers import prefect_home
+from tests.servers import pqfl_in_process, prefect_home
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,16 +108,10 @@ def test_an_interrupted_run_stops_cleanly_and_resumes_to_the_same_metrics(sig, c
 
 
 def _in_process(folder: Path, capsys, monkeypatch, prefect_server: str) -> tuple[int, str]:
-    """A two-round `pqfl run` through the CLI's entry point in this process, where the tests
-    below inject the signal; on the worker's Prefect server. Returns the exit code and stderr."""
-    from flows.cli import main
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'store' / 'mlflow.db'}")
-    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
-    monkeypatch.delenv("PQFL_FAULT_RATE", raising=False)
-    monkeypatch.chdir(folder)
+    """A two-round `pqfl run` in this process, where the tests below inject the signal, on the
+    worker's Prefect server. Returns the exit code and stderr."""
     cfg = write_config(folder, federation={**FEDERATION, "rounds": 2, "local_epochs": 1})
-    code = main(["run", "--config", str(cfg)])
+    code = pqfl_in_process(["run", "--config", str(cfg)], folder, monkeypatch, prefect_server)
     return code, capsys.readouterr().err
 
 

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from flows.checkpoint import read_checkpoint
 from flows.tracking import ROUND_METRICS, MethodRun
 from pqfl.results import ClientEvaluation, ClientRound, RoundReport, RoundSummary
-from tests.servers import prefect_home
+from tests.servers import pqfl_in_process, prefect_home
 from tests.tiny import TINY, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,20 +94,6 @@ def _kill_during_round_3(args: list[str], tmp_path: Path) -> str:
     return "".join(seen)
 
 
-def _in_process(args: list[str], tmp_path: Path, monkeypatch, prefect_server: str) -> int:
-    """`pqfl ARGS` through the CLI's entry point in this process, on the test's store and
-    the worker's Prefect server: for the runs whose subject is not the process boundary (a
-    new process costs seconds of imports and a temporary server)."""
-    from flows.cli import main
-
-    with monkeypatch.context() as m:
-        m.chdir(tmp_path)
-        m.setenv("MLFLOW_TRACKING_URI", _env(tmp_path)["MLFLOW_TRACKING_URI"])
-        m.setenv("PREFECT_API_URL", prefect_server)
-        m.delenv("PQFL_FAULT_RATE", raising=False)
-        return main(args)
-
-
 def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch, prefect_server):
     # lr_decay: each round's rate comes from its index, so the resumed rounds must train at
     # the rates the uninterrupted run used. restarts: the checkpoint holds both restarts'
@@ -136,7 +122,7 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path, m
     # The uninterrupted reference runs in this process; the killed and resumed runs cross it.
     out_clean = tmp_path / "clean.json"
     assert (
-        _in_process(
+        pqfl_in_process(
             ["run", "--config", str(clean_cfg), "--json", str(out_clean)], tmp_path, monkeypatch, prefect_server
         )
         == 0
@@ -199,7 +185,7 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path, m
     assert {a.path for a in client.list_artifacts(run_id)} >= {"config.yaml", "results.csv", "plots"}
 
     # resuming a finished run changes nothing and starts no new run
-    assert _in_process(["run", "--resume", run_id], tmp_path, monkeypatch, prefect_server) == 0
+    assert pqfl_in_process(["run", "--resume", run_id], tmp_path, monkeypatch, prefect_server) == 0
     assert len(client.search_runs([exp.experiment_id], filter_string="tags.`pqfl.role` = 'parent'")) == 2
     assert [m.step for m in client.get_metric_history(run_id, "time/wall_s")] == [ROUNDS]
 
