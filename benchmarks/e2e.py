@@ -16,6 +16,13 @@ and for a one-method one-round run of it (the fixed cost). From each process's
   MLflow runs, metrics, figures and models);
 - exit: stopping the server and the interpreter.
 
+Beside them, ``runs`` warm runs of the library alone (``library warm``): the same config's
+methods through ``pqfl.federated.rounds.Federation`` in a fresh process, one thread per
+client job as the flow's default runner, with no Prefect and no MLflow. Its metrics must
+equal ``pqfl run``'s; the difference in wall is what the orchestration and tracking layer
+costs. There ``start`` is the interpreter and the library's imports, and
+``orchestration+tracking`` the round loops' own bookkeeping.
+
 Figures are medians over the warm runs; the cold run is one run. Nothing here is a test:
 the suite asserts identical metrics and compile counts, the figures come from here.
 """
@@ -67,9 +74,77 @@ def run_pqfl(
     return launched, wall, json.loads(out.read_text())
 
 
-def _one(args: list[str], cache: Path, folder: Path, timeout: float) -> dict:
-    """One ``pqfl run`` in a fresh process and store; its wall and its phase split."""
-    launched, wall, result = run_pqfl(args, cache, folder, timeout)
+def library_run(config: str | None) -> dict:
+    """The config's methods through the library's round loop alone, in this process: the
+    fleet prepared once, each method's ``Federation`` run with its client jobs on a thread
+    pool (no Prefect, no MLflow, no checkpoints). Returns timings as ``pqfl run --json``
+    does (the flow's fields) and each method's summary metrics. The persistent compilation
+    cache is the caller's to turn on (the child process of :func:`run_library` does)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pqfl.compile_cache import compile_stats
+    from pqfl.federated.rounds import Federation
+    from pqfl.fleet import prepare
+    from tasks.settings import load_run_config
+
+    cfg = load_run_config(config)
+    started = time.perf_counter()
+    fleet = prepare(cfg)
+    prepare_s = time.perf_counter() - started
+    flow_start_unix, flow_started = time.time(), time.perf_counter()
+    methods = {}
+    with ThreadPoolExecutor(max_workers=cfg.runner.max_workers) as pool:
+        for method in cfg.federation.methods:
+            phases = {"train_s": 0.0, "evaluate_s": 0.0}
+
+            def on_round(state, phases=phases):
+                phases["train_s"] += state.last.train_s
+                phases["evaluate_s"] += state.last.evaluate_s
+
+            before = compile_stats()
+            federation = Federation(fleet, method, cfg.federation, simulator=cfg.simulator)
+            result = federation.run(map_fn=lambda fn, jobs: [pool.submit(fn, j) for j in jobs], on_round=on_round)
+            compiles = {f"compile_{k}": v - before[k] for k, v in compile_stats().items()}
+            methods[method] = {**result.summary.metrics(), "timings": {**phases, **compiles}}
+    timings = {
+        "flow_start_unix": flow_start_unix,
+        "flow_s": time.perf_counter() - flow_started,
+        "server_wait_s": 0.0,
+        "prepare_s": prepare_s,
+    }
+    return {"methods": methods, "timings": timings}
+
+
+def run_library(config: str | None, cache: Path, folder: Path, timeout: float = 900) -> tuple[float, float, dict]:
+    """:func:`library_run` in a fresh process with the compilation cache ``cache``; as
+    :func:`run_pqfl`, when it was launched, its wall and its result."""
+    folder.mkdir(parents=True)
+    env = {**os.environ, "PQFL_CACHE_DIR": str(cache)}
+    env.pop("PQFL_FAULT_RATE", None)
+    out = folder / "run.json"
+    launched = time.time()
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.e2e", "library", config or "", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=folder,
+    )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"library run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return launched, wall, json.loads(out.read_text())
+
+
+def _one(args: list[str], cache: Path, folder: Path, timeout: float, library: bool = False) -> dict:
+    """One ``pqfl run`` (with ``library``, one :func:`library_run` of the config ``args``
+    names) in a fresh process and store; its wall and its phase split."""
+    if library:
+        launched, wall, result = run_library(args[1] if args else None, cache, folder, timeout)
+    else:
+        launched, wall, result = run_pqfl(args, cache, folder, timeout)
     t, methods = result["timings"], result["methods"].values()
     train = sum(m["timings"]["train_s"] for m in methods)
     evaluate = sum(m["timings"]["evaluate_s"] for m in methods)
@@ -126,6 +201,16 @@ def run_e2e(
             if name == "full":
                 same = same and cold["metrics"] == warm[0]["metrics"]
             result["cases"][name]["metrics_identical"] = same
+        library = [_one(base, cache, Path(tmp) / f"library-{i}", timeout, library=True) for i in range(runs)]
+        walls = ", ".join(f"{r['wall_s']:.1f}" for r in library)
+        progress(f"warm library runs: {walls} s")
+        full = result["cases"]["full"]
+        result["cases"]["library"] = {
+            "warm": _median(library),
+            # the layer must not change a number: the library alone gives pqfl run's metrics
+            "metrics_identical": all(r["metrics"] == full["cold"]["metrics"] for r in library),
+        }
+        result["layer_s"] = full["warm"]["wall_s"] - result["cases"]["library"]["warm"]["wall_s"]
     result["table"] = table(result)
     return result
 
@@ -134,6 +219,8 @@ def table(result: dict) -> str:
     """The phase split, one column per measured case."""
     columns = {"full cold": result["cases"]["full"]["cold"], "full warm": result["cases"]["full"]["warm"]}
     columns["1 method 1 round warm"] = result["cases"]["one-method-one-round"]["warm"]
+    if "library" in result["cases"]:
+        columns["library warm"] = result["cases"]["library"]["warm"]
     lines = [f"{'seconds':<24}" + "".join(f"{c:>24}" for c in columns)]
     lines.append(f"{'whole process':<24}" + "".join(f"{c['wall_s']:>24.1f}" for c in columns.values()))
     for p in PHASES:
@@ -149,4 +236,14 @@ def table(result: dict) -> str:
     lines.append(
         f"{'compile thread-seconds':<24}" + "".join(f"{c['compile_thread_s']:>24.1f}" for c in columns.values())
     )
+    if "layer_s" in result:
+        lines.append(f"orchestration and tracking layer (full warm - library warm): {result['layer_s']:.1f} s")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # `python -m benchmarks.e2e library CONFIG OUT`: run_library's child
+    from pqfl.compile_cache import enable_persistent_cache
+
+    _, _, config, out = sys.argv
+    enable_persistent_cache()  # as `pqfl run` does, on PQFL_CACHE_DIR
+    Path(out).write_text(json.dumps(library_run(config or None)))

@@ -120,7 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--qubits", default="4,6,8,10", help="comma-separated qubit counts (default 4,6,8,10)")
     sim.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per measurement cell")
     e2e = bench_sub.add_parser(
-        "e2e", help="whole-process wall of `pqfl run`, cold and warm cache, split into imports/server/data/train/..."
+        "e2e",
+        help="whole-process wall of `pqfl run`, cold and warm cache, split into imports/server/data/train/...;"
+        " and the library alone, without Prefect and MLflow",
     )
     e2e.add_argument("--config", help="config YAML (default: the embedded default)")
     e2e.add_argument("--runs", type=_whole_number(1), default=3, help="warm runs per case (medians; default 3)")
@@ -174,9 +176,8 @@ def _bench_e2e(args) -> int:
     result = run_e2e(args.config, args.runs, progress=lambda line: print(f"[pqfl] {line}", file=sys.stderr, flush=True))
     print(result["table"])
     for name, case in result["cases"].items():
-        print(
-            f"{name}: metrics identical across runs{' and cold/warm' if name == 'full' else ''}: {case['metrics_identical']}"
-        )
+        what = {"full": "across runs and cold/warm", "library": "to pqfl run's, in every run"}.get(name, "across runs")
+        print(f"{name}: metrics identical {what}: {case['metrics_identical']}")
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(result, indent=2))

@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.e2e import library_run
 from benchmarks.tune_odds_val import validation_aurocs
 from flows.detector_model import feature_columns, registered_name
 from flows.train import pqfl_train
@@ -68,6 +69,21 @@ def test_a_second_run_in_the_process_compiles_nothing_and_times_its_phases(two_r
         t = r["timings"]
         assert t["train_s"] > 0 and t["evaluate_s"] > 0, method
         assert t["train_s"] + t["evaluate_s"] <= r["wall_s"], method
+
+
+def test_the_library_alone_computes_the_flows_numbers(two_runs):
+    """`pqfl bench e2e` prices the Prefect and MLflow layer against the same methods run
+    through the library alone (benchmarks/e2e.library_run); that holds only if the library
+    run computes what the flow computed, with the functions the flow prepared."""
+    first, _, _, folder, _ = two_runs
+    alone = library_run(str(folder / "config.yaml"))
+    assert list(alone["methods"]) == list(first["methods"])
+    for method, r in first["methods"].items():
+        got = alone["methods"][method]
+        for key in ("mean_auroc", "mean_aupr", "mean_false_error", "mean_missing_error", "worst_auroc"):
+            assert got[key] == r[key], (method, key)
+        assert got["timings"]["compile_traced"] == got["timings"]["compile_loaded"] == 0, method
+        assert got["timings"]["train_s"] > 0 and got["timings"]["evaluate_s"] > 0, method
 
 
 def test_every_method_reports_sane_metrics(two_runs):
