@@ -18,7 +18,7 @@ and for a one-method one-round run of it (the fixed cost). From each process's
 
 Beside them, ``runs`` warm runs of the library alone (``library warm``): the same config's
 methods through ``pqfl.federated.rounds.Federation`` in a fresh process, one thread per
-client job as the flow's default runner, with no Prefect and no MLflow. Its metrics must
+client job as the flow's default thread runner, with no Prefect and no MLflow. Its metrics must
 equal ``pqfl run``'s; the difference in wall is what the orchestration and tracking layer
 costs. There ``start`` is the interpreter and the library's imports, and
 ``orchestration+tracking`` the round loops' own bookkeeping.
@@ -93,19 +93,20 @@ def library_run(config: str | None) -> dict:
     prepare_s = time.perf_counter() - started
     flow_start_unix, flow_started = time.time(), time.perf_counter()
     methods = {}
-    with ThreadPoolExecutor(max_workers=cfg.runner.max_workers) as pool:
-        for method in cfg.federation.methods:
-            phases = {"train_s": 0.0, "evaluate_s": 0.0}
+    for method in cfg.federation.methods:
+        phases = {"train_s": 0.0, "evaluate_s": 0.0}
 
-            def on_round(state, phases=phases):
-                phases["train_s"] += state.last.train_s
-                phases["evaluate_s"] += state.last.evaluate_s
+        def on_round(state, phases=phases):
+            phases["train_s"] += state.last.train_s
+            phases["evaluate_s"] += state.last.evaluate_s
 
-            before = compile_stats()
-            federation = Federation(fleet, method, cfg.federation, simulator=cfg.simulator)
+        before = compile_stats()
+        federation = Federation(fleet, method, cfg.federation, simulator=cfg.simulator)
+        # as Prefect's thread runner, which starts a thread per task unless the config caps them
+        with ThreadPoolExecutor(max_workers=cfg.runner.max_workers or len(federation.trainers)) as pool:
             result = federation.run(map_fn=lambda fn, jobs: [pool.submit(fn, j) for j in jobs], on_round=on_round)
-            compiles = {f"compile_{k}": v - before[k] for k, v in compile_stats().items()}
-            methods[method] = {**result.summary.metrics(), "timings": {**phases, **compiles}}
+        compiles = {f"compile_{k}": v - before[k] for k, v in compile_stats().items()}
+        methods[method] = {**result.summary.metrics(), "timings": {**phases, **compiles}}
     timings = {
         "flow_start_unix": flow_start_unix,
         "flow_s": time.perf_counter() - flow_started,
