@@ -42,13 +42,27 @@ from pathlib import Path
 PHASES = ("start", "server", "data", "train", "evaluate", "orchestration+tracking", "exit")
 
 
+def _child(
+    what: str, cmd: list[str], env: dict, folder: Path, out: Path, timeout: float, cwd: str | Path
+) -> tuple[float, float, dict]:
+    """Run ``cmd`` (``what`` it is, for an error; it writes its JSON result to ``out``) in a
+    fresh process; when it was launched (Unix time), its wall and its result."""
+    folder.mkdir(parents=True)
+    launched = time.time()
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return launched, wall, json.loads(out.read_text())
+
+
 def run_pqfl(
     args: list[str], cache: Path, folder: Path, timeout: float = 900, tree: str | None = None
 ) -> tuple[float, float, dict]:
     """``pqfl run ARGS --json`` in a fresh process on a fresh store in ``folder``, with the
     compilation cache ``cache``; with ``tree``, that checkout's own command. Returns when it
     was launched (Unix time), its wall and its ``--json`` result."""
-    folder.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PQFL_FAULT_RATE")}
     env.update(
         PQFL_CACHE_DIR=str(cache),
@@ -58,20 +72,8 @@ def run_pqfl(
     if tree:
         env["PYTHONPATH"] = tree
     out = folder / "run.json"
-    launched = time.time()
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", *args, "--json", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=tree or folder,
-    )
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"pqfl run {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return launched, wall, json.loads(out.read_text())
+    cmd = [sys.executable, "-m", "flows.cli", "run", *args, "--json", str(out)]
+    return _child(f"pqfl run {' '.join(args)}", cmd, env, folder, out, timeout, cwd=tree or folder)
 
 
 def library_run(config: str | None) -> dict:
@@ -119,33 +121,21 @@ def library_run(config: str | None) -> dict:
 def run_library(config: str | None, cache: Path, folder: Path, timeout: float = 900) -> tuple[float, float, dict]:
     """:func:`library_run` in a fresh process with the compilation cache ``cache``; as
     :func:`run_pqfl`, when it was launched, its wall and its result."""
-    folder.mkdir(parents=True)
-    env = {**os.environ, "PQFL_CACHE_DIR": str(cache)}
-    env.pop("PQFL_FAULT_RATE", None)
+    env = {k: v for k, v in os.environ.items() if k != "PQFL_FAULT_RATE"}
+    env["PQFL_CACHE_DIR"] = str(cache)
     out = folder / "run.json"
-    launched = time.time()
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.e2e", "library", config or "", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=folder,
-    )
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"library run failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return launched, wall, json.loads(out.read_text())
+    cmd = [sys.executable, "-m", "benchmarks.e2e", "library", config or "", str(out)]
+    return _child("library run", cmd, env, folder, out, timeout, cwd=folder)
 
 
-def _one(args: list[str], cache: Path, folder: Path, timeout: float, library: bool = False) -> dict:
-    """One ``pqfl run`` (with ``library``, one :func:`library_run` of the config ``args``
-    names) in a fresh process and store; its wall and its phase split."""
-    if library:
-        launched, wall, result = run_library(args[1] if args else None, cache, folder, timeout)
-    else:
-        launched, wall, result = run_pqfl(args, cache, folder, timeout)
+def _one(args: list[str], cache: Path, folder: Path, timeout: float) -> dict:
+    """One ``pqfl run`` in a fresh process and store; its wall and its phase split."""
+    return _split(*run_pqfl(args, cache, folder, timeout))
+
+
+def _split(launched: float, wall: float, result: dict) -> dict:
+    """A run's wall split into :data:`PHASES` from its result's timings, with its compile
+    counts and metrics."""
     t, methods = result["timings"], result["methods"].values()
     train = sum(m["timings"]["train_s"] for m in methods)
     evaluate = sum(m["timings"]["evaluate_s"] for m in methods)
@@ -202,7 +192,7 @@ def run_e2e(
             if name == "full":
                 same = same and cold["metrics"] == warm[0]["metrics"]
             result["cases"][name]["metrics_identical"] = same
-        library = [_one(base, cache, Path(tmp) / f"library-{i}", timeout, library=True) for i in range(runs)]
+        library = [_split(*run_library(config, cache, Path(tmp) / f"library-{i}", timeout)) for i in range(runs)]
         walls = ", ".join(f"{r['wall_s']:.1f}" for r in library)
         progress(f"warm library runs: {walls} s")
         full = result["cases"]["full"]
