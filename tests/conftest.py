@@ -7,7 +7,20 @@ closes the handlers already there, and absl's handler (absl comes with the JAX s
 closes the stream it writes to, which inside a test is pytest's capture. When that
 happened in a test (test_bad_input.py run first in a process: its first test calls
 ``pqfl`` in process), that test and every later one in the process failed.
+
+The suite compiles with ``XLA_FLAGS=--xla_backend_optimization_level=0`` (here, so that the
+``pqfl`` processes the tests start inherit it; a level already in ``XLA_FLAGS`` is kept).
+CI starts with an empty compilation cache, and at level 0 XLA compiles pqfl's circuits
+faster while running them somewhat slower: a cold suite took 18:01 against 19:40 side by
+side (docs/maintaining.md). Results then differ from a user's in the last bits only;
+test_compile_level.py checks that.
 """
+
+import os
+
+# before JAX starts its backend (see the docstring)
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
 from collections.abc import Iterator
 
