@@ -34,8 +34,8 @@ def _at(level: int, fn):
     return jax.jit(fn, compiler_options={"xla_backend_optimization_level": level})
 
 
-def test_the_suite_runs_at_level_0_and_the_control_tells_the_levels_apart():
-    assert "--xla_backend_optimization_level=0" in os.environ["XLA_FLAGS"]
+def test_the_suite_names_a_level_and_the_control_tells_the_levels_apart():
+    assert "--xla_backend_optimization_level=" in os.environ["XLA_FLAGS"]  # 0 unless the caller set one
 
     def control(x):
         for i in range(8):
