@@ -11,9 +11,8 @@ happened in a test (test_bad_input.py run first in a process: its first test cal
 The suite compiles with ``XLA_FLAGS=--xla_backend_optimization_level=0`` (here, so that the
 ``pqfl`` processes the tests start inherit it; a level already in ``XLA_FLAGS`` is kept).
 CI starts with an empty compilation cache, and at level 0 XLA compiles pqfl's circuits
-faster while running them somewhat slower: a cold suite took 18:01 against 19:40 side by
-side (docs/maintaining.md). Results then differ from a user's in the last bits only;
-test_compile_level.py checks that.
+faster while running them somewhat slower (figures in docs/maintaining.md). Results then
+differ from a user's in the last bits only; test_compile_level.py checks that.
 """
 
 import os
