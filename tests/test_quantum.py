@@ -96,20 +96,12 @@ def test_fast_simulator_matches_pennylane_values_and_gradients(encoding, pattern
     theta = rng.uniform(-np.pi, np.pi, shape(layers, qubits))
     cotangent = rng.normal(size=(2, qubits))  # a random linear functional of all outputs
 
-    def value_and_grad(simulate):
-        def f(th):
-            z = simulate(spec, X, th)
-            return jnp.sum(z * cotangent), z
-
-        (_, z), g = jax.value_and_grad(f, has_aux=True)(theta)  # reverse mode, as training uses
-        return z, g
-
-    z_fast, g_fast = value_and_grad(fast_expvals)
-    z_ref, g_ref = value_and_grad(reference_expvals)
+    z_fast, g_fast = simulated_value_and_grad(fast_expvals, spec, X, theta, cotangent)
+    z_ref, g_ref = simulated_value_and_grad(reference_expvals, spec, X, theta, cotangent)
     assert z_fast.shape == (2, qubits) and g_fast.shape == theta.shape
     assert np.allclose(z_fast, z_ref, atol=1e-8, rtol=0)
     assert np.allclose(g_fast, g_ref, atol=1e-8, rtol=0)
-    assert float(jnp.abs(g_ref).max()) > 1e-3  # the gradient check is not vacuous
+    assert float(np.abs(g_ref).max()) > 1e-3  # the gradient check is not vacuous
 
 
 REUPLOAD_CASES = list(itertools.product(("ring", "linear"), ("none", "all", "per_qubit")))
@@ -168,10 +160,14 @@ CORRELATOR_CASES = [(e, n, False) for e in ENCODINGS for n in ("none", "all", "p
 
 
 def simulated_value_and_grad(simulate, spec, X, theta, cotangent):
-    """The outputs, and the gradient of their cotangent-weighted sum over theta."""
-    (_, z), g = jax.value_and_grad(
-        lambda th: (jnp.sum(simulate(spec, X, th) * cotangent), simulate(spec, X, th)), has_aux=True
-    )(theta)
+    """The outputs, and the gradient of their cotangent-weighted sum over theta (reverse
+    mode, as training uses)."""
+
+    def f(th):
+        z = simulate(spec, X, th)
+        return jnp.sum(z * cotangent), z
+
+    (_, z), g = jax.value_and_grad(f, has_aux=True)(theta)
     return np.asarray(z), np.asarray(g)
 
 
