@@ -15,7 +15,7 @@ import time
 
 from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
-from prefect.context import TagsContext
+from prefect.context import FlowRunContext, TagsContext, TaskRunContext
 from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 
@@ -31,10 +31,21 @@ from tasks.retry import with_fault_env
 from tasks.settings import load_run_config, parse_run_config
 
 log = logging.getLogger("pqfl.progress")
+
+
+def _in_a_prefect_run(record: logging.LogRecord) -> bool:
+    """Whether ``record`` was written inside a flow or task run, which its API log goes to.
+    The library's round loop called directly in a process that imported this module writes
+    the same lines outside any run; Prefect's handler would warn about each of them."""
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
 if not any(isinstance(h, APILogHandler) for h in log.handlers):
     # pqfl's round lines, dropped clients and failures also reach the Prefect API, in the
     # logs of the flow or task run they are written in (under `pqfl run` and in deployments).
-    log.addHandler(APILogHandler())
+    handler = APILogHandler()
+    handler.addFilter(_in_a_prefect_run)
+    log.addHandler(handler)
     if log.level == logging.NOTSET:  # the round lines are INFO; a worker's root logger passes WARNING only
         log.setLevel(logging.INFO)
 

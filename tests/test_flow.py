@@ -336,3 +336,40 @@ def test_an_attacked_dp_run_names_its_attackers_and_logs_honest_auroc_and_epsilo
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
     assert {r.data.tags.get("pqfl.attacker") for r in children if r.info.run_name.endswith(attacker)} == {"true"}
     assert sum(r.data.tags.get("pqfl.attacker") == "true" for r in children) == 1
+
+
+def test_progress_lines_go_to_their_runs_api_log_and_stay_local_outside_a_run(harness):
+    """flows.train routes the library's ``pqfl.progress`` lines to the Prefect API. Inside a
+    flow run they land in that run's log; written outside any run (the library's round loop
+    called directly in a process that imported the flow), they stay local, without Prefect's
+    warning that they have no run to go to."""
+    import logging
+    import uuid
+    import warnings
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
+
+    log = logging.getLogger("pqfl.progress")
+    marker = f"probe-{uuid.uuid4().hex}"
+
+    @flow(name="pqfl-progress-probe")
+    def probe() -> str:
+        log.info("%s inside", marker)
+        return flow_run.id
+
+    # Prefect's default for a log without a run is to warn (the harness turns that off)
+    with temporary_settings({PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "warn"}):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            log.warning("%s outside", marker)
+            run_id = probe()
+    APILogWorker.drain_all()
+    assert not [w for w in caught if "without a flow run id" in str(w.message)], [str(w.message) for w in caught]
+    with get_client(sync_client=True) as api:
+        logs = api.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(run_id)])))
+    assert [entry.message for entry in logs if marker in entry.message] == [f"{marker} inside"]
