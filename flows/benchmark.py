@@ -42,27 +42,12 @@ from pqfl.benchmark.statistics import (
     relative_change,
     summary_table,
 )
-from pqfl.benchmark.suite import Case, Suite, check_suite, resolve_source
+from pqfl.benchmark.suite import Case, Suite, resolve_source
 from pqfl.plots import benchmark_convergence_plot, client_bars_plot, pooled_roc_pr_plot, sweep_plot
 from tasks.federated import prepared_fleet
-from tasks.settings import parse_run_config
+from tasks.settings import check_run_suite, parse_run_config
 
 log = logging.getLogger("pqfl.progress")
-
-
-def check_run_suite(
-    suite_path: str, data_dir: str | None, overrides: dict | None = None, seeds: list[int] | None = None
-) -> tuple[Suite, list[Case]]:
-    """The library's suite check (fields, configs, data files, partitions), plus every case's
-    orchestration sections (runner, retries, faults, tracking), so that no case fails on
-    its settings after hours of others."""
-    spec, cases = check_suite(suite_path, data_dir, overrides, seeds)
-    for case in cases:
-        parse_run_config(
-            case.config,
-            origin=f"suite {spec.name}, dataset {case.dataset}, objective {case.objective}, seed {case.seed}",
-        )
-    return spec, cases
 
 
 @task(name="classical-references", cache_policy=NO_CACHE)

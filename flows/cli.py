@@ -347,7 +347,7 @@ def _compare(args) -> int:
 
 
 def _benchmark(args) -> int:
-    from flows.benchmark import check_run_suite
+    from tasks.settings import check_run_suite
 
     spec, cases = check_run_suite(args.suite, args.data_dir)  # fail fast: suite, configs, data files
     _check_outputs(parse_run_config(cases[0].config), args.json_out)

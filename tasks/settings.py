@@ -132,3 +132,21 @@ def parse_run_config(data: Any, origin: str = "config") -> RunConfig:
 def load_run_config(path: str | Path | None = None) -> RunConfig:
     """Load and validate a YAML run config (the embedded default when ``path`` is None)."""
     return load_config(path, schema=RunConfig)
+
+
+def check_run_suite(
+    suite_path: str, data_dir: str | None, overrides: dict | None = None, seeds: list[int] | None = None
+):
+    """The library's suite check (fields, configs, data files, partitions), plus every case's
+    orchestration sections (runner, retries, faults, tracking), so that no case fails on
+    its settings after hours of others. ``(Suite, [Case])``. Here rather than in the
+    benchmark flow, so that ``pqfl benchmark`` checks its input before Prefect and MLflow load."""
+    from pqfl.benchmark.suite import check_suite
+
+    spec, cases = check_suite(suite_path, data_dir, overrides, seeds)
+    for case in cases:
+        parse_run_config(
+            case.config,
+            origin=f"suite {spec.name}, dataset {case.dataset}, objective {case.objective}, seed {case.seed}",
+        )
+    return spec, cases

@@ -15,12 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pqfl.baselines import DETECTORS, detectors_for
 from pqfl.config import Config, parse_config, read_yaml
-from pqfl.data.sources import load_source
 from pqfl.errors import PQFLInputError
-from pqfl.federated.strategies import STRATEGIES
-from pqfl.fleet import load_and_partition, prepare
 
 Objective = Literal["supervised", "one_class"]
 
@@ -75,6 +71,8 @@ class Suite(_Strict):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, v):
+        from pqfl.federated.strategies import STRATEGIES  # JAX: loaded once a suite file has been read
+
         if unknown := [m for m in v if m not in STRATEGIES]:
             raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(STRATEGIES)}")
         return v
@@ -82,6 +80,8 @@ class Suite(_Strict):
     @field_validator("baselines")
     @classmethod
     def _known_baselines(cls, v):
+        from pqfl.baselines import DETECTORS  # scikit-learn, as above
+
         if v is not None and (unknown := [b for b in v if b not in DETECTORS]):
             raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(DETECTORS)}")
         return v
@@ -227,6 +227,11 @@ def check_suite(
     if data_dir is not None and not Path(data_dir).is_dir():
         raise PQFLInputError(f"{DATA_DIR}: {data_dir} is not a folder; pass the folder the suite's files are in")
     cases = expand_cases(spec, data_dir, extra, seeds)
+    # scikit-learn and JAX load only now, so a wrong path or field is reported in about a second
+    from pqfl.baselines import detectors_for
+    from pqfl.data.sources import load_source
+    from pqfl.fleet import load_and_partition, prepare
+
     for objective in spec.objectives:
         detectors_for(objective, spec.baselines)
     seen, loaded = set(), {}
