@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pqfl.config import Config, ExperimentName, Float, Int, clip, load_config, parse_config
+
+if TYPE_CHECKING:
+    from pqfl.benchmark.suite import Case, Suite
 
 
 class _Strict(BaseModel):
@@ -136,10 +139,10 @@ def load_run_config(path: str | Path | None = None) -> RunConfig:
 
 def check_run_suite(
     suite_path: str, data_dir: str | None, overrides: dict | None = None, seeds: list[int] | None = None
-):
+) -> tuple[Suite, list[Case]]:
     """The library's suite check (fields, configs, data files, partitions), plus every case's
     orchestration sections (runner, retries, faults, tracking), so that no case fails on
-    its settings after hours of others. ``(Suite, [Case])``. Here rather than in the
+    its settings after hours of others. Here rather than in the
     benchmark flow, so that ``pqfl benchmark`` checks its input before Prefect and MLflow load."""
     from pqfl.benchmark.suite import check_suite
 

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
+import uuid
+import warnings
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.logging.handlers import APILogWorker
+from prefect.runtime import flow_run
+from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.e2e import library_run
@@ -343,17 +352,6 @@ def test_progress_lines_go_to_their_runs_api_log_and_stay_local_outside_a_run(ha
     flow run they land in that run's log; written outside any run (the library's round loop
     called directly in a process that imported the flow), they stay local, without Prefect's
     warning that they have no run to go to."""
-    import logging
-    import uuid
-    import warnings
-
-    from prefect import flow
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogWorker
-    from prefect.runtime import flow_run
-    from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
-
     log = logging.getLogger("pqfl.progress")
     marker = f"probe-{uuid.uuid4().hex}"
 
