@@ -261,11 +261,14 @@ def test_the_table_adds_honest_auroc_and_epsilon_only_when_a_run_has_them():
     assert "0.812" in fedavg and "4.250" in fedavg and local.count("NaN") == 2
 
 
-def test_an_attacked_run_prints_honest_auroc_and_names_its_attackers(tmp_path):
+def test_an_attacked_run_prints_honest_auroc_and_names_its_attackers(tmp_path, capsys, monkeypatch):
+    # In this process: what it prints is the subject, not the process boundary.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _store_uri(tmp_path))
+    monkeypatch.chdir(tmp_path)
     fed = {**TINY["federation"], "attack": {"kind": "gaussian", "fraction": 0.34}, "aggregator": {"rule": "median"}}
     out = tmp_path / "out.json"
     args = ["run", "--config", str(write_config(tmp_path, federation=fed)), "--methods", "fedavg", "--rounds", "1"]
-    proc = _run([*args, "--json", str(out)], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main([*args, "--json", str(out)]) == 0
+    stdout = capsys.readouterr().out
     (attacker,) = json.loads(out.read_text())["methods"]["fedavg"]["attackers"]
-    assert "honest AUROC" in proc.stdout and f"attacking clients (gaussian): {attacker}\n" in proc.stdout
+    assert "honest AUROC" in stdout and f"attacking clients (gaussian): {attacker}\n" in stdout
