@@ -332,16 +332,20 @@ def test_client_name_climbing_out_of_the_store_as_a_user_runs_it(tmp_path):
         assert not list(folder.glob(f"*{token}*")), folder
 
 
-def test_failure_after_the_run_started_marks_it_failed(tmp_path):
+def test_failure_after_the_run_started_marks_it_failed(tmp_path, capsys, monkeypatch):
     """Below quorum in round 2: exit 1 with one closing line, the run FAILED with its reason,
-    no run left RUNNING, the round-1 checkpoint intact."""
+    no run left RUNNING, the round-1 checkpoint intact. In this process: test_failure_contract
+    checks a failed run's exit across the process boundary."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    monkeypatch.delenv("PQFL_FAULT_RATE", raising=False)
+    monkeypatch.chdir(tmp_path)
     federation = {**TINY["federation"], "methods": ["pqfl"], "rounds": 2, "min_clients": 3}
     cfg = write_config(
         tmp_path, federation=federation, faults={"permanent": {"amp-3q": [2]}}, retries={"backoff_s": 0.01}
     )
-    proc = _run(["run", "--config", str(cfg)], tmp_path, timeout=300)
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
+    code, err = main(["run", "--config", str(cfg)]), capsys.readouterr().err
+    assert code == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
     assert last.startswith("pqfl: run failed: pqfl round 2: only 2 of 3 clients")
     assert "federation.min_clients = 3" in last and "--resume" in last
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
