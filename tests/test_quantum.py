@@ -171,7 +171,7 @@ def simulated_value_and_grad(simulate, spec, X, theta, cotangent):
         return jnp.sum(z * cotangent), z
 
     value_and_grad = jax.value_and_grad(f, has_aux=True)
-    if spec.reupload and (spec.noisy or spec.has_readout):
+    if spec.reupload and spec.noisy:  # fast_expvals' density-matrix path
         value_and_grad = jax.jit(value_and_grad)
     (_, z), g = value_and_grad(theta)
     return np.asarray(z), np.asarray(g)
