@@ -27,6 +27,7 @@ import prefect.main  # noqa: F401  (see the docstring)
 import pytest
 
 import pqfl.quantum  # noqa: F401  (enables jax_enable_x64)
+from flows.runners import RECORDER_BATCHING
 from tests.servers import SHARED, VENV_BIN, free_port, prefect_home, reporting_to, running, server_env
 
 
@@ -49,6 +50,7 @@ def prefect_server(tmp_path_factory) -> Iterator[str]:
     cmd = [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     home = prefect_home(folder / "home")
     env = server_env(PREFECT_HOME=home, PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+    env = {**RECORDER_BATCHING, **env}  # as docs/deployments.md advises for a long-lived server
     env.pop("PREFECT_API_URL", None)
     with running(cmd, f"http://127.0.0.1:{port}/api/health", folder / "server.log", env):
         yield f"http://127.0.0.1:{port}/api"
