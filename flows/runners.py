@@ -67,8 +67,9 @@ def _exit_with_parent() -> None:
 
 #: Prefect's task-run recorder settings for the temporary server: up to 50 task-run events
 #: per transaction, and every event on disk within a second (and at the server's stop).
-#: Prefect's default of one event per transaction spent about half the server's CPU
-#: compiling and committing the same insert again (py-spy).
+#: Prefect's default, one event per transaction, compiles and commits an upsert for every
+#: state: about a quarter of the server's samples in py-spy. Batched, the server's CPU
+#: halved (docs/speed.md).
 RECORDER_BATCHING = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
@@ -93,9 +94,9 @@ class TemporaryServer:
     modules and prepares the data, and :meth:`wait` then finds it (mostly) ready.
 
     Its task-run recorder writes the task runs in batches (:data:`RECORDER_BATCHING`)
-    instead of one database transaction per state event, Prefect's default: that halves
-    the CPU the server takes from training on the same cores. A setting in the environment
-    wins.
+    instead of one database transaction per state event, Prefect's default: that about
+    halves the CPU the server takes from training on the same cores. A setting in the
+    environment wins.
     """
 
     def __init__(self) -> None:

@@ -41,7 +41,8 @@ def test_a_process_pool_run_reports_to_the_temporary_server_alone(tmp_path, monk
     temporary server in the process for the workers' events. The temporary server records
     task runs in batches (``RECORDER_BATCHING``): every task run and each of its states is
     in its database when the command's server has stopped."""
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    for name in ("PREFECT_API_URL", *RECORDER_BATCHING):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PREFECT_HOME", prefect_home(tmp_path / "prefect"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     federation = {**TINY["federation"], "methods": ["local"], "rounds": 1}
