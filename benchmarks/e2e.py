@@ -16,6 +16,10 @@ and for a one-method one-round run of it (the fixed cost). From each process's
   MLflow runs, metrics, figures and models);
 - exit: stopping the server and the interpreter.
 
+Beside the wall, each run's CPU seconds (``CPU (with its server)``): the process's and
+those of the children it waited for, above all the temporary Prefect server, which runs
+on the same cores as the training.
+
 Beside them, ``runs`` warm runs of the library alone (``library warm``): the same config's
 methods through ``pqfl.federated.rounds.Federation`` in a fresh process, one thread per
 client job as the flow's default thread runner, with no Prefect and no MLflow. Its metrics must
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -46,15 +51,20 @@ def _child(
     what: str, cmd: list[str], env: dict, folder: Path, out: Path, timeout: float, cwd: str | Path
 ) -> tuple[float, float, dict]:
     """Run ``cmd`` (``what`` it is, for an error; it writes its JSON result to ``out``) in a
-    fresh process; when it was launched (Unix time), its wall and its result."""
+    fresh process; when it was launched (Unix time), its wall and its result, to which
+    ``process_cpu_s`` is added: the CPU seconds (user and system) of the process and of
+    the children it waited for, such as ``pqfl run``'s temporary Prefect server."""
     folder.mkdir(parents=True)
     launched = time.time()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return launched, wall, json.loads(out.read_text())
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return launched, wall, {**json.loads(out.read_text()), "process_cpu_s": cpu}
 
 
 def run_pqfl(
@@ -151,6 +161,7 @@ def _split(launched: float, wall: float, result: dict) -> dict:
     }
     return {
         "wall_s": wall,
+        "cpu_s": result["process_cpu_s"],
         "phases": phases,
         "train_evaluate_share": (train + evaluate) / wall,
         "fixed_s": wall - train - evaluate,
@@ -162,7 +173,15 @@ def _split(launched: float, wall: float, result: dict) -> dict:
 
 
 def _median(runs: list[dict]) -> dict:
-    keys = ("wall_s", "train_evaluate_share", "fixed_s", "compile_traced", "compile_loaded", "compile_thread_s")
+    keys = (
+        "wall_s",
+        "cpu_s",
+        "train_evaluate_share",
+        "fixed_s",
+        "compile_traced",
+        "compile_loaded",
+        "compile_thread_s",
+    )
     out = {k: statistics.median(r[k] for r in runs) for k in keys}
     out["phases"] = {p: statistics.median(r["phases"][p] for r in runs) for p in PHASES}
     out["walls"] = [r["wall_s"] for r in runs]
@@ -220,6 +239,7 @@ def table(result: dict) -> str:
     lines.append(
         f"{'train+evaluate share':<24}" + "".join(f"{c['train_evaluate_share']:>24.0%}" for c in columns.values())
     )
+    lines.append(f"{'CPU (with its server)':<24}" + "".join(f"{c['cpu_s']:>24.1f}" for c in columns.values()))
     lines.append(
         f"{'compiled: traced/loaded':<24}"
         + "".join(f"{'{:.0f}/{:.0f}'.format(c['compile_traced'], c['compile_loaded']):>24}" for c in columns.values())

@@ -5,6 +5,7 @@ tools under ``benchmarks/`` built on them."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,28 @@ def test_no_prefect_or_mlflow(statement):
 def test_plots_draw_off_screen_and_importing_pqfl_stays_light():
     assert _after("import pqfl.plots")["backend"] == "agg"
     assert "matplotlib" not in _after("import pqfl")["loaded"]
+
+
+_BURN = """
+import json, subprocess, sys, time
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+burn(0.4)
+subprocess.run([sys.executable, "-c", {grandchild!r}], check=True)
+open(sys.argv[1], "w").write(json.dumps({{"ok": True}}))
+"""
+
+
+def test_e2e_counts_the_cpu_of_a_run_and_of_the_children_it_waited_for(tmp_path):
+    """`pqfl bench e2e` prices a run's CPU with its Prefect server's (a child that
+    ``pqfl run`` waits for): the figure holds the process's own CPU and its child's."""
+    from benchmarks.e2e import _child
+
+    grandchild = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end:\n    pass\n"
+    out = tmp_path / "out" / "run.json"
+    cmd = [sys.executable, "-c", _BURN.format(grandchild=grandchild), str(out)]
+    _, wall, result = _child("burner", cmd, dict(os.environ), out.parent, out, timeout=120, cwd=tmp_path)
+    assert result["ok"] is True
+    assert 0.8 <= result["process_cpu_s"] <= 2 * wall + 0.1  # two cores at most
