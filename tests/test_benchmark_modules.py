@@ -51,16 +51,11 @@ def test_plots_draw_off_screen_and_importing_pqfl_stays_light():
     assert "matplotlib" not in _after("import pqfl")["loaded"]
 
 
-_BURN = """
-import json, subprocess, sys, time
-def burn(seconds):
-    end = time.process_time() + seconds
-    while time.process_time() < end:
-        pass
-burn(0.4)
-subprocess.run([sys.executable, "-c", {grandchild!r}], check=True)
-open(sys.argv[1], "w").write(json.dumps({{"ok": True}}))
-"""
+#: Burns 0.4 s of this process's CPU (user and system, as ``getrusage`` counts it).
+_BURN = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end:\n    pass\n"
+#: Burns its own 0.4 s, then waits for a child that burns 0.4 s more, then writes ``argv[1]``.
+_PARENT = _BURN + f"import json, subprocess, sys\nsubprocess.run([sys.executable, '-c', {_BURN!r}], check=True)\n"
+_PARENT += "open(sys.argv[1], 'w').write(json.dumps({'ok': True}))\n"
 
 
 def test_e2e_counts_the_cpu_of_a_run_and_of_the_children_it_waited_for(tmp_path):
@@ -68,9 +63,8 @@ def test_e2e_counts_the_cpu_of_a_run_and_of_the_children_it_waited_for(tmp_path)
     ``pqfl run`` waits for): the figure holds the process's own CPU and its child's."""
     from benchmarks.e2e import _child
 
-    grandchild = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end:\n    pass\n"
     out = tmp_path / "out" / "run.json"
-    cmd = [sys.executable, "-c", _BURN.format(grandchild=grandchild), str(out)]
+    cmd = [sys.executable, "-c", _PARENT, str(out)]
     _, wall, result = _child("burner", cmd, dict(os.environ), out.parent, out, timeout=120, cwd=tmp_path)
     assert result["ok"] is True
     assert 0.8 <= result["process_cpu_s"] <= 2 * wall + 0.1  # two cores at most
