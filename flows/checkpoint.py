@@ -104,6 +104,10 @@ class MethodCheckpoint:
     rng: dict = field(default_factory=dict)
     optimizer: dict = field(default_factory=dict)
     flow_runs: dict = field(default_factory=dict)  # Prefect ids of the pqfl-train / pqfl-method runs that wrote it
+    # MLflow metrics queued but maybe not sent when it was written ({run_id: [[key, value,
+    # timestamp, step], ...]}, flows/tracking.MethodRun.unlogged); None in checkpoints
+    # written before the queue, whose last round a resume logs again
+    unlogged: dict | None = None
     format: int = FORMAT
 
     @property
@@ -131,6 +135,7 @@ def encode(ckpt: MethodCheckpoint) -> bytes:
         "rng": ckpt.rng,
         "optimizer": ckpt.optimizer,
         "flow_runs": ckpt.flow_runs,
+        "unlogged": ckpt.unlogged,
     }
     buffer = io.BytesIO()
     np.savez(buffer, **arrays, **{HEADER: np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)})
@@ -172,6 +177,9 @@ def decode(data: bytes, where: str) -> MethodCheckpoint:
             header["result"] is None or isinstance(header["result"], dict)
         ):
             raise ValueError("elapsed_s or result: wrong type")
+        unlogged = header.get("unlogged")
+        if unlogged is not None and not _metric_rows(unlogged):
+            raise ValueError("unlogged: expected {run_id: [[key, value, timestamp, step], ...]}")
         state = snapshot.from_data(header["state"], arrays)
     except (KeyError, ValueError, TypeError) as err:
         raise PQFLInputError(f"{refuse} is damaged ({str(err)[:200]}); start a new run") from None
@@ -186,6 +194,24 @@ def decode(data: bytes, where: str) -> MethodCheckpoint:
         rng=header["rng"],
         optimizer=header["optimizer"],
         flow_runs=header["flow_runs"],
+        unlogged=unlogged,
+    )
+
+
+def _metric_rows(unlogged: object) -> bool:
+    """Whether ``unlogged`` has the shape :attr:`MethodCheckpoint.unlogged` describes."""
+    return isinstance(unlogged, dict) and all(
+        isinstance(run_id, str)
+        and isinstance(rows, list)
+        and all(
+            isinstance(r, list)
+            and len(r) == 4
+            and isinstance(r[0], str)
+            and isinstance(r[1], (int, float))
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in r[2:])
+            for r in rows
+        )
+        for run_id, rows in unlogged.items()
     )
 
 

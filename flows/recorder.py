@@ -145,8 +145,8 @@ class MethodRecorder:
         return self.ckpt.result
 
     def resume_state(self) -> FederationState:
-        """The state to train from; when resuming, the last round is logged again where the
-        crash came between its checkpoint and its log."""
+        """The state to train from; when resuming, the metrics the checkpoint holds as unsent
+        are sent, skipping what the crash let through."""
         state = self.ckpt.state
         if state.round > 0:
             log.info(
@@ -156,7 +156,11 @@ class MethodRecorder:
                 self.cfg.federation.rounds,
                 self.run.parent_id,
             )
-            self.run.log_round(state.last, only_missing=True)
+            if self.ckpt.unlogged is None:  # a checkpoint from before the queue: its last round
+                self.run.log_round(state.last, only_missing=True)
+            else:
+                self.run.requeue(self.ckpt.unlogged)
+                self.run.flush(only_missing=True)
         return state
 
     def _elapsed(self) -> float:
@@ -165,15 +169,19 @@ class MethodRecorder:
         return elapsed
 
     def on_round(self, state: FederationState) -> None:
-        """The round loop's hook: checkpoint the round, then log it to MLflow and the progress line."""
-        self.ckpt = replace(self.ckpt, state=state, elapsed_s=self._elapsed(), flow_runs=self.flow_runs)
-        self.store.save(self.ckpt)
+        """The round loop's hook: queue the round's metrics, checkpoint the round with what is
+        unsent, then send the queue to MLflow if it is due, and print the progress line."""
         report = state.last
+        self.run.queue_round(report)
+        self.ckpt = replace(
+            self.ckpt, state=state, elapsed_s=self._elapsed(), flow_runs=self.flow_runs, unlogged=self.run.unlogged
+        )
+        self.store.save(self.ckpt)
         self.phases["train_s"] += report.train_s
         self.phases["evaluate_s"] += report.evaluate_s
         if report.dropped:
             self.tracker.client.set_tag(self.run.parent_id, "pqfl.dropped", _dropped_tag(state.dropped))
-        self.run.log_round(report)
+        self.run.flush_if_due()
         summary = report.summary
         log.info(
             "%-11s round %2d/%d  mean AUROC %.3f  worst %.3f  (%.1f s)",
@@ -191,6 +199,7 @@ class MethodRecorder:
         states = [[st for st, _ in members] for members in result.members]
         thetas = [[th for _, th in members] for members in result.members]
         final = result.evaluations
+        run.flush()  # the last rounds first: log_models links the final round's metrics to each model
         # The circuit drawings and a device run show the first restart (config refuses restarts with a device run).
         firsts, first_thetas = [s[0] for s in states], [t[0] for t in thetas]
         run.log_artifacts(cfg, self.method, result.history, final, result.clients, first_thetas)
@@ -236,7 +245,7 @@ class MethodRecorder:
                 row["selected_round"] = k
         if hw_rows:  # the device clients' hardware evaluation, as logged to MLflow
             out["hardware"] = {**hardware_summary(hw_rows), "per_client": hw_rows}
-        self.store.save(replace(self.ckpt, state=state, finished=True, result=out, elapsed_s=wall_s))
+        self.store.save(replace(self.ckpt, state=state, finished=True, result=out, elapsed_s=wall_s, unlogged={}))
         self._stop_monitor()
         run.finish("FINISHED")
         return out
@@ -251,6 +260,7 @@ class MethodRecorder:
             MethodRecorder.interrupted.append(self.run.parent_id)
             try:
                 self._stop_monitor()
+                self.run.flush()
                 self.run.finish(
                     "KILLED",
                     reason=f"interrupted by {signal} after round {self.ckpt.round}; resume with "
@@ -262,6 +272,11 @@ class MethodRecorder:
                 log.warning("%s: its MLflow runs stay RUNNING after %s (%s)", self.method, signal, reason)
             return err
         self._stop_monitor()
+        try:
+            self.run.flush()
+        except Exception as store_err:  # noqa: BLE001 — the checkpoint keeps them for a resume
+            reason = f"{type(store_err).__name__}: {store_err}".splitlines()[0][:200]
+            log.warning("%s: its unsent round metrics stay in its checkpoint for a resume (%s)", self.method, reason)
         if not isinstance(err, (PQFLRunError, PQFLInputError)):
             try:
                 self.tracker.client.log_text(

@@ -212,20 +212,31 @@ def _metrics(values: dict, names: dict[str, str], ts: int, step: int) -> list[Me
 
 
 class MethodRun:
-    """The MLflow runs of one method: a parent and one nested run per client."""
+    """The MLflow runs of one method: a parent and one nested run per client.
 
-    def __init__(self, client: MlflowClient, parent_id: str, client_run_ids: dict[str, str]):
+    A round's metrics are queued (:meth:`queue_round`) and sent by :meth:`flush`, one
+    ``log_batch`` per run for all the rounds queued: at most every ``every_s`` seconds
+    (:meth:`flush_if_due`; 0 sends every round) and when the method ends. Each
+    ``log_batch`` costs the SQLite store a run lookup, a latest-metrics update and two
+    commits whatever it holds, so sending a few rounds at once costs what one round did.
+    :attr:`unlogged` is the queue as plain data for the round's checkpoint, so that a
+    resume sends what a crash left unsent (:meth:`requeue`)."""
+
+    def __init__(self, client: MlflowClient, parent_id: str, client_run_ids: dict[str, str], every_s: float = 0.0):
         self.client = client
         self.parent_id = parent_id
         self.client_run_ids = client_run_ids
+        self.every_s = every_s
+        self.pending: dict[str, list[Metric]] = {}
+        self.sent_at = time.monotonic()
 
     def has_step(self, run_id: str, key: str, step: int) -> bool:
         """Whether ``run_id`` already holds metric ``key`` at ``step`` (one batch is one transaction)."""
         return any(m.step == step for m in self.client.get_metric_history(run_id, key))
 
-    def log_round(self, report: RoundReport, only_missing: bool = False) -> None:
-        """Log one round (step = round). ``only_missing`` skips the runs that already hold
-        this step, so a resumed run can repeat the log of its last round without duplicates."""
+    def round_metrics(self, report: RoundReport) -> dict[str, list[Metric]]:
+        """One round's metrics (step = round) per run id: the parent's summary and bookkeeping,
+        each client's evaluation, loss and retries."""
         ts, step = int(time.time() * 1000), report.round
         extra = {
             "round_wall_s": report.wall_s,
@@ -240,19 +251,58 @@ class MethodRun:
             extra["attackers_mean_auroc"] = report.attacker_summary.mean_auroc
         if report.epsilon is not None:
             extra["epsilon"] = report.epsilon
-        values = {**report.summary.metrics(), **extra}
-        if not (only_missing and self.has_step(self.parent_id, ROUND_METRICS[0], step)):
-            self.client.log_batch(self.parent_id, metrics=_metrics(values, PARENT_METRICS, ts, step))
+        out = {self.parent_id: _metrics({**report.summary.metrics(), **extra}, PARENT_METRICS, ts, step)}
         for row in report.clients:
-            run_id = self.client_run_ids[row.client]
             ev = row.evaluation
             values = {**ev.metrics(), "val_auroc": ev.val_auroc, "threshold": ev.threshold}
             if row.loss is not None:
                 values["train_loss"] = row.loss
             values.update(retries=row.retries, dropped=int(row.dropped))
-            if only_missing and self.has_step(run_id, CLIENT_METRICS["auroc"], step):
-                continue
-            self.client.log_batch(run_id, metrics=_metrics(values, CLIENT_METRICS, ts, step))
+            out[self.client_run_ids[row.client]] = _metrics(values, CLIENT_METRICS, ts, step)
+        return out
+
+    def queue_round(self, report: RoundReport) -> None:
+        """Queue one round's metrics for the next :meth:`flush`."""
+        for run_id, metrics in self.round_metrics(report).items():
+            self.pending.setdefault(run_id, []).extend(metrics)
+
+    @property
+    def unlogged(self) -> dict[str, list[list]]:
+        """The queued metrics as JSON-able data: ``{run_id: [[key, value, timestamp, step], ...]}``."""
+        return {run_id: [[m.key, m.value, m.timestamp, m.step] for m in ms] for run_id, ms in self.pending.items()}
+
+    def requeue(self, unlogged: dict[str, list[list]]) -> None:
+        """Queue metrics a checkpoint recorded as possibly unsent (:attr:`unlogged`)."""
+        for run_id, rows in unlogged.items():
+            self.pending.setdefault(run_id, []).extend(Metric(k, float(v), int(ts), int(st)) for k, v, ts, st in rows)
+
+    def flush(self, only_missing: bool = False) -> None:
+        """Send the queued metrics, one ``log_batch`` per run. ``only_missing`` first drops each
+        (metric, step) the run already holds: a resume sends again what its checkpoint
+        recorded as unsent, and a crash may have come after part of it was sent."""
+        for run_id, metrics in list(self.pending.items()):
+            if only_missing:
+                held = {
+                    (key, m.step)
+                    for key in {m.key for m in metrics}
+                    for m in self.client.get_metric_history(run_id, key)
+                }
+                metrics = [m for m in metrics if (m.key, m.step) not in held]
+            if metrics:
+                self.client.log_batch(run_id, metrics=metrics)
+            del self.pending[run_id]
+        self.sent_at = time.monotonic()
+
+    def flush_if_due(self) -> None:
+        """:meth:`flush` when ``every_s`` has passed since the last one (always with ``every_s`` 0)."""
+        if time.monotonic() - self.sent_at >= self.every_s:
+            self.flush()
+
+    def log_round(self, report: RoundReport, only_missing: bool = False) -> None:
+        """Log one round now (step = round). ``only_missing`` skips what the runs already hold,
+        so a resume can repeat the log of its last round without duplicates."""
+        self.queue_round(report)
+        self.flush(only_missing=only_missing)
 
     def log_final(self, values: dict, step: int, only_missing: bool = False) -> None:
         """The method's closing values (``wall_s``, ``retries_total``) at the last step."""
@@ -374,7 +424,7 @@ class Tracker:
         resumes = int(tags.get("pqfl.resumes", "0")) + 1
         self.client.set_tag(parent_id, "pqfl.resumes", str(resumes))
         self.client.set_tag(parent_id, f"prefect.flow_run_id.resume{resumes}", self.flow_run_id)
-        return MethodRun(self.client, parent_id, dict(client_run_ids))
+        return MethodRun(self.client, parent_id, dict(client_run_ids), every_s=self.cfg.tracking.metrics_every_s)
 
     def start_method(self, method: str, setups, tags: dict[str, str] | None = None, description: str = "") -> MethodRun:
         """A parent run for ``method`` (the flattened config as params; the user, source and
@@ -416,4 +466,4 @@ class Tracker:
             hw["normal_classes"] = setup.normal_classes
             self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in hw.items()])
             client_ids[setup.name] = run.info.run_id
-        return MethodRun(self.client, pid, client_ids)
+        return MethodRun(self.client, pid, client_ids, every_s=self.cfg.tracking.metrics_every_s)

@@ -99,6 +99,10 @@ class TrackingConfig(_Strict):
     # Log and register every client's final detector as an MLflow model (about 0.2-0.5 s
     # each); sweeps that only compare metrics can turn it off.
     log_models: bool = True
+    # Send each round's metrics to MLflow at most this often, a few rounds in one batch per
+    # run (and always when a method ends); 0 sends every round as it ends. The round's
+    # checkpoint keeps what is not sent yet, so a resume sends it.
+    metrics_every_s: Float = Field(default=2.0, ge=0)
 
 
 class RunConfig(Config):

@@ -24,7 +24,7 @@ from pqfl.config import (
     parse_config,
 )
 from pqfl.errors import PQFLInputError
-from tasks.settings import FaultConfig, RetryConfig, RunnerConfig, parse_run_config
+from tasks.settings import FaultConfig, RetryConfig, RunnerConfig, TrackingConfig, parse_run_config
 
 
 @pytest.fixture(scope="module")
@@ -331,6 +331,7 @@ _SECTIONS = {
     "runner": RunnerConfig,
     "retries": RetryConfig,
     "faults": FaultConfig,
+    "tracking": TrackingConfig,
 }
 
 
@@ -363,6 +364,7 @@ def test_every_number_field_is_covered():
         "federation.head_l2",
     } <= set(floats)
     assert {"dataset.fisher_ridge", "federation.lr_decay", "retries.backoff_s", "faults.transient_rate"} <= set(floats)
+    assert "tracking.metrics_every_s" in floats
     assert {"federation.seed", "federation.rounds", "federation.batch_size", "clients.0.qubits"} <= set(ints)
     assert {"dataset.max_samples", "clients.0.shots", "retries.max_retries", "runner.max_workers"} <= set(ints)
 

@@ -120,7 +120,7 @@ def test_sigterm_inside_the_stores_own_write_is_an_interruption_not_a_failure(
 ):
     """SIGTERM that lands inside MLflow's SQLite write comes out of MLflow as its own error,
     with Prefect's TerminationSignal as the context (seen once in the suite: exit 1, "run
-    failed: MlflowException: database is locked"). Injected here in round 2's log, with a
+    failed: MlflowException: database is locked"). Injected here as round 2's metrics are sent, with a
     store that cannot be written afterwards: `pqfl run` still says it was interrupted, exits
     143 and names the run to resume, and round 2's checkpoint (saved before its log) is
     there; the runs it could not close stay RUNNING, as after a SIGKILL."""
@@ -130,21 +130,21 @@ def test_sigterm_inside_the_stores_own_write_is_an_interruption_not_a_failure(
     from flows.checkpoint import read_checkpoint
     from flows.tracking import MethodRun
 
-    real_log_round, fired = MethodRun.log_round, []
+    real_flush, fired = MethodRun.flush, []
 
-    def log_round(self, report, only_missing=False):
-        if report.round == 2:
+    def flush(self, only_missing=False):
+        if any(m.step == 2 for ms in self.pending.values() for m in ms):
             fired.append(True)
             try:
                 raise TerminationSignal(signal=signal.SIGTERM)
             except TerminationSignal:
                 raise MlflowException("(sqlite3.OperationalError) database is locked") from None
-        return real_log_round(self, report, only_missing)
+        return real_flush(self, only_missing)
 
     def finish(self, status="FINISHED", reason=None):
         raise MlflowException("(sqlite3.OperationalError) database is locked")
 
-    monkeypatch.setattr(MethodRun, "log_round", log_round)
+    monkeypatch.setattr(MethodRun, "flush", flush)
     monkeypatch.setattr(MethodRun, "finish", finish)
     code, err = _in_process(tmp_path, capsys, monkeypatch, prefect_server)
     assert fired and code == 143, err[-3000:]
@@ -171,7 +171,7 @@ def test_sigterm_just_after_an_mlflow_query_leaves_the_store_unlocked_and_the_ru
     from flows.tracking import MethodRun
 
     dialect = sqlalchemy.engine.default.DefaultDialect
-    real_execute, real_log_round, armed = dialect.do_execute, MethodRun.log_round, []
+    real_execute, real_flush, armed = dialect.do_execute, MethodRun.flush, []
 
     def do_execute(self, cursor, statement, parameters, context=None):
         real_execute(self, cursor, statement, parameters, context)
@@ -179,13 +179,13 @@ def test_sigterm_just_after_an_mlflow_query_leaves_the_store_unlocked_and_the_ru
             armed.append("fired")
             raise TerminationSignal(signal=signal.SIGTERM)
 
-    def log_round(self, report, only_missing=False):
-        if report.round == 2 and not armed:
+    def flush(self, only_missing=False):
+        if not armed and any(m.step == 2 for ms in self.pending.values() for m in ms):
             armed.append(threading.get_ident())
-        return real_log_round(self, report, only_missing)
+        return real_flush(self, only_missing)
 
     monkeypatch.setattr(dialect, "do_execute", do_execute)
-    monkeypatch.setattr(MethodRun, "log_round", log_round)
+    monkeypatch.setattr(MethodRun, "flush", flush)
     started = time.monotonic()
     code, err = _in_process(tmp_path, capsys, monkeypatch, prefect_server)
     assert "fired" in armed and code == 143, err[-3000:]

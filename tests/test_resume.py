@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from flows.checkpoint import read_checkpoint
 from flows.tracking import ROUND_METRICS, MethodRun
+from pqfl.errors import PQFLInputError
 from pqfl.results import ClientEvaluation, ClientRound, RoundReport, RoundSummary
 from tests.servers import pqfl_in_process, prefect_home
 from tests.tiny import TINY, write_config
@@ -110,13 +111,15 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path, m
     clean_cfg = write_config(tmp_path / "clean", federation=federation)
     # The interrupted run also meets a transient fault in every job (each retried once after
     # 0.4 s): round 3 lasts long enough to be killed inside it, and the resumed run must
-    # still match the fault-free one.
+    # still match the fault-free one. It sends its round metrics only when the method ends,
+    # so at the kill rounds 1-2 are in the checkpoint, not in MLflow, and the resume sends them.
     (tmp_path / "faulty").mkdir()
     faulty_cfg = write_config(
         tmp_path / "faulty",
         federation=federation,
         faults={"transient_rate": 1.0},
         retries={"max_retries": 1, "backoff_s": 0.4, "jitter": 0.0},
+        tracking={"metrics_every_s": 3600},
     )
 
     # The uninterrupted reference runs in this process; the killed and resumed runs cross it.
@@ -142,6 +145,9 @@ def test_sigkill_in_round_3_then_resume_matches_an_uninterrupted_run(tmp_path, m
     assert ckpt_path.parent.parent == tmp_path / "store" / "checkpoints"
     ckpt = read_checkpoint(ckpt_path)
     assert ckpt.round == 2 and not ckpt.finished  # killed inside round 3
+    assert client.get_metric_history(run_id, ROUND_METRICS[0]) == []
+    assert sorted({row[3] for rows in ckpt.unlogged.values() for row in rows}) == [1, 2]
+    assert set(ckpt.unlogged) == {run_id, *ckpt.client_run_ids.values()}
     assert not [p for p in ckpt_path.parent.iterdir() if p.name.endswith(".tmp")]
     killed_flows = sorted(ckpt.flow_runs.values())
     assert set(_flow_states(tmp_path, killed_flows).values()) == {"RUNNING"}
@@ -260,6 +266,105 @@ def test_relogging_a_round_adds_no_duplicate_steps(tmp_path):
     assert [m.value for m in client.get_metric_history(parent, "time/wall_s")] == [3.0]
 
 
+def _report(run: MethodRun, k: int) -> RoundReport:
+    """A one-client round ``k`` for ``run``'s client ``a``."""
+    ev = ClientEvaluation(
+        client="a",
+        threshold=0.0,
+        val_auroc=0.6,
+        auroc=0.5 + k / 100,
+        aupr=0.5,
+        false_error=0.1,
+        missing_error=0.2,
+        f1=0.3,
+        test_scores=np.zeros(3),
+    )
+    summary = RoundSummary(round=k, **{f: 0.5 for f in RoundSummary.__dataclass_fields__ if f != "round"})
+    return RoundReport(k, summary, [ClientRound(ev, loss=1.0, retries=0, dropped=False)], 1, [], 0, 0.1)
+
+
+def _queue_store(tmp_path: Path, every_s: float) -> tuple[MlflowClient, MethodRun, list[str]]:
+    """A store with a parent and one client run, a ``MethodRun`` over them, and the ids of the
+    runs each ``log_batch`` call named (the real call, counted)."""
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("queue")
+    parent, child = (client.create_run(exp).info.run_id for _ in range(2))
+    calls, real = [], client.log_batch
+
+    def log_batch(run_id, **kw):
+        calls.append(run_id)
+        return real(run_id, **kw)
+
+    client.log_batch = log_batch
+    return client, MethodRun(client, parent, {"a": child}, every_s=every_s), calls
+
+
+def test_queued_rounds_are_sent_together_one_batch_per_run(tmp_path):
+    """Rounds queued within ``metrics_every_s`` reach MLflow in one ``log_batch`` per run,
+    each at its own step, with the values of its round; with 0 every round is sent as it ends."""
+    client, run, calls = _queue_store(tmp_path, every_s=3600)
+    for k in (1, 2, 3):
+        run.queue_round(_report(run, k))
+        run.flush_if_due()
+    assert calls == [] and client.get_metric_history(run.parent_id, "test/mean_auroc") == []
+    run.flush()
+    assert sorted(calls) == sorted([run.parent_id, run.client_run_ids["a"]])
+    steps = {m.step: m.value for m in client.get_metric_history(run.client_run_ids["a"], "test/auroc")}
+    assert steps == {k: 0.5 + k / 100 for k in (1, 2, 3)}
+    assert run.pending == {} and run.unlogged == {}
+
+    client, run, calls = _queue_store(tmp_path / "every", every_s=0)
+    for k in (1, 2):
+        run.queue_round(_report(run, k))
+        run.flush_if_due()
+        assert len(calls) == 2 * k
+    assert [m.step for m in client.get_metric_history(run.parent_id, "test/mean_auroc")] == [1, 2]
+
+
+def test_a_resume_sends_what_the_checkpoint_holds_unsent_once(tmp_path):
+    """The queue goes into the checkpoint as plain data; a crash may come after part of it
+    was sent (here: the parent's). The resume's ``requeue`` + ``flush(only_missing=True)``
+    sends the rest, and every (metric, step) is in MLflow exactly once."""
+    from dataclasses import replace
+
+    from flows.checkpoint import decode, encode
+    from pqfl.federated.rounds import FederationState
+
+    client, run, _ = _queue_store(tmp_path, every_s=3600)
+    for k in (1, 2):
+        run.queue_round(_report(run, k))
+    state = FederationState(round=2, global_theta=np.zeros((1, 1, 1, 3)), states=[])
+    ckpt = decode(encode(_checkpoint(run, state, run.unlogged)), "test")
+    assert ckpt.unlogged == run.unlogged
+    client.log_batch(run.parent_id, metrics=run.pending[run.parent_id])  # sent, then the crash
+
+    resumed = MethodRun(client, run.parent_id, dict(run.client_run_ids))
+    resumed.requeue(ckpt.unlogged)
+    resumed.flush(only_missing=True)
+    for run_id in (run.parent_id, run.client_run_ids["a"]):
+        for key in client.get_run(run_id).data.metrics:
+            assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [1, 2], (run_id, key)
+    for run_id, metrics in run.round_metrics(_report(run, 1)).items():
+        assert set(client.get_run(run_id).data.metrics) == {m.key for m in metrics}
+
+    bad = replace(ckpt, unlogged={run.parent_id: [["test/mean_auroc", 0.5, "t", 1]]})
+    with pytest.raises(PQFLInputError, match="unlogged"):
+        decode(encode(bad), "test")
+
+
+def _checkpoint(run: MethodRun, state, unlogged):
+    from flows.checkpoint import MethodCheckpoint
+
+    return MethodCheckpoint(
+        method="pqfl",
+        state=state,
+        elapsed_s=1.0,
+        parent_run_id=run.parent_id,
+        client_run_ids=dict(run.client_run_ids),
+        unlogged=unlogged,
+    )
+
+
 def test_a_checkpoint_of_another_format_is_refused_by_name(tmp_path):
     """Formats before 4 were pickles; a format-4 archive whose header names another format is
     refused too. Either way the file and the fix are named, and nothing is resumed."""
@@ -268,7 +373,6 @@ def test_a_checkpoint_of_another_format_is_refused_by_name(tmp_path):
     from types import SimpleNamespace
 
     from flows.checkpoint import FORMAT, HEADER, CheckpointStore
-    from pqfl.errors import PQFLInputError
 
     store = CheckpointStore(tmp_path, "0b7c1f54-3f4e-4a40-9d0b-0d6f2bba1c11")
     store.folder.mkdir(parents=True)
