@@ -27,6 +27,11 @@ equal ``pqfl run``'s; the difference in wall is what the orchestration and track
 costs. There ``start`` is the interpreter and the library's imports, and
 ``orchestration+tracking`` the round loops' own bookkeeping.
 
+With ``odds_dir`` (the folder of the ODDS ``.mat`` files), also the seconds per case of the
+ODDS suite (``benchmarks/suites/odds.yaml``): its first case (first dataset, objective and
+seed) as a one-case suite through ``pqfl benchmark``, whole process, once with the case's
+circuits not yet in the cache, then ``runs`` times warm; the rows must be identical.
+
 Figures are medians over the warm runs; the cold run is one run. Nothing here is a test:
 the suite asserts identical metrics and compile counts, the figures come from here.
 """
@@ -44,7 +49,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 PHASES = ("start", "server", "data", "train", "evaluate", "orchestration+tracking", "exit")
+ODDS_SUITE = Path(__file__).resolve().parent / "suites" / "odds.yaml"
 
 
 def _child(
@@ -84,6 +92,32 @@ def run_pqfl(
     out = folder / "run.json"
     cmd = [sys.executable, "-m", "flows.cli", "run", *args, "--json", str(out)]
     return _child(f"pqfl run {' '.join(args)}", cmd, env, folder, out, timeout, cwd=tree or folder)
+
+
+def first_case_suite(suite: Path, out: Path) -> str:
+    """Write ``suite``'s first case (its first dataset entry, objective and seed) to ``out`` as a
+    suite of that one case, the rest of the suite as it is; returns ``"DATASET OBJECTIVE seed S"``."""
+    data = yaml.safe_load(suite.read_text())
+    entry = dict(data["datasets"][0])
+    seed = (entry.pop("seeds", None) or data["seeds"])[0]
+    data.update(datasets=[entry], objectives=data["objectives"][:1], seeds=[seed])
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return f"{entry['name']} {data['objectives'][0]} seed {seed}"
+
+
+def run_suite(suite: Path, data_dir: str, cache: Path, folder: Path, timeout: float = 900) -> tuple[float, float, dict]:
+    """``pqfl benchmark --suite SUITE --data-dir DATA_DIR --json`` in a fresh process on a fresh
+    store in ``folder``, with the compilation cache ``cache``; as :func:`run_pqfl`, when it
+    was launched, its wall and its result."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PQFL_FAULT_RATE")}
+    env.update(
+        PQFL_CACHE_DIR=str(cache),
+        MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
+        PQFL_CHECKPOINT_DIR=str(folder / "checkpoints"),
+    )
+    out = folder / "benchmark.json"
+    cmd = [sys.executable, "-m", "flows.cli", "benchmark", "--suite", str(suite), "--data-dir", data_dir]
+    return _child(f"pqfl benchmark --suite {suite}", [*cmd, "--json", str(out)], env, folder, out, timeout, cwd=folder)
 
 
 def library_run(config: str | None) -> dict:
@@ -189,9 +223,14 @@ def _median(runs: list[dict]) -> dict:
 
 
 def run_e2e(
-    config: str | None = None, runs: int = 3, timeout: float = 900, progress: Callable[[str], None] = print
+    config: str | None = None,
+    runs: int = 3,
+    timeout: float = 900,
+    progress: Callable[[str], None] = print,
+    odds_dir: str | None = None,
 ) -> dict:
-    """Cold and warm walls of the full run and of a one-method one-round run; see the module doc."""
+    """Cold and warm walls of the full run and of a one-method one-round run, and with
+    ``odds_dir`` of one ODDS suite case; see the module doc."""
     base = ["--config", config] if config else []
     cases = {"full": base, "one-method-one-round": [*base, "--methods", "pqfl", "--rounds", "1"]}
     with tempfile.TemporaryDirectory(prefix="pqfl-e2e-") as tmp:
@@ -221,6 +260,23 @@ def run_e2e(
             "metrics_identical": all(r["metrics"] == full["cold"]["metrics"] for r in library),
         }
         result["layer_s"] = full["warm"]["wall_s"] - result["cases"]["library"]["warm"]["wall_s"]
+        if odds_dir:
+            suite = Path(tmp) / "odds-one-case.yaml"
+            label = first_case_suite(ODDS_SUITE, suite)
+            done = []
+            for i in range(runs + 1):  # the first prepares the case's circuits, which the default has not
+                _, wall, out = run_suite(suite, str(Path(odds_dir).resolve()), cache, Path(tmp) / f"odds-{i}", timeout)
+                done.append((wall, out["process_cpu_s"], out["rows"]))
+                progress(f"{'cold' if i == 0 else 'warm'} ODDS case ({label}) run: {wall:.1f} s")
+            result["odds_case"] = {
+                "case": label,
+                "cold_s": done[0][0],
+                "cold_cpu_s": done[0][1],
+                "walls": [w for w, _, _ in done[1:]],
+                "warm_s": statistics.median(w for w, _, _ in done[1:]),
+                "warm_cpu_s": statistics.median(c for _, c, _ in done[1:]),
+                "rows_identical": all(r == done[0][2] for _, _, r in done),
+            }
     result["table"] = table(result)
     return result
 
@@ -249,6 +305,11 @@ def table(result: dict) -> str:
     )
     if "layer_s" in result:
         lines.append(f"orchestration and tracking layer (full warm - library warm): {result['layer_s']:.1f} s")
+    if odds := result.get("odds_case"):
+        lines.append(
+            f"ODDS suite, seconds per case ({odds['case']}, pqfl benchmark, whole process): "
+            f"{odds['warm_s']:.1f} warm (CPU {odds['warm_cpu_s']:.1f}), {odds['cold_s']:.1f} with its circuits uncached"
+        )
     return "\n".join(lines)
 
 

@@ -127,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     e2e.add_argument("--config", help="config YAML (default: the embedded default)")
     e2e.add_argument("--runs", type=_whole_number(1), default=3, help="warm runs per case (medians; default 3)")
     e2e.add_argument("--json", dest="json_out", help="write every run's figures as JSON to this file")
+    e2e.add_argument(
+        "--odds-dir",
+        help="folder of the ODDS .mat files (e.g. ../shared/data/odds): also time one case of benchmarks/suites/odds.yaml",
+    )
     suite = sub.add_parser(
         "benchmark", help="run a benchmark suite: datasets x methods x seeds, classical references, report"
     )
@@ -173,15 +177,42 @@ def _bench_e2e(args) -> int:
         load_run_config(args.config)  # a bad config fails here, in one line, not in the first child run
     if args.json_out:
         _check_output("--json", Path(args.json_out))
-    result = run_e2e(args.config, args.runs, progress=lambda line: print(f"[pqfl] {line}", file=sys.stderr, flush=True))
+    if args.odds_dir:
+        _check_odds_dir(args.odds_dir)
+    result = run_e2e(
+        args.config,
+        args.runs,
+        progress=lambda line: print(f"[pqfl] {line}", file=sys.stderr, flush=True),
+        odds_dir=args.odds_dir,
+    )
     print(result["table"])
     for name, case in result["cases"].items():
         what = {"full": "across runs and cold/warm", "library": "to pqfl run's, in every run"}.get(name, "across runs")
         print(f"{name}: metrics identical {what}: {case['metrics_identical']}")
+    if "odds_case" in result:
+        print(f"ODDS case: rows identical across runs: {result['odds_case']['rows_identical']}")
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(result, indent=2))
     return 0
+
+
+def _check_odds_dir(folder: str) -> None:
+    """``--odds-dir`` must hold the file of the ODDS suite's case that ``pqfl bench e2e`` times
+    (checked as ``pqfl benchmark`` checks it, before any run)."""
+    import tempfile
+
+    from benchmarks.e2e import ODDS_SUITE, first_case_suite
+    from pqfl.benchmark.suite import check_suite
+
+    if not Path(folder).is_dir():
+        raise PQFLInputError(f"--odds-dir: {folder} is not a folder; pass the folder of the ODDS .mat files")
+    with tempfile.TemporaryDirectory() as tmp:
+        first_case_suite(ODDS_SUITE, Path(tmp) / "suite.yaml")
+        try:
+            check_suite(str(Path(tmp) / "suite.yaml"), folder)
+        except PQFLInputError as err:
+            raise PQFLInputError(f"--odds-dir {folder}: {err}") from None
 
 
 def _overrides(args) -> dict:

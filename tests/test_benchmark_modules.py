@@ -68,3 +68,28 @@ def test_e2e_counts_the_cpu_of_a_run_and_of_the_children_it_waited_for(tmp_path)
     _, wall, result = _child("burner", cmd, dict(os.environ), out.parent, out, timeout=120, cwd=tmp_path)
     assert result["ok"] is True
     assert 0.8 <= result["process_cpu_s"] <= 2 * wall + 0.1  # two cores at most
+
+
+def test_e2e_times_the_odds_suites_first_case_as_the_suite_runs_it(tmp_path):
+    """`pqfl bench e2e --odds-dir` times a one-case suite cut from benchmarks/suites/odds.yaml:
+    it must expand to exactly the full suite's first case, config and all."""
+    from benchmarks.e2e import ODDS_SUITE, first_case_suite
+    from pqfl.benchmark.suite import expand_cases, load_suite
+
+    label = first_case_suite(ODDS_SUITE, tmp_path / "one.yaml")
+    first = expand_cases(load_suite(ODDS_SUITE), tmp_path)[0]
+    assert expand_cases(load_suite(tmp_path / "one.yaml"), tmp_path) == [first]
+    assert label == f"{first.dataset} {first.objective} seed {first.seed}"
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_e2e_refuses_an_odds_dir_without_the_case_file_before_any_run(make, tmp_path, capsys):
+    from flows.cli import main
+
+    folder = tmp_path / "odds"
+    if make == "empty":
+        folder.mkdir()
+    assert main(["bench", "e2e", "--odds-dir", str(folder)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("pqfl: error: --odds-dir") and str(folder) in line
+    assert ("cardio.mat not found" if make == "empty" else "is not a folder") in line
