@@ -1,6 +1,7 @@
 """What the training flow records around the library's round loop: a method's MLflow runs
 and its round checkpoints — opened fresh, or reopened after a crash — updated after every
-round (checkpoint first, then MLflow, so a resume re-logs only what is missing), and
+round (the checkpoint first, holding the metrics not yet sent, then MLflow when due, so a
+resume sends only what is missing), and
 closed with the method's artifacts, detectors and hardware evaluation."""
 
 from __future__ import annotations
