@@ -75,18 +75,26 @@ def _child(
     return launched, wall, {**json.loads(out.read_text()), "process_cpu_s": cpu}
 
 
-def run_pqfl(
-    args: list[str], cache: Path, folder: Path, timeout: float = 900, tree: str | None = None
-) -> tuple[float, float, dict]:
-    """``pqfl run ARGS --json`` in a fresh process on a fresh store in ``folder``, with the
-    compilation cache ``cache``; with ``tree``, that checkout's own command. Returns when it
-    was launched (Unix time), its wall and its ``--json`` result."""
+def _command_env(cache: Path, folder: Path) -> dict:
+    """The environment of a ``pqfl`` command run here: its own temporary Prefect server (no
+    ``PREFECT_API_URL``), no injected faults, the compilation cache ``cache``, and a fresh
+    MLflow store and checkpoint folder in ``folder``."""
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PQFL_FAULT_RATE")}
     env.update(
         PQFL_CACHE_DIR=str(cache),
         MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
         PQFL_CHECKPOINT_DIR=str(folder / "checkpoints"),
     )
+    return env
+
+
+def run_pqfl(
+    args: list[str], cache: Path, folder: Path, timeout: float = 900, tree: str | None = None
+) -> tuple[float, float, dict]:
+    """``pqfl run ARGS --json`` in a fresh process on a fresh store in ``folder``, with the
+    compilation cache ``cache``; with ``tree``, that checkout's own command. Returns when it
+    was launched (Unix time), its wall and its ``--json`` result."""
+    env = _command_env(cache, folder)
     if tree:
         env["PYTHONPATH"] = tree
     out = folder / "run.json"
@@ -109,12 +117,7 @@ def run_suite(suite: Path, data_dir: str, cache: Path, folder: Path, timeout: fl
     """``pqfl benchmark --suite SUITE --data-dir DATA_DIR --json`` in a fresh process on a fresh
     store in ``folder``, with the compilation cache ``cache``; as :func:`run_pqfl`, when it
     was launched, its wall and its result."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PQFL_FAULT_RATE")}
-    env.update(
-        PQFL_CACHE_DIR=str(cache),
-        MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
-        PQFL_CHECKPOINT_DIR=str(folder / "checkpoints"),
-    )
+    env = _command_env(cache, folder)
     out = folder / "benchmark.json"
     cmd = [sys.executable, "-m", "flows.cli", "benchmark", "--suite", str(suite), "--data-dir", data_dir]
     return _child(f"pqfl benchmark --suite {suite}", [*cmd, "--json", str(out)], env, folder, out, timeout, cwd=folder)

@@ -231,43 +231,8 @@ def test_runs_orphaned_before_their_first_checkpoint_are_failed(tmp_path):
     assert tracker.client.get_run(orphan.info.run_id).data.tags["pqfl.failure"] == "crashed"
 
 
-def test_relogging_a_round_adds_no_duplicate_steps(tmp_path):
-    """A crash between a round's checkpoint and its MLflow log makes the resume log that round
-    again; runs that already hold the step are skipped."""
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.create_experiment("relog")
-    parent = client.create_run(exp).info.run_id
-    child = client.create_run(exp).info.run_id
-    run = MethodRun(client, parent, {"a": child})
-    ev = ClientEvaluation(
-        client="a",
-        threshold=0.0,
-        val_auroc=0.6,
-        auroc=0.5,
-        aupr=0.5,
-        false_error=0.1,
-        missing_error=0.2,
-        f1=0.3,
-        test_scores=np.zeros(3),
-    )
-    row = ClientRound(ev, loss=1.0, retries=2, dropped=False)
-
-    def report(k: int, retries: int) -> RoundReport:
-        summary = RoundSummary(round=k, **{f: 0.5 for f in RoundSummary.__dataclass_fields__ if f != "round"})
-        return RoundReport(k, summary, [row], 1, [], retries, 0.1)
-
-    run.log_round(report(1, 2))
-    run.log_round(report(1, 2), only_missing=True)
-    run.log_round(report(2, 0), only_missing=True)  # missing: logged
-    assert [m.step for m in client.get_metric_history(parent, "test/mean_auroc")] == [1, 2]
-    assert sorted(m.step for m in client.get_metric_history(child, "fl/retries")) == [1, 2]
-    run.log_final({"wall_s": 3.0}, step=2)
-    run.log_final({"wall_s": 4.0}, step=2, only_missing=True)
-    assert [m.value for m in client.get_metric_history(parent, "time/wall_s")] == [3.0]
-
-
-def _report(run: MethodRun, k: int) -> RoundReport:
-    """A one-client round ``k`` for ``run``'s client ``a``."""
+def _report(k: int, retries: int = 0) -> RoundReport:
+    """A one-client round ``k`` of client ``a``, with ``retries`` in its row and its report."""
     ev = ClientEvaluation(
         client="a",
         threshold=0.0,
@@ -280,7 +245,7 @@ def _report(run: MethodRun, k: int) -> RoundReport:
         test_scores=np.zeros(3),
     )
     summary = RoundSummary(round=k, **{f: 0.5 for f in RoundSummary.__dataclass_fields__ if f != "round"})
-    return RoundReport(k, summary, [ClientRound(ev, loss=1.0, retries=0, dropped=False)], 1, [], 0, 0.1)
+    return RoundReport(k, summary, [ClientRound(ev, loss=1.0, retries=retries, dropped=False)], 1, [], retries, 0.1)
 
 
 def _queue_store(tmp_path: Path, every_s: float) -> tuple[MlflowClient, MethodRun, list[str]]:
@@ -299,12 +264,27 @@ def _queue_store(tmp_path: Path, every_s: float) -> tuple[MlflowClient, MethodRu
     return client, MethodRun(client, parent, {"a": child}, every_s=every_s), calls
 
 
+def test_relogging_a_round_adds_no_duplicate_steps(tmp_path):
+    """A crash between a round's checkpoint and its MLflow log makes the resume log that round
+    again; runs that already hold the step are skipped."""
+    client, run, _ = _queue_store(tmp_path, every_s=0)
+    parent, child = run.parent_id, run.client_run_ids["a"]
+    run.log_round(_report(1, 2))
+    run.log_round(_report(1, 2), only_missing=True)
+    run.log_round(_report(2, 0), only_missing=True)  # missing: logged
+    assert [m.step for m in client.get_metric_history(parent, "test/mean_auroc")] == [1, 2]
+    assert sorted(m.step for m in client.get_metric_history(child, "fl/retries")) == [1, 2]
+    run.log_final({"wall_s": 3.0}, step=2)
+    run.log_final({"wall_s": 4.0}, step=2, only_missing=True)
+    assert [m.value for m in client.get_metric_history(parent, "time/wall_s")] == [3.0]
+
+
 def test_queued_rounds_are_sent_together_one_batch_per_run(tmp_path):
     """Rounds queued within ``metrics_every_s`` reach MLflow in one ``log_batch`` per run,
     each at its own step, with the values of its round; with 0 every round is sent as it ends."""
     client, run, calls = _queue_store(tmp_path, every_s=3600)
     for k in (1, 2, 3):
-        run.queue_round(_report(run, k))
+        run.queue_round(_report(k))
         run.flush_if_due()
     assert calls == [] and client.get_metric_history(run.parent_id, "test/mean_auroc") == []
     run.flush()
@@ -315,7 +295,7 @@ def test_queued_rounds_are_sent_together_one_batch_per_run(tmp_path):
 
     client, run, calls = _queue_store(tmp_path / "every", every_s=0)
     for k in (1, 2):
-        run.queue_round(_report(run, k))
+        run.queue_round(_report(k))
         run.flush_if_due()
         assert len(calls) == 2 * k
     assert [m.step for m in client.get_metric_history(run.parent_id, "test/mean_auroc")] == [1, 2]
@@ -332,7 +312,7 @@ def test_a_resume_sends_what_the_checkpoint_holds_unsent_once(tmp_path):
 
     client, run, _ = _queue_store(tmp_path, every_s=3600)
     for k in (1, 2):
-        run.queue_round(_report(run, k))
+        run.queue_round(_report(k))
     state = FederationState(round=2, global_theta=np.zeros((1, 1, 1, 3)), states=[])
     ckpt = decode(encode(_checkpoint(run, state, run.unlogged)), "test")
     assert ckpt.unlogged == run.unlogged
@@ -344,7 +324,7 @@ def test_a_resume_sends_what_the_checkpoint_holds_unsent_once(tmp_path):
     for run_id in (run.parent_id, run.client_run_ids["a"]):
         for key in client.get_run(run_id).data.metrics:
             assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [1, 2], (run_id, key)
-    for run_id, metrics in run.round_metrics(_report(run, 1)).items():
+    for run_id, metrics in run.round_metrics(_report(1)).items():
         assert set(client.get_run(run_id).data.metrics) == {m.key for m in metrics}
 
     bad = replace(ckpt, unlogged={run.parent_id: [["test/mean_auroc", 0.5, "t", 1]]})
