@@ -117,6 +117,17 @@ def _signature(leaves, treedef) -> tuple:
     return treedef, tuple((np.shape(x), np.result_type(x)) for x in leaves)
 
 
+def _jit(call: Callable) -> Callable:
+    """``call`` jitted with every argument placed on the default device, committed or not.
+
+    A jitted function is lowered and compiled again when an argument's placement changes
+    from uncommitted (a fresh ``jnp.asarray``, a NumPy array) to committed (a result of a
+    compiled call), although the computation is the same: a training step, first called
+    with fresh parameters and then with its own results, compiled twice. With the
+    placement fixed, one compile serves both."""
+    return jax.jit(call, in_shardings=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+
+
 class PersistentFunction:
     """A jitted function traced once per circuit structure, for every process.
 
@@ -190,7 +201,7 @@ class PersistentFunction:
         if path is not None:
             if path.exists():
                 try:
-                    return jax.jit(export.deserialize(bytearray(path.read_bytes())).call), False
+                    return _jit(export.deserialize(bytearray(path.read_bytes())).call), False
                 except Exception:  # a truncated or foreign file: trace again and replace it
                     pass
 
@@ -208,4 +219,4 @@ class PersistentFunction:
             except OSError:  # a read-only or full cache folder costs the next process a trace, not this run
                 with contextlib.suppress(OSError):
                     tmp.unlink(missing_ok=True)
-        return jax.jit(exported.call), True
+        return _jit(exported.call), True

@@ -143,6 +143,49 @@ def test_exported_function_matches_plain_jit_and_keeps_pytrees():
     np.testing.assert_array_equal(np.asarray(got["y"]), np.asarray(jax.jit(fn)(params, np.ones(4) * 2.0)["y"]))
 
 
+def test_a_step_fed_its_own_results_runs_one_compiled_executable():
+    """A training step is first called with fresh arrays (not yet committed to a device) and
+    then with its own results (committed), directly or through ``leaf_call``. Both must run
+    the executable of the first call: a change of placement alone used to lower and compile
+    the same step a second time. Counted with JAX's lowering events, which precede every
+    XLA compile (or its lookup in the persistent cache); the numbers must equal plain
+    ``jax.jit`` fed the same way, bit for bit."""
+    from pqfl.compile_cache import PersistentFunction
+
+    def step(params, x):
+        return {"w": params["w"] - 0.1 * jnp.tanh(params["w"] * x), "b": params["b"] + jnp.sum(x) * 1e-3}
+
+    lowered = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(kwargs.get("fun_name"))
+
+    x = np.random.default_rng(3).normal(size=5)
+    fresh = {"w": jnp.asarray(np.linspace(-1, 1, 5)), "b": jnp.asarray(np.array(0.25))}
+    persistent = PersistentFunction(step, "test-step", ("placement",), out_like=lambda *_: {"w": 0, "b": 0})
+    params = persistent(fresh, x)  # prepared: traced, lowered and compiled here
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        params = persistent(params, x)  # its own (committed) results
+        call = persistent.leaf_call(params, x)
+        leaves = jax.tree.leaves((params, x))
+        for _ in range(3):
+            carry = call(*leaves)
+            leaves = [*carry, x]
+        persistent(fresh, x)  # and fresh arrays again
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert lowered == []
+
+    want = fresh
+    for _ in range(5):
+        want = jax.jit(step)(want, x)
+    got = jax.tree.unflatten(jax.tree.structure(want), carry)
+    np.testing.assert_array_equal(np.asarray(got["w"]), np.asarray(want["w"]))
+    np.testing.assert_array_equal(np.asarray(got["b"]), np.asarray(want["b"]))
+
+
 def test_a_cache_folder_that_cannot_be_written_costs_a_trace_not_the_run(tmp_path):
     """The traced function is still used when its export cannot be stored."""
     cache = tmp_path / "jax-cache"
