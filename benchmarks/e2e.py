@@ -1,7 +1,7 @@
 """End-to-end wall of ``pqfl run``: what a user waits for, and where it goes.
 
 ``pqfl bench e2e`` runs the command as a user does, in fresh processes on fresh MLflow
-stores: once with an empty compilation cache (cold), then ``runs`` times with the cache
+stores and Prefect homes (a migrated Prefect database without history): once with an empty compilation cache (cold), then ``runs`` times with the cache
 that run filled (warm), for the given config (the embedded default unless ``--config``)
 and for a one-method one-round run of it (the fixed cost). From each process's
 ``--json`` timings it splits the wall into
@@ -38,15 +38,18 @@ the suite asserts identical metrics and compile counts, the figures come from he
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -62,7 +65,7 @@ def _child(
     fresh process; when it was launched (Unix time), its wall and its result, to which
     ``process_cpu_s`` is added: the CPU seconds (user and system) of the process and of
     the children it waited for, such as ``pqfl run``'s temporary Prefect server."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     launched = time.time()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -75,15 +78,36 @@ def _child(
     return launched, wall, {**json.loads(out.read_text()), "process_cpu_s": cpu}
 
 
-def _command_env(cache: Path, folder: Path) -> dict:
+@lru_cache(maxsize=1)
+def fresh_prefect_database() -> Path:
+    """A Prefect database without history (migrated and served once, untimed), made once per
+    benchmark process in a temporary folder that is removed when the process exits."""
+    from flows.runners import served_database
+
+    root = Path(tempfile.mkdtemp(prefix="pqfl-bench-prefect-"))
+    atexit.register(shutil.rmtree, root, True)
+    return served_database(root / "home")
+
+
+def _command_env(cache: Path, folder: Path, prefect_db: Path | None = None) -> dict:
     """The environment of a ``pqfl`` command run here: its own temporary Prefect server (no
     ``PREFECT_API_URL``), no injected faults, the compilation cache ``cache``, and a fresh
-    MLflow store and checkpoint folder in ``folder``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PQFL_FAULT_RATE")}
+    MLflow store, checkpoint folder and Prefect home in ``folder``. The home holds a copy of
+    ``prefect_db`` (default :func:`fresh_prefect_database`): the temporary server otherwise
+    writes to the user's ``PREFECT_HOME``, whose database keeps every earlier command's runs,
+    and a server on a database of 5 GB used more CPU (docs/speed.md), so the figures would
+    depend on the machine's history."""
+    from flows.runners import DATABASE_SETTINGS, copy_database
+
+    drop = ("PREFECT_API_URL", "PQFL_FAULT_RATE", *DATABASE_SETTINGS)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    home = folder / "prefect"
+    copy_database(prefect_db or fresh_prefect_database(), home / "prefect.db")
     env.update(
         PQFL_CACHE_DIR=str(cache),
         MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
         PQFL_CHECKPOINT_DIR=str(folder / "checkpoints"),
+        PREFECT_HOME=str(home),
     )
     return env
 

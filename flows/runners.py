@@ -22,12 +22,13 @@ import importlib.util
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from pqfl.errors import PQFLRunError
@@ -99,7 +100,8 @@ class TemporaryServer:
     environment wins.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self.environ = os.environ if environ is None else environ  # what the server's environment is made from
         self.process: subprocess.Popen | None = None
         self.port = 0
         self._launch()
@@ -112,7 +114,7 @@ class TemporaryServer:
         with socket.socket() as probe:  # a free port on the loopback interface
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        env = server_environment(os.environ)
+        env = server_environment(self.environ)
         app_dir = Path(importlib.util.find_spec("prefect").origin).parent.parent
         args = [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
@@ -150,6 +152,33 @@ class TemporaryServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+#: Settings that point a Prefect server at another database than the one in its home.
+DATABASE_SETTINGS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
+
+
+def served_database(home: Path, timeout: float = 240) -> Path:
+    """``home``'s Prefect database once a :class:`TemporaryServer` on it has come up and
+    stopped: Prefect's migrations run and its block types added, no flow runs yet. For
+    copying (:func:`copy_database`) into homes that should start without history, which then
+    skip the migrations (13.7 s to healthy against 5.8 s on a copy, tests/servers.py)."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in DATABASE_SETTINGS}
+    server = TemporaryServer({**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    try:
+        server.wait(timeout)
+    finally:
+        server.stop()
+    return home / "prefect.db"
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """Copy the SQLite database ``source`` to ``target`` by SQLite's online backup, which is
+    consistent even with the source's write-ahead log beside it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
 
 
 _TEMPORARY: dict[str, str | None] = {"api": None}  # the API URL of the server prefect_api started

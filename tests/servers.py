@@ -7,16 +7,14 @@ import fcntl
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from unittest import mock
 
 VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
 
@@ -113,39 +111,27 @@ def prefect_home(home: Path) -> str:
     first runs Prefect's migrations: 13.7 s to healthy against 5.8 s on a copy (a
     ``TemporaryServer`` alone, one run each, under load). test_packaging keeps an empty
     home, as a new user has."""
+    from flows.runners import copy_database
+
     db = home / "prefect.db"
     if not db.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        _sqlite_copy(_served_prefect_database(), db)
+        copy_database(served_prefect_database(), db)
     return str(home)
 
 
-def _sqlite_copy(source: Path, target: Path) -> None:
-    """SQLite's online backup: consistent even with the source's write-ahead log beside it."""
-    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
-        src.backup(dst)
-
-
 @lru_cache(maxsize=1)
-def _served_prefect_database() -> Path:
-    """The session's Prefect database that pqfl's ``TemporaryServer`` migrated and served,
-    made by the first process that needs it while the others wait (a file lock)."""
-    from flows.runners import TemporaryServer
+def served_prefect_database() -> Path:
+    """The session's Prefect database that pqfl's ``TemporaryServer`` migrated and served
+    (``flows.runners.served_database``), made by the first process that needs it while the
+    others wait (a file lock)."""
+    from flows.runners import copy_database, served_database
 
     root = SHARED.get("tmp") or Path(tempfile.mkdtemp(prefix="pqfl-prefect-"))
     served = root / "prefect-served.db"
     with open(root / "prefect-served.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not served.exists():
-            home = root / "prefect-served-home"
-            env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-            with mock.patch.dict(os.environ, env):
-                server = TemporaryServer()
-            try:
-                server.wait(timeout=240)
-            finally:
-                server.stop()
-            _sqlite_copy(home / "prefect.db", served.with_suffix(".tmp"))
+            copy_database(served_database(root / "prefect-served-home"), served.with_suffix(".tmp"))
             os.replace(served.with_suffix(".tmp"), served)
     return served
 

@@ -93,3 +93,40 @@ def test_e2e_refuses_an_odds_dir_without_the_case_file_before_any_run(make, tmp_
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("pqfl: error: --odds-dir") and str(folder) in line
     assert ("cardio.mat not found" if make == "empty" else "is not a folder") in line
+
+
+def test_e2e_gives_each_command_a_prefect_home_without_history(tmp_path, monkeypatch):
+    """`pqfl bench e2e` runs each command with a Prefect home of its own, holding a copy of a
+    migrated database without runs, whatever the user's environment names: otherwise the
+    temporary server writes into the user's ``PREFECT_HOME``, whose database keeps every
+    earlier command's runs and makes the server slower (docs/speed.md). A real temporary
+    server started with that environment records its runs in the command's home."""
+    import sqlite3
+    import urllib.request
+
+    from benchmarks.e2e import _command_env
+    from flows.runners import TemporaryServer
+    from tests.servers import served_prefect_database
+
+    user_home = tmp_path / "user-prefect"
+    monkeypatch.setenv("PREFECT_HOME", str(user_home))
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{user_home / 'other.db'}")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    folder = tmp_path / "run"
+    env = _command_env(tmp_path / "cache", folder, prefect_db=served_prefect_database())
+    assert env["PREFECT_HOME"] == str(folder / "prefect")
+    assert "PREFECT_API_DATABASE_CONNECTION_URL" not in env and "PREFECT_API_URL" not in env
+
+    server = TemporaryServer(env)
+    try:
+        api = server.wait(timeout=240)
+        body = json.dumps({"name": "e2e-home-check"}).encode()
+        request = urllib.request.Request(f"{api}/flows/", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status in (200, 201)
+    finally:
+        server.stop()
+    with sqlite3.connect(folder / "prefect" / "prefect.db") as db:
+        assert db.execute("SELECT count(*) FROM flow WHERE name = 'e2e-home-check'").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM flow_run").fetchone() == (0,)  # no history came with the copy
+    assert not user_home.exists()
