@@ -6,7 +6,7 @@ For each tree (a git worktree, e.g. ``git worktree add /tmp/old a81eade``), with
 environment's Python and dependencies: one default run from an empty compilation cache,
 then RUNS warm default runs and RUNS warm ``--methods pqfl --rounds 1`` runs, each a fresh
 process (``python -m flows.cli run``, the tree's own command) on a fresh MLflow store and
-Prefect home (``benchmarks.e2e._command_env``).
+Prefect database (``benchmarks.e2e._command_env``).
 Prints the walls, their medians, the before/after ratios, and whether every run of both
 trees gave the same metrics.
 """

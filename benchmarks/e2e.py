@@ -1,9 +1,10 @@
 """End-to-end wall of ``pqfl run``: what a user waits for, and where it goes.
 
 ``pqfl bench e2e`` runs the command as a user does, in fresh processes on fresh MLflow
-stores and Prefect homes (a migrated Prefect database without history): once with an empty compilation cache (cold), then ``runs`` times with the cache
-that run filled (warm), for the given config (the embedded default unless ``--config``)
-and for a one-method one-round run of it (the fixed cost). From each process's
+stores and a Prefect database without history (:func:`fresh_prefect_home`): once with an
+empty compilation cache (cold), then ``runs`` times with the cache that run filled
+(warm), for the given config (the embedded default unless ``--config``) and for a
+one-method one-round run of it (the fixed cost). From each process's
 ``--json`` timings it splits the wall into
 
 - start: interpreter start, imports and checks, until the flow starts (the temporary
@@ -65,7 +66,7 @@ def _child(
     fresh process; when it was launched (Unix time), its wall and its result, to which
     ``process_cpu_s`` is added: the CPU seconds (user and system) of the process and of
     the children it waited for, such as ``pqfl run``'s temporary Prefect server."""
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True)
     launched = time.time()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -79,35 +80,51 @@ def _child(
 
 
 @lru_cache(maxsize=1)
-def fresh_prefect_database() -> Path:
-    """A Prefect database without history (migrated and served once, untimed), made once per
-    benchmark process in a temporary folder that is removed when the process exits."""
-    from flows.runners import served_database
+def _prefect_home() -> tuple[Path, Path]:
+    """The benchmark's Prefect home and the database without history that each command
+    starts from, made once per benchmark process (untimed) in a temporary folder that is
+    removed when the process exits. The server that migrates the database also leaves its
+    memo of Prefect's block registration in the home, for this database path: a user's
+    home has one, and without it every server start registers the block types again."""
+    from flows.runners import copy_database, served_database
 
     root = Path(tempfile.mkdtemp(prefix="pqfl-bench-prefect-"))
     atexit.register(shutil.rmtree, root, True)
-    return served_database(root / "home")
+    home = root / "home"
+    template = root / "template.db"
+    copy_database(served_database(home), template)
+    return home, template
 
 
-def _command_env(cache: Path, folder: Path, prefect_db: Path | None = None) -> dict:
+def fresh_prefect_home() -> Path:
+    """The benchmark's Prefect home (:func:`_prefect_home`), its database reset to the one
+    without history. Commands run one after the other, so they share the path."""
+    from flows.runners import copy_database
+
+    home, template = _prefect_home()
+    for suffix in ("", "-wal", "-shm"):
+        (home / f"prefect.db{suffix}").unlink(missing_ok=True)
+    copy_database(template, home / "prefect.db")
+    return home
+
+
+def _command_env(cache: Path, folder: Path) -> dict:
     """The environment of a ``pqfl`` command run here: its own temporary Prefect server (no
-    ``PREFECT_API_URL``), no injected faults, the compilation cache ``cache``, and a fresh
-    MLflow store, checkpoint folder and Prefect home in ``folder``. The home holds a copy of
-    ``prefect_db`` (default :func:`fresh_prefect_database`): the temporary server otherwise
-    writes to the user's ``PREFECT_HOME``, whose database keeps every earlier command's runs,
-    and a server on a database of 5 GB used more CPU (docs/speed.md), so the figures would
+    ``PREFECT_API_URL``), no injected faults, the compilation cache ``cache``, a fresh
+    MLflow store and checkpoint folder in ``folder``, and a Prefect home whose database
+    has no history (:func:`fresh_prefect_home`). Otherwise the temporary server writes to
+    the user's ``PREFECT_HOME``, whose database keeps every earlier command's runs; on one
+    of 5 GB a warm default run used a fifth more CPU (docs/speed.md), so the figures would
     depend on the machine's history."""
-    from flows.runners import DATABASE_SETTINGS, copy_database
+    from flows.runners import DATABASE_SETTINGS
 
     drop = ("PREFECT_API_URL", "PQFL_FAULT_RATE", *DATABASE_SETTINGS)
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    home = folder / "prefect"
-    copy_database(prefect_db or fresh_prefect_database(), home / "prefect.db")
     env.update(
         PQFL_CACHE_DIR=str(cache),
         MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
         PQFL_CHECKPOINT_DIR=str(folder / "checkpoints"),
-        PREFECT_HOME=str(home),
+        PREFECT_HOME=str(fresh_prefect_home()),
     )
     return env
 

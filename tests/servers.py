@@ -115,12 +115,12 @@ def prefect_home(home: Path) -> str:
 
     db = home / "prefect.db"
     if not db.exists():
-        copy_database(served_prefect_database(), db)
+        copy_database(_served_prefect_database(), db)
     return str(home)
 
 
 @lru_cache(maxsize=1)
-def served_prefect_database() -> Path:
+def _served_prefect_database() -> Path:
     """The session's Prefect database that pqfl's ``TemporaryServer`` migrated and served
     (``flows.runners.served_database``), made by the first process that needs it while the
     others wait (a file lock)."""

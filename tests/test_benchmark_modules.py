@@ -95,27 +95,31 @@ def test_e2e_refuses_an_odds_dir_without_the_case_file_before_any_run(make, tmp_
     assert ("cardio.mat not found" if make == "empty" else "is not a folder") in line
 
 
-def test_e2e_gives_each_command_a_prefect_home_without_history(tmp_path, monkeypatch):
-    """`pqfl bench e2e` runs each command with a Prefect home of its own, holding a copy of a
-    migrated database without runs, whatever the user's environment names: otherwise the
-    temporary server writes into the user's ``PREFECT_HOME``, whose database keeps every
-    earlier command's runs and makes the server slower (docs/speed.md). A real temporary
-    server started with that environment records its runs in the command's home."""
+def test_e2e_runs_each_command_on_a_prefect_database_without_history(tmp_path, monkeypatch):
+    """`pqfl bench e2e` runs each command on a Prefect database without runs, whatever the
+    user's environment names: otherwise the temporary server writes into the user's
+    ``PREFECT_HOME``, whose database keeps every earlier command's runs and makes the server
+    slower (docs/speed.md). A real temporary server started with a command's environment
+    records into the benchmark's home, and the next command's database no longer has it;
+    the home keeps Prefect's memo of its block registration, as a user's home does."""
     import sqlite3
     import urllib.request
 
     from benchmarks.e2e import _command_env
     from flows.runners import TemporaryServer
-    from tests.servers import served_prefect_database
 
     user_home = tmp_path / "user-prefect"
     monkeypatch.setenv("PREFECT_HOME", str(user_home))
     monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{user_home / 'other.db'}")
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
-    folder = tmp_path / "run"
-    env = _command_env(tmp_path / "cache", folder, prefect_db=served_prefect_database())
-    assert env["PREFECT_HOME"] == str(folder / "prefect")
+    env = _command_env(tmp_path / "cache", tmp_path / "run")
+    home = Path(env["PREFECT_HOME"])
+    assert home != user_home and (home / "memo_store.toml").is_file()
     assert "PREFECT_API_DATABASE_CONNECTION_URL" not in env and "PREFECT_API_URL" not in env
+
+    def flows() -> int:
+        with sqlite3.connect(home / "prefect.db") as db:
+            return db.execute("SELECT count(*) FROM flow WHERE name = 'e2e-home-check'").fetchone()[0]
 
     server = TemporaryServer(env)
     try:
@@ -126,7 +130,7 @@ def test_e2e_gives_each_command_a_prefect_home_without_history(tmp_path, monkeyp
             assert answer.status in (200, 201)
     finally:
         server.stop()
-    with sqlite3.connect(folder / "prefect" / "prefect.db") as db:
-        assert db.execute("SELECT count(*) FROM flow WHERE name = 'e2e-home-check'").fetchone() == (1,)
-        assert db.execute("SELECT count(*) FROM flow_run").fetchone() == (0,)  # no history came with the copy
+    assert flows() == 1
+    assert _command_env(tmp_path / "cache", tmp_path / "next")["PREFECT_HOME"] == str(home)
+    assert flows() == 0  # the next command starts without the first one's records
     assert not user_home.exists()
