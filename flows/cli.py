@@ -475,9 +475,10 @@ def main(argv: list[str] | None = None) -> int:
             from flows.recorder import MethodRecorder
 
             if MethodRecorder.interrupted:
+                run_id, held = MethodRecorder.interrupted[-1]
                 print(
-                    f"pqfl: interrupted by {name}: the runs are marked KILLED and their last round is checkpointed; "
-                    f"resume with `pqfl run --resume {MethodRecorder.interrupted[-1]}`",
+                    f"pqfl: interrupted by {name}: the runs are marked KILLED and {held} is checkpointed; "
+                    f"resume with `pqfl run --resume {run_id}`",
                     file=sys.stderr,
                 )
             else:

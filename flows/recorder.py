@@ -53,7 +53,8 @@ def _dropped_tag(dropped) -> str:
 class MethodRecorder:
     """One method's MLflow runs and checkpoints within a flow run (``flow_runs`` names it)."""
 
-    interrupted: ClassVar[list[str]] = []  # parent run ids closed as KILLED in this process, to resume
+    # (parent run id, what its checkpoint holds) of each method closed as KILLED in this process
+    interrupted: ClassVar[list[tuple[str, str]]] = []
 
     def __init__(
         self,
@@ -174,10 +175,11 @@ class MethodRecorder:
         unsent, then send the queue to MLflow if it is due, and print the progress line."""
         report = state.last
         self.run.queue_round(report)
-        self.ckpt = replace(
+        ckpt = replace(
             self.ckpt, state=state, elapsed_s=self._elapsed(), flow_runs=self.flow_runs, unlogged=self.run.unlogged
         )
-        self.store.save(self.ckpt)
+        self.store.save(ckpt)
+        self.ckpt = ckpt  # only once it is on disk: an interruption reports the round a resume starts after
         self.phases["train_s"] += report.train_s
         self.phases["evaluate_s"] += report.evaluate_s
         if report.dropped:
@@ -258,13 +260,19 @@ class MethodRecorder:
         error comes back with how to resume."""
         if isinstance(err, (KeyboardInterrupt, TerminationSignal)):
             signal = "SIGTERM" if isinstance(err, TerminationSignal) or type(err).__name__ == "Terminated" else "SIGINT"
-            MethodRecorder.interrupted.append(self.run.parent_id)
+            # The signal can land after a round's checkpoint and before its progress line: the
+            # line printed on exit says which round the resume starts after.
+            done = self.ckpt.round
+            held = (
+                f"round {done}/{self.cfg.federation.rounds} of {self.method}" if done else f"no round of {self.method}"
+            )
+            MethodRecorder.interrupted.append((self.run.parent_id, held))
             try:
                 self._stop_monitor()
                 self.run.flush()
                 self.run.finish(
                     "KILLED",
-                    reason=f"interrupted by {signal} after round {self.ckpt.round}; resume with "
+                    reason=f"interrupted by {signal} after round {done}; resume with "
                     f"`pqfl run --resume {self.run.parent_id}`",
                 )
             except Exception as store_err:  # noqa: BLE001 — the signal may have landed in the store's own write
