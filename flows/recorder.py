@@ -253,6 +253,15 @@ class MethodRecorder:
         run.finish("FINISHED")
         return out
 
+    def _checkpointed_round(self) -> int:
+        """The round of the checkpoint on disk, which a resume starts after: a signal can land
+        inside the checkpoint's write after its rename, before ``self.ckpt`` is the new one."""
+        try:
+            ckpt = self.store.load(self.method)
+        except Exception:  # noqa: BLE001 — unreadable: the last checkpoint this process wrote
+            ckpt = None
+        return (ckpt or self.ckpt).round
+
     def fail(self, err: BaseException) -> BaseException:
         """Close the runs: KILLED after an interruption (Ctrl-C, SIGTERM), which comes back
         carrying the run id to resume; FAILED otherwise, with the reason in ``pqfl.failure``
@@ -262,7 +271,7 @@ class MethodRecorder:
             signal = "SIGTERM" if isinstance(err, TerminationSignal) or type(err).__name__ == "Terminated" else "SIGINT"
             # The signal can land after a round's checkpoint and before its progress line: the
             # line printed on exit says which round the resume starts after.
-            done = self.ckpt.round
+            done = self._checkpointed_round()
             held = (
                 f"round {done}/{self.cfg.federation.rounds} of {self.method}" if done else f"no round of {self.method}"
             )

@@ -123,24 +123,36 @@ def _in_process(folder: Path, capsys, monkeypatch, prefect_server: str) -> tuple
     return code, capsys.readouterr().err
 
 
-def test_a_signal_between_a_rounds_checkpoint_and_its_progress_line_names_that_round(
-    tmp_path, capsys, monkeypatch, prefect_server
-):
-    """Ctrl-C after round 2's checkpoint is on disk and before its progress line: the console
+@pytest.mark.parametrize("where", ["inside_the_write_after_its_rename", "before_the_progress_line"])
+def test_a_signal_just_after_a_rounds_checkpoint_names_that_round(where, tmp_path, capsys, monkeypatch, prefect_server):
+    """Ctrl-C once round 2's checkpoint is on disk, before its progress line: the console
     shows round 1 last, so the exit line must say that round 2 is what a resume starts after,
-    as the KILLED run's reason and the checkpoint do (the line used to name no round)."""
-    from flows.checkpoint import read_checkpoint
+    as the KILLED run's reason and the checkpoint do (the line used to name no round). The
+    signal can land inside the write itself, after the rename (the directory's fsync)."""
+    from flows.checkpoint import CheckpointStore, read_checkpoint
     from flows.tracking import MethodRun
 
-    real, fired = MethodRun.flush_if_due, []
+    fired = []
+    if where == "before_the_progress_line":
+        real_flush = MethodRun.flush_if_due
 
-    def flush_if_due(self):
-        if any(m.step == 2 for ms in self.pending.values() for m in ms):
-            fired.append(True)
-            raise KeyboardInterrupt
-        return real(self)
+        def flush_if_due(self):
+            if any(m.step == 2 for ms in self.pending.values() for m in ms):
+                fired.append(True)
+                raise KeyboardInterrupt
+            return real_flush(self)
 
-    monkeypatch.setattr(MethodRun, "flush_if_due", flush_if_due)
+        monkeypatch.setattr(MethodRun, "flush_if_due", flush_if_due)
+    else:
+        real_save = CheckpointStore.save
+
+        def save(self, ckpt):
+            real_save(self, ckpt)
+            if ckpt.round == 2 and not ckpt.finished:
+                fired.append(True)
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(CheckpointStore, "save", save)
     code, err = _in_process(tmp_path, capsys, monkeypatch, prefect_server)
     assert fired and code == 130, err[-3000:]
     assert [int(m["round"]) for m in re.finditer(r"\bround\s+(?P<round>\d+)/2\s+mean AUROC", err)] == [1]
