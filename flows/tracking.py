@@ -141,16 +141,57 @@ def check_store(uri: str) -> None:
 
 def open_store(uri: str) -> MlflowClient:
     """A client of the store at ``uri``. A SQLite store's schema is created (or migrated) under
-    a file lock, so runs started at once on a new store do not race in MLflow's table creation."""
+    a file lock, so runs started at once on a new store do not race in MLflow's table creation.
+    A new SQLite store starts as a copy of :func:`empty_store`."""
     path = sqlite_path(uri)
     if path is None:
         return MlflowClient(tracking_uri=uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists() or path.stat().st_size == 0:
+            _start_from_empty_store(path)
         client = MlflowClient(tracking_uri=uri)  # creating the client creates or migrates the schema
         client.search_experiments(max_results=1)
     return client
+
+
+def empty_store() -> Path:
+    """A SQLite database holding MLflow's schema at the installed revision and nothing else,
+    made once by MLflow's own table creation and migrations in pqfl's cache folder. MLflow
+    takes about a second to create its 60-odd tables and run its migrations on every new
+    store; a copy takes milliseconds. It has no experiment: MLflow adds its ``Default``
+    experiment, with the new store's artifact root, when a client first opens the copy."""
+    from mlflow.store.db.utils import _get_latest_schema_revision, _initialize_tables, create_sqlalchemy_engine
+
+    from pqfl.compile_cache import cache_folder
+
+    template = cache_folder() / "mlflow" / f"empty-{_get_latest_schema_revision()}.db"
+    if not template.exists():  # processes making it at once each write their own file; the last rename wins
+        template.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{template.name}.", suffix=".tmp", dir=template.parent)
+        os.close(fd)
+        try:
+            engine = create_sqlalchemy_engine(f"sqlite:///{tmp}")
+            try:
+                _initialize_tables(engine)
+            finally:
+                engine.dispose()
+            os.replace(tmp, template)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return template
+
+
+def _start_from_empty_store(path: Path) -> None:
+    """Write a copy of :func:`empty_store` to the new store ``path`` (held under its lock).
+    When the copy cannot be made (a read-only cache folder, say), MLflow creates the store."""
+    from flows.runners import copy_database
+
+    try:
+        copy_database(empty_store(), path)
+    except Exception:  # noqa: BLE001 — MLflow creates the schema itself, as without the copy
+        path.unlink(missing_ok=True)
 
 
 def run_page(client: MlflowClient, run_id: str) -> str:

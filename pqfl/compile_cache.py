@@ -31,13 +31,18 @@ def default_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pqfl" / "jax"
 
 
+def cache_folder() -> Path:
+    """pqfl's cache folder: ``PQFL_CACHE_DIR`` when set, else :func:`default_dir`."""
+    return Path(os.environ.get("PQFL_CACHE_DIR") or default_dir())
+
+
 def enable_persistent_cache(path: str | os.PathLike | None = None) -> Path:
     """Keep compiled circuits in ``path`` (default: ``PQFL_CACHE_DIR``, else ``pqfl/jax`` in
     the user's cache folder) so that later processes load them instead of tracing and
     compiling again; returns the folder. ``pqfl run`` turns it on; library users opt in once
     per process, as with JAX's own cache, before the first fit. The numbers are the same
     either way (docs/library.md has the three-client example's times)."""
-    folder = Path(path or os.environ.get("PQFL_CACHE_DIR") or default_dir())
+    folder = Path(path) if path else cache_folder()
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
