@@ -18,6 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from flows.progress import _ROUND
 from pqfl.config import parse_config
 from pqfl.federated.rounds import run_federation
 from pqfl.fleet import prepare
@@ -30,7 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PQFL = [sys.executable, "-m", "flows.cli"]
 ROUNDS = 5
 FEDERATION = {**TINY["federation"], "methods": ["pqfl"], "rounds": ROUNDS, "local_epochs": 3}
-PROGRESS = re.compile(rf"\bround\s+(?P<round>\d+)/{ROUNDS}\s+mean AUROC")
+
+
+def _progress_rounds(stderr: str) -> list[tuple[int, int]]:
+    """(line index, round) of each per-round progress line, read as the CLI's bar reads them."""
+    lines = stderr.splitlines()
+    matches = ((i, _ROUND.match(line.removeprefix("[pqfl] "))) for i, line in enumerate(lines))
+    return [(i, int(m["round"])) for i, m in matches if m]
+
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -84,11 +92,11 @@ def test_an_interrupted_run_stops_cleanly_and_resumes_to_the_same_metrics(sig, c
     assert not [p for p in children if _alive(p)], "a child process outlived pqfl run"
     # The signal can land after a round's checkpoint and before its progress line (seen in CI,
     # with round 2): the exit line names the round the checkpoint holds and the resume starts after.
-    *_, last = PROGRESS.finditer(stderr)
-    lines = [line for line in stderr[last.end() :].splitlines()[1:] if line.strip()]
+    *_, (at, last) = _progress_rounds(stderr)
+    lines = [line for line in stderr.splitlines()[at + 1 :] if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"pqfl: interrupted by {sig.name}:"), stderr[-3000:]
     held = int(re.search(rf"KILLED and round (\d+)/{ROUNDS} of pqfl is checkpointed;", lines[0]).group(1))
-    assert held in (int(last["round"]), int(last["round"]) + 1), stderr[-3000:]
+    assert held in (last, last + 1), stderr[-3000:]
     assert "Traceback" not in stderr
     runs = _runs(tmp_path)
     assert {r.info.status for r in runs} == {"KILLED"} and len(runs) == 1 + len(TINY["clients"])
@@ -155,7 +163,7 @@ def test_a_signal_just_after_a_rounds_checkpoint_names_that_round(where, tmp_pat
         monkeypatch.setattr(CheckpointStore, "save", save)
     code, err = _in_process(tmp_path, capsys, monkeypatch, prefect_server)
     assert fired and code == 130, err[-3000:]
-    assert [int(m["round"]) for m in re.finditer(r"\bround\s+(?P<round>\d+)/2\s+mean AUROC", err)] == [1]
+    assert [k for _, k in _progress_rounds(err)] == [1]
     last = err.strip().splitlines()[-1]
     assert "the runs are marked KILLED and round 2/2 of pqfl is checkpointed;" in last, err[-3000:]
     (parent,) = [r for r in _runs(tmp_path) if r.data.tags.get("pqfl.role") == "parent"]
